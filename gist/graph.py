@@ -1,0 +1,198 @@
+"""Spatial neighbour graphs per sample (the original's ``Cal_Spatial_Net``).
+
+Graphs are built with a KD-tree per sample, so edges never join cells of different
+samples/FOVs. Results are stored the way both the original and squidpy expect:
+
+- ``uns['Spatial_Net']``: DataFrame with columns ``Cell1``, ``Cell2`` (obs names) and
+  ``Distance``; no self loops (the original's layout; names are categorical to keep
+  million-cell graphs small).
+- ``obsp['spatial_connectivities']`` (1 per edge) and ``obsp['spatial_distances']``,
+  CSR matrices with row = ``Cell1``, column = ``Cell2``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from scipy.spatial import cKDTree
+
+from gist.errors import GistInputError
+from gist.io._validate import check_coordinates
+
+DEFAULT_LIBRARY_KEY = "sample"
+
+
+def _sample_groups(adata: AnnData, library_key: str | None) -> list[np.ndarray]:
+    if library_key is None:
+        return [np.arange(adata.n_obs)]
+    if library_key not in adata.obs:
+        raise GistInputError(f"library_key {library_key!r} is not a column of obs (have {list(adata.obs.columns)})")
+    codes, _ = pd.factorize(adata.obs[library_key], use_na_sentinel=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return np.split(order, bounds)
+
+
+def radius_edges(coords: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs ``(i, j)``, ``i != j``, with distance ``<= radius``."""
+    tree = cKDTree(coords)
+    pairs = tree.query_pairs(r=radius, output_type="ndarray")
+    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    return src, dst
+
+
+def knn_edges(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell to its ``k`` nearest other cells (fewer when the sample is smaller)."""
+    n = len(coords)
+    k_eff = min(k, n - 1)
+    if k_eff <= 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    _, idx = cKDTree(coords).query(coords, k=k_eff + 1, workers=-1)
+    idx = idx.reshape(n, k_eff + 1)
+    src = np.repeat(np.arange(n), k_eff + 1)
+    dst = idx.ravel()
+    keep = dst != src
+    src, dst = src[keep], dst[keep]
+    # Where coincident points displace a cell from its own first slot, it keeps k+1 others.
+    counts = np.bincount(src, minlength=n)
+    if (counts > k_eff).any():
+        rank = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
+        keep = rank < k_eff
+        src, dst = src[keep], dst[keep]
+    return src, dst
+
+
+def Cal_Spatial_Net(
+    adata: AnnData,
+    rad_cutoff: float | None = None,
+    k_cutoff: int | None = None,
+    model: str = "Radius",
+    verbose: bool = True,
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+    spatial_key: str = "spatial",
+) -> AnnData:
+    """Build the spatial neighbour graph of every sample in ``adata``, in place.
+
+    Parameters
+    ----------
+    adata
+        Cells with coordinates in ``obsm[spatial_key]``.
+    rad_cutoff
+        ``model='Radius'``: connect cells whose distance is ``<= rad_cutoff`` (same units as
+        the coordinates; the paper uses 80 px for CosMx).
+    k_cutoff
+        ``model='KNN'``: connect each cell to its ``k_cutoff`` nearest cells (a directed graph,
+        as in the original).
+    model
+        ``'Radius'`` or ``'KNN'``.
+    verbose
+        Print the number of edges, as the original does.
+    library_key
+        obs column naming each cell's sample; edges never cross samples. The default
+        ``'sample'`` is used when that column exists; ``None`` treats all cells as one sample.
+    spatial_key
+        Key of the coordinates in ``obsm``.
+
+    Returns
+    -------
+    AnnData
+        The same object, with ``uns['Spatial_Net']``, ``obsp['spatial_connectivities']`` and
+        ``obsp['spatial_distances']`` written.
+    """
+    if model not in ("Radius", "KNN"):
+        raise GistInputError(f"model must be 'Radius' or 'KNN', got {model!r}")
+    if model == "Radius" and (rad_cutoff is None or not rad_cutoff > 0):
+        raise GistInputError(f"model='Radius' needs rad_cutoff > 0, got {rad_cutoff!r}")
+    if model == "KNN" and (k_cutoff is None or int(k_cutoff) != k_cutoff or k_cutoff < 1):
+        raise GistInputError(f"model='KNN' needs an integer k_cutoff >= 1, got {k_cutoff!r}")
+    if spatial_key not in adata.obsm:
+        raise GistInputError(f"adata.obsm has no {spatial_key!r} coordinates (have {list(adata.obsm)})")
+    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    check_coordinates(coords, f"adata.obsm[{spatial_key!r}]", adata.obs_names)
+    if library_key == DEFAULT_LIBRARY_KEY and library_key not in adata.obs:
+        library_key = None
+
+    sources, targets = [], []
+    for members in _sample_groups(adata, library_key):
+        if model == "Radius":
+            src, dst = radius_edges(coords[members], float(rad_cutoff))
+        else:
+            src, dst = knn_edges(coords[members], int(k_cutoff))
+        sources.append(members[src])
+        targets.append(members[dst])
+    src = np.concatenate(sources) if sources else np.empty(0, np.int64)
+    dst = np.concatenate(targets) if targets else np.empty(0, np.int64)
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
+    dist = np.linalg.norm(coords[src] - coords[dst], axis=1)
+
+    n = adata.n_obs
+    adata.obsp["spatial_connectivities"] = sp.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
+    distances = sp.csr_matrix((dist, (src, dst)), shape=(n, n))
+    adata.obsp["spatial_distances"] = distances
+    names = pd.Index(adata.obs_names.astype(str))
+    adata.uns["Spatial_Net"] = pd.DataFrame(
+        {
+            "Cell1": pd.Categorical.from_codes(src, categories=names),
+            "Cell2": pd.Categorical.from_codes(dst, categories=names),
+            "Distance": dist,
+        }
+    )
+    adata.uns["spatial_neighbors"] = {
+        "connectivities_key": "spatial_connectivities",
+        "distances_key": "spatial_distances",
+        "params": {
+            "model": model,
+            "rad_cutoff": None if rad_cutoff is None else float(rad_cutoff),
+            "k_cutoff": None if k_cutoff is None else int(k_cutoff),
+            "library_key": library_key,
+        },
+    }
+    if verbose:
+        print(f"The graph contains {len(src)} edges, {n} cells.")
+        print(f"{len(src) / max(n, 1):.4f} neighbors per cell on average.")
+    return adata
+
+
+def Stats_Spatial_Net(adata: AnnData, ax=None, verbose: bool = True) -> pd.DataFrame:
+    """Summarise ``uns['Spatial_Net']``: how many cells have each number of neighbours.
+
+    Parameters
+    ----------
+    adata
+        AnnData after :func:`Cal_Spatial_Net`.
+    ax
+        Optional matplotlib axes to draw the original's bar chart on.
+    verbose
+        Print total edges and the mean number of neighbours per cell.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``n_neighbors``, ``n_cells`` and ``fraction``; cells without any neighbour are
+        counted under 0 (the original leaves them out).
+    """
+    if "spatial_connectivities" not in adata.obsp:
+        raise GistInputError("no spatial graph in adata: run gist.graph.Cal_Spatial_Net first")
+    per_cell = np.diff(adata.obsp["spatial_connectivities"].indptr)
+    values, counts = np.unique(per_cell, return_counts=True)
+    table = pd.DataFrame({"n_neighbors": values, "n_cells": counts, "fraction": counts / max(adata.n_obs, 1)})
+    mean = per_cell.mean() if len(per_cell) else 0.0
+    if verbose:
+        print(f"The graph contains {int(per_cell.sum())} edges, {adata.n_obs} cells, {mean:.2f} neighbors per cell on average.")
+    if ax is not None:
+        ax.bar(table["n_neighbors"], table["fraction"])
+        ax.set_ylabel("Percentage")
+        ax.set_title(f"Number of Neighbors (Mean={mean:.2f})")
+    return table
+
+
+def edge_index(adata: AnnData) -> np.ndarray:
+    """The graph as a PyG ``edge_index`` array of shape ``(2, n_edges)`` (source, target)."""
+    if "spatial_connectivities" not in adata.obsp:
+        raise GistInputError("no spatial graph in adata: run gist.graph.Cal_Spatial_Net first")
+    coo = sp.coo_matrix(adata.obsp["spatial_connectivities"])
+    return np.vstack([coo.row, coo.col]).astype(np.int64)

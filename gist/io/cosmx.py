@@ -1,0 +1,257 @@
+"""NanoString CosMx SMI flat files (``*_exprMat_file.csv``, ``*_metadata_file.csv``, ``CellComposite/``)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from gist.celltypes import merge_cell_types
+from gist.errors import GistInputError
+from gist.io._validate import (
+    check_coordinates,
+    check_counts,
+    check_unique,
+    numeric_columns,
+    read_csv_checked,
+    require_columns,
+)
+from gist.io.image import image_shape, spatial_entry
+
+KEYS = ["fov", "cell_ID"]
+X_COL, Y_COL = "CenterX_local_px", "CenterY_local_px"
+#: Columns of the expression matrix that are probes, not genes (moved to ``obsm['control_counts']``).
+CONTROL_PATTERN = re.compile(r"^(NegPrb|Negative|NegControl|SystemControl|FalseCode)", re.IGNORECASE)
+CELL_TYPE_COLUMNS = ("cell_type", "cellType", "CellType", "celltype")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: The paper drops cells closer than this to the FOV border (their 120 px patch would not fit).
+PAPER_EDGE_MARGIN = 60
+
+
+def _find_one(root: Path, pattern: str, what: str, required: bool = True) -> Path | None:
+    hits = sorted(root.glob(pattern))
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and not required:
+        return None
+    if not hits:
+        raise GistInputError(f"no {what} in {root} (expected a file matching {pattern!r})")
+    raise GistInputError(f"several {what}s in {root}: {[h.name for h in hits]}; pass the one to use explicitly")
+
+
+def _keyed_table(path: Path, what: str) -> pd.DataFrame:
+    frame = read_csv_checked(path, what)
+    require_columns(frame, KEYS, f"{what} {path}")
+    keys = numeric_columns(frame, KEYS, f"{what} {path}")
+    if np.isnan(keys).any():
+        raise GistInputError(f"{what} {path}: empty fov or cell_ID values; expected integers")
+    frame[KEYS] = keys.astype(np.int64)
+    check_unique(frame, KEYS, f"{what} {path}")
+    return frame
+
+
+def fov_image_path(image_dir: Path, fov: int) -> Path:
+    """Path of FOV ``fov``'s composite image, ``CellComposite_F{fov:03d}.jpg`` (or .png/.tif)."""
+    stem = f"CellComposite_F{int(fov):03d}"
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (image_dir / f"{stem}{suffix}", image_dir / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    raise GistInputError(
+        f"composite image for fov {fov} not found: expected {image_dir / (stem + '.jpg')} "
+        "(pass image_dir=None with fov_shape=(height, width) to read without images)"
+    )
+
+
+def read_cosmx(
+    root: str | Path,
+    *,
+    expr_file: str | Path | None = None,
+    metadata_file: str | Path | None = None,
+    annotation_file: str | Path | None = None,
+    image_dir: str | Path | None = "CellComposite",
+    fovs: Iterable[int] | None = None,
+    cell_type_key: str | None = None,
+    merge: bool = True,
+    drop_unlabelled: bool = True,
+    edge_margin: float = PAPER_EDGE_MARGIN,
+    flip_y: bool = True,
+    fov_shape: tuple[int, int] | None = None,
+    sample_prefix: str | None = None,
+) -> list[AnnData]:
+    """Read a CosMx flat-file export into one AnnData per FOV, with the paper's preprocessing.
+
+    Parameters
+    ----------
+    root
+        Folder of the export (holds ``*_exprMat_file.csv``, ``*_metadata_file.csv`` and
+        ``CellComposite/CellComposite_F001.jpg``, ...).
+    expr_file, metadata_file
+        Override the files found in ``root``. The metadata file needs ``fov``, ``cell_ID``,
+        ``CenterX_local_px`` and ``CenterY_local_px``; it may be left out when
+        ``annotation_file`` has those columns.
+    annotation_file
+        Optional cell annotation (e.g. the paper's ``matched_annotation_all.csv``) joined on
+        ``(fov, cell_ID)``; its columns take precedence over the metadata's.
+    image_dir
+        Folder of the composite images, relative to ``root`` unless absolute. ``None`` reads
+        without images (then ``fov_shape`` is required for the y flip and the edge filter).
+    fovs
+        Only these FOVs (default: all in the expression file).
+    cell_type_key
+        Column of the cell types (default: the first of ``cell_type``, ``cellType``,
+        ``CellType``, ``celltype`` present, else no labels). Stored as ``obs['cell_type']``.
+    merge
+        Add ``obs['merge_cell_type']``, the paper's 8 classes (:mod:`gist.celltypes`).
+    drop_unlabelled
+        Drop cells without a cell type, as the paper does (only when labels exist).
+    edge_margin
+        Drop cells whose centre lies closer than this many pixels to the image border
+        (paper: 60). ``0`` keeps every cell.
+    flip_y
+        Convert ``CenterY_local_px`` (y up) to image rows: ``row = height - y`` (paper).
+    fov_shape
+        ``(height, width)`` of every FOV image, used when images are not read.
+    sample_prefix
+        Prefix of the sample names (default: the expression file's name before
+        ``_exprMat_file``). Samples are named ``{prefix}_fov{fov:03d}``.
+
+    Returns
+    -------
+    list of AnnData
+        One per FOV, in FOV order: raw counts in ``X`` (float32 CSR); ``obs`` with ``fov``,
+        ``cell_ID``, ``sample``, the metadata columns and the labels; ``obsm['spatial']`` =
+        (column, row) pixel position in the FOV's composite image; ``obsm['control_counts']``
+        with the negative-probe/system-control counts; ``uns['spatial'][sample]`` with the image
+        path and shape.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GistInputError(f"CosMx folder not found: {root} (expected a folder with *_exprMat_file.csv)")
+    expr_path = Path(expr_file) if expr_file else _find_one(root, "*exprMat_file.csv", "expression matrix")
+    meta_path = Path(metadata_file) if metadata_file else _find_one(
+        root, "*metadata_file.csv", "metadata file", required=annotation_file is None
+    )
+    prefix = sample_prefix or re.sub(r"_?exprMat_file$", "", expr_path.stem) or "cosmx"
+
+    expr = _keyed_table(expr_path, "expression matrix")
+    expr = expr[expr["cell_ID"] != 0]  # cell 0 collects transcripts outside any cell
+    feature_cols = [c for c in expr.columns if c not in KEYS]
+    control_cols = [c for c in feature_cols if CONTROL_PATTERN.match(c)]
+    gene_cols = [c for c in feature_cols if c not in control_cols]
+    if not gene_cols:
+        raise GistInputError(f"expression matrix {expr_path} has no gene columns besides fov and cell_ID")
+
+    table = _cell_table(meta_path, annotation_file)
+    require_columns(table.reset_index(), [X_COL, Y_COL], f"metadata {meta_path or annotation_file}")
+    label_col = _label_column(table, cell_type_key, meta_path or annotation_file)
+
+    wanted = sorted(expr["fov"].unique()) if fovs is None else sorted(int(f) for f in fovs)
+    missing_fovs = sorted(set(wanted) - set(expr["fov"].unique()))
+    if missing_fovs:
+        raise GistInputError(f"fov(s) {missing_fovs} not in {expr_path} (it has {sorted(expr['fov'].unique())})")
+
+    adatas = []
+    for fov in wanted:
+        fov_expr = expr[expr["fov"] == fov]
+        keys = pd.MultiIndex.from_frame(fov_expr[KEYS])
+        known = keys.isin(table.index)
+        if not known.all():
+            warnings.warn(
+                f"fov {fov}: {int((~known).sum())} cell(s) of {expr_path.name} have no row in the "
+                "metadata/annotation and are dropped",
+                stacklevel=2,
+            )
+        fov_expr = fov_expr[known]
+        obs = table.reindex(pd.MultiIndex.from_frame(fov_expr[KEYS])).reset_index()
+        source = f"fov {fov} of {meta_path or annotation_file}"
+        xy = numeric_columns(obs, [X_COL, Y_COL], source)
+        check_coordinates(xy, source, obs["cell_ID"].to_numpy())
+
+        image_path, shape = _fov_image(root, image_dir, fov, fov_shape)
+        height, width = shape
+        col = xy[:, 0]
+        row = height - xy[:, 1] if flip_y else xy[:, 1]
+        keep = (
+            (col >= edge_margin) & (col <= width - edge_margin) & (row >= edge_margin) & (row <= height - edge_margin)
+        )
+        if label_col is not None and drop_unlabelled:
+            keep &= obs[label_col].notna().to_numpy()
+        if not keep.any():
+            warnings.warn(f"fov {fov}: no cell left after the edge/label filters; skipped", stacklevel=2)
+            continue
+        fov_expr, obs = fov_expr[keep], obs[keep].reset_index(drop=True)
+        adatas.append(
+            _fov_anndata(
+                fov_expr, obs, gene_cols, control_cols, np.column_stack([col[keep], row[keep]]),
+                f"{prefix}_fov{int(fov):03d}", label_col, merge, image_path, shape, expr_path,
+            )
+        )
+    return adatas
+
+
+def _cell_table(meta_path: Path | None, annotation_file: str | Path | None) -> pd.DataFrame:
+    """Metadata joined with the optional annotation, indexed by (fov, cell_ID)."""
+    table = _keyed_table(meta_path, "metadata file").set_index(KEYS) if meta_path else None
+    if annotation_file is not None:
+        anno = _keyed_table(Path(annotation_file), "annotation file").set_index(KEYS)
+        anno = anno.drop(columns=[c for c in anno.columns if str(c).startswith("Unnamed:")])
+        if table is not None:
+            order = list(table.columns) + [c for c in anno.columns if c not in table.columns]
+            anno = anno.combine_first(table)[order]
+        table = anno
+    return table
+
+
+def _label_column(table: pd.DataFrame, cell_type_key: str | None, source) -> str | None:
+    if cell_type_key is not None:
+        if cell_type_key not in table.columns:
+            raise GistInputError(
+                f"cell type column {cell_type_key!r} not in {source} (columns: {list(table.columns)[:12]})"
+            )
+        return cell_type_key
+    return next((c for c in CELL_TYPE_COLUMNS if c in table.columns), None)
+
+
+def _fov_image(root: Path, image_dir, fov: int, fov_shape) -> tuple[Path | None, tuple[int, int]]:
+    if image_dir is None:
+        if fov_shape is None:
+            raise GistInputError("image_dir=None needs fov_shape=(height, width) for the y flip and edge filter")
+        return None, (int(fov_shape[0]), int(fov_shape[1]))
+    folder = Path(image_dir) if Path(image_dir).is_absolute() else root / image_dir
+    path = fov_image_path(folder, fov)
+    return path, image_shape(path)
+
+
+def _fov_anndata(
+    fov_expr, obs, gene_cols, control_cols, spatial, sample, label_col, merge, image_path, shape, expr_path
+) -> AnnData:
+    source = f"expression matrix {expr_path}"
+    counts = numeric_columns(fov_expr, gene_cols, source, dtype=np.float32)
+    check_counts(counts, source, gene_cols)
+    obs = obs.copy()
+    obs["sample"] = pd.Categorical([sample] * len(obs))
+    if label_col is not None:
+        obs["cell_type"] = obs.pop(label_col).astype("category")
+        if merge:
+            obs["merge_cell_type"] = merge_cell_types(obs["cell_type"].astype(object))
+    obs.index = pd.Index([f"{sample}_{c}" for c in obs["cell_ID"]])
+    adata = AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=pd.Index(gene_cols, dtype=str)))
+    adata.obsm["spatial"] = spatial.astype(np.float64)
+    if control_cols:
+        controls = numeric_columns(fov_expr, control_cols, source, dtype=np.float32)
+        adata.obsm["control_counts"] = pd.DataFrame(controls, index=adata.obs_names, columns=control_cols)
+    adata.uns["spatial"] = {
+        sample: spatial_entry(
+            source="cosmx",
+            image_path=None if image_path is None else image_path.resolve(),
+            image_shape=shape,
+        )
+    }
+    return adata

@@ -1,0 +1,106 @@
+"""Any ``.h5ad`` with coordinates in ``obsm['spatial']``, plus an optional image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData, read_h5ad as _read_h5ad
+
+from gist.celltypes import merge_cell_types
+from gist.errors import GistInputError
+from gist.io._validate import check_coordinates, check_counts
+from gist.io.image import image_shape, spatial_entry
+
+
+def _check_counts_matrix(adata: AnnData, source: str) -> None:
+    data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+    if not np.issubdtype(data.dtype, np.number):
+        raise GistInputError(f"{source}: X has dtype {data.dtype}; expected numeric counts")
+    if sp.issparse(adata.X):
+        bad = ~np.isfinite(data) | (data < 0)
+        if bad.any():
+            raise GistInputError(f"{source}: X holds {int(bad.sum())} negative, NaN or infinite value(s); expected raw counts")
+    else:
+        check_counts(data, source, list(adata.var_names))
+
+
+def read_h5ad(
+    path: str | Path,
+    *,
+    image_path: str | Path | None = None,
+    library_key: str | None = None,
+    sample: str | None = None,
+    label_key: str | None = None,
+    merge: bool = False,
+    spatial_key: str = "spatial",
+    image_scalef: float = 1.0,
+) -> list[AnnData]:
+    """Read a spatial ``.h5ad`` as one AnnData per sample.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file whose ``obsm[spatial_key]`` holds (x, y) coordinates and ``X`` raw counts.
+    image_path
+        The tissue image the coordinates refer to (optional; recorded in ``uns['spatial']``).
+    library_key
+        obs column that splits the file into samples (default: one sample).
+    sample
+        Name of the single sample (default: the file's stem). Ignored with ``library_key``.
+    label_key
+        obs column of the labels; checked to exist.
+    merge
+        Add ``obs['merge_cell_type']`` from ``obs[label_key]`` with the paper's CosMx merge map.
+    spatial_key
+        Key of the coordinates in ``obsm``; they are stored as ``obsm['spatial']``.
+    image_scalef
+        Factor from ``obsm['spatial']`` to pixels of ``image_path``.
+
+    Returns
+    -------
+    list of AnnData
+        One per sample with ``obs['sample']`` and ``uns['spatial'][sample]``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GistInputError(f".h5ad file not found: {path}")
+    try:
+        adata = _read_h5ad(path)
+    except Exception as err:  # h5py/anndata raise many types for a damaged file
+        raise GistInputError(f"{path} is not a readable .h5ad file: {err}") from None
+    source = str(path)
+    if spatial_key not in adata.obsm:
+        raise GistInputError(f"{source}: obsm has no {spatial_key!r} coordinates (has {list(adata.obsm)})")
+    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+    check_coordinates(coords, f"{source} obsm[{spatial_key!r}]", adata.obs_names)
+    adata.obsm["spatial"] = coords
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()][0]
+        raise GistInputError(f"{source}: duplicate cell id {dup!r} in obs_names; expected unique ids")
+    _check_counts_matrix(adata, source)
+    if label_key is not None and label_key not in adata.obs:
+        raise GistInputError(f"{source}: label column {label_key!r} not in obs (have {list(adata.obs.columns)})")
+    if merge:
+        if label_key is None:
+            raise GistInputError("merge=True needs label_key, the column of NanoString cell types")
+        adata.obs["merge_cell_type"] = merge_cell_types(adata.obs[label_key].astype(object).to_numpy())
+    shape = image_shape(image_path) if image_path is not None else None
+    resolved = Path(image_path).resolve() if image_path is not None else None
+
+    if library_key is None:
+        groups = [(sample or path.stem, adata)]
+    else:
+        if library_key not in adata.obs:
+            raise GistInputError(f"{source}: library_key {library_key!r} not in obs (have {list(adata.obs.columns)})")
+        groups = [(str(k), adata[idx].copy()) for k, idx in adata.obs.groupby(library_key, observed=True).indices.items()]
+    out = []
+    for name, part in groups:
+        part.obs["sample"] = pd.Categorical([name] * part.n_obs)
+        part.uns["spatial"] = {
+            name: spatial_entry(source="h5ad", image_path=resolved, image_shape=shape, image_scalef=image_scalef)
+        }
+        out.append(part)
+    return out

@@ -1,0 +1,128 @@
+"""10x Visium output folders (``spaceranger count`` ``outs/``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from anndata import AnnData
+
+from gist.errors import GistInputError
+from gist.io._validate import check_coordinates, read_csv_checked, require_columns, require_file
+from gist.io.image import image_shape, spatial_entry
+
+POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+
+
+def _positions(spatial_dir: Path) -> pd.DataFrame:
+    new, old = spatial_dir / "tissue_positions.csv", spatial_dir / "tissue_positions_list.csv"
+    if new.is_file():
+        frame = read_csv_checked(new, "tissue positions")
+        require_columns(frame, POSITION_COLUMNS, f"tissue positions {new}")
+    elif old.is_file():
+        frame = read_csv_checked(old, "tissue positions", header=None)
+        if frame.shape[1] != len(POSITION_COLUMNS):
+            raise GistInputError(f"tissue positions {old}: {frame.shape[1]} columns, expected {len(POSITION_COLUMNS)}")
+        frame.columns = POSITION_COLUMNS
+    else:
+        raise GistInputError(f"no tissue positions in {spatial_dir} (expected tissue_positions.csv or tissue_positions_list.csv)")
+    return frame.set_index("barcode")
+
+
+def read_visium(
+    path: str | Path,
+    *,
+    count_file: str = "filtered_feature_bc_matrix.h5",
+    library_id: str | None = None,
+    fullres_image: str | Path | None = None,
+    labels: str | Path | None = None,
+    label_key: str = "label",
+    barcode_column: str | None = None,
+) -> AnnData:
+    """Read a Visium ``outs/`` folder (scanpy's ``read_visium`` layout) as one sample.
+
+    Parameters
+    ----------
+    path
+        Folder holding ``count_file`` and ``spatial/`` (``tissue_positions.csv`` or
+        ``tissue_positions_list.csv``, ``scalefactors_json.json``, ``tissue_hires_image.png``).
+    count_file
+        The 10x HDF5 count matrix inside ``path``.
+    library_id
+        Sample name (default: the folder's name).
+    fullres_image
+        The full-resolution tissue image. Without it the hires PNG is recorded, with
+        ``image_scalef = tissue_hires_scalef``.
+    labels
+        Optional CSV of spot labels keyed by barcode.
+    label_key
+        Column of ``labels`` holding the label; stored under the same name in ``obs``.
+    barcode_column
+        Column of ``labels`` holding barcodes (default: the first column).
+
+    Returns
+    -------
+    AnnData
+        Raw counts in ``X``; ``obsm['spatial']`` = (column, row) in full-resolution pixels;
+        ``obs['sample']``; ``uns['spatial'][library_id]`` with scale factors and image path.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise GistInputError(f"Visium folder not found: {path}")
+    counts_path = require_file(path / count_file, "Visium count matrix")
+    try:
+        adata = sc.read_10x_h5(counts_path)
+    except Exception as err:  # h5py raises several types for a damaged file
+        raise GistInputError(f"Visium count matrix {counts_path} is unreadable: {err}") from None
+    adata.var_names_make_unique()
+    library_id = library_id or path.name
+
+    spatial_dir = path / "spatial"
+    positions = _positions(spatial_dir)
+    missing = adata.obs_names.difference(positions.index)
+    if len(missing):
+        raise GistInputError(f"{len(missing)} barcode(s) of {counts_path} have no tissue position, first {missing[0]!r}")
+    positions = positions.loc[adata.obs_names]
+    for col in ("in_tissue", "array_row", "array_col"):
+        adata.obs[col] = positions[col].to_numpy()
+    coords = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
+    check_coordinates(coords, f"tissue positions in {spatial_dir}", adata.obs_names)
+    adata.obsm["spatial"] = coords
+
+    scale_path = require_file(spatial_dir / "scalefactors_json.json", "Visium scale factors")
+    try:
+        factors = json.loads(scale_path.read_text())
+    except json.JSONDecodeError as err:
+        raise GistInputError(f"Visium scale factors {scale_path} are not valid JSON: {err}") from None
+    if fullres_image is not None:
+        image_path, scalef = Path(fullres_image), 1.0
+    elif (spatial_dir / "tissue_hires_image.png").is_file():
+        image_path, scalef = spatial_dir / "tissue_hires_image.png", float(factors.get("tissue_hires_scalef", 1.0))
+    else:
+        image_path, scalef = None, 1.0
+    shape = image_shape(image_path) if image_path is not None else None
+
+    if labels is not None:
+        table = read_csv_checked(labels, "label file")
+        key_col = barcode_column or table.columns[0]
+        require_columns(table, [key_col, label_key], f"label file {labels}")
+        table = table.drop_duplicates(subset=key_col).set_index(key_col)
+        adata.obs[label_key] = table[label_key].reindex(adata.obs_names).astype("category").to_numpy()
+        if adata.obs[label_key].isna().all():
+            raise GistInputError(f"label file {labels}: no barcode in column {key_col!r} matches {counts_path}")
+
+    adata.obs["sample"] = pd.Categorical([library_id] * adata.n_obs)
+    adata.uns["spatial"] = {
+        library_id: spatial_entry(
+            source="visium",
+            image_path=None if image_path is None else image_path.resolve(),
+            image_shape=shape,
+            image_scalef=scalef,
+            spot_diameter_fullres=factors.get("spot_diameter_fullres"),
+            scalefactors={k: float(v) for k, v in factors.items() if isinstance(v, (int, float))},
+        )
+    }
+    return adata
