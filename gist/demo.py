@@ -9,7 +9,9 @@ blue = DAPI nucleus) with type-specific shape, intensity and texture.
 
 ``tumors`` and ``epithelial`` share one expression profile exactly; only the image tells them
 apart (tumour cells have large, speckled nuclei; epithelial cells small, smooth ones). This is
-the signal that image + expression can use and expression alone cannot.
+the signal that image + expression can use and expression alone cannot. The reverse holds
+too: fibroblasts and endothelial cells look the same, as do myeloid cells and neutrophils
+(but for the neutrophils' lobed nuclei), so only expression separates them well.
 """
 
 from __future__ import annotations
@@ -54,14 +56,14 @@ NICHES: dict[str, dict[str, float]] = {
 # Drawing parameters per type: cell radii (a, b) px, nucleus radius px, nucleus lobes,
 # cytoplasm RGB intensity, DAPI intensity, nuclear texture, cytoplasm granularity.
 _LOOK: dict[str, dict] = {
-    "tumors": dict(cell=(20, 17), nuc=11, lobes=1, rgb=(0.10, 0.80, 0.10), dapi=0.85, nuc_tex=0.55, gran=0.05),
-    "epithelial": dict(cell=(18, 15), nuc=6, lobes=1, rgb=(0.10, 0.80, 0.10), dapi=0.70, nuc_tex=0.05, gran=0.05),
-    "fibroblast": dict(cell=(24, 8), nuc=5, lobes=1, rgb=(0.25, 0.20, 0.15), dapi=0.60, nuc_tex=0.10, gran=0.05),
-    "endothelial": dict(cell=(22, 7), nuc=5, lobes=1, rgb=(0.40, 0.15, 0.30), dapi=0.60, nuc_tex=0.10, gran=0.05),
-    "lymphocyte": dict(cell=(9, 9), nuc=7, lobes=1, rgb=(0.85, 0.10, 0.10), dapi=0.90, nuc_tex=0.05, gran=0.05),
-    "myeloid": dict(cell=(15, 13), nuc=7, lobes=1, rgb=(0.60, 0.15, 0.25), dapi=0.60, nuc_tex=0.10, gran=0.40),
-    "neutrophil": dict(cell=(11, 11), nuc=3, lobes=3, rgb=(0.55, 0.10, 0.10), dapi=0.80, nuc_tex=0.10, gran=0.15),
-    "mast": dict(cell=(14, 13), nuc=6, lobes=1, rgb=(0.30, 0.45, 0.55), dapi=0.60, nuc_tex=0.10, gran=0.60),
+    "tumors": dict(cell=(19, 16), nuc=10, lobes=1, rgb=(0.10, 0.70, 0.10), dapi=0.85, nuc_tex=0.55, gran=0.10),
+    "epithelial": dict(cell=(18, 15), nuc=6, lobes=1, rgb=(0.10, 0.70, 0.10), dapi=0.70, nuc_tex=0.05, gran=0.10),
+    "fibroblast": dict(cell=(23, 8), nuc=5, lobes=1, rgb=(0.30, 0.20, 0.18), dapi=0.60, nuc_tex=0.10, gran=0.10),
+    "endothelial": dict(cell=(23, 8), nuc=5, lobes=1, rgb=(0.30, 0.20, 0.18), dapi=0.60, nuc_tex=0.10, gran=0.10),
+    "lymphocyte": dict(cell=(9, 9), nuc=7, lobes=1, rgb=(0.80, 0.10, 0.10), dapi=0.90, nuc_tex=0.05, gran=0.10),
+    "myeloid": dict(cell=(14, 12), nuc=6, lobes=1, rgb=(0.55, 0.20, 0.25), dapi=0.65, nuc_tex=0.10, gran=0.35),
+    "neutrophil": dict(cell=(14, 12), nuc=3, lobes=3, rgb=(0.55, 0.20, 0.25), dapi=0.65, nuc_tex=0.10, gran=0.35),
+    "mast": dict(cell=(13, 12), nuc=6, lobes=1, rgb=(0.45, 0.30, 0.35), dapi=0.65, nuc_tex=0.10, gran=0.45),
 }
 
 N_NEGATIVE_PROBES = 10
@@ -128,7 +130,7 @@ def _draw(rng: np.random.Generator, xy: np.ndarray, types: np.ndarray, size: int
     nuc_lab = np.zeros((size, size), np.int32)
     for i, ((x, y), t) in enumerate(zip(xy, types)):
         look = _LOOK[t]
-        gain = rng.uniform(0.85, 1.15)
+        gain = rng.uniform(0.8, 1.2)
         a, b = (int(round(r * gain)) for r in look["cell"])
         angle = float(rng.uniform(0, 180))
         centre = (int(round(x)), int(round(y)))
@@ -146,7 +148,7 @@ def _draw(rng: np.random.Generator, xy: np.ndarray, types: np.ndarray, size: int
     dapi_table = np.array([_LOOK[t]["dapi"] for t in CELL_TYPES], np.float32)
     tex_table = np.array([_LOOK[t]["nuc_tex"] for t in CELL_TYPES], np.float32)
     gran_table = np.array([_LOOK[t]["gran"] for t in CELL_TYPES], np.float32)
-    brightness = np.concatenate([[0.0], rng.uniform(0.8, 1.2, len(types))]).astype(np.float32)
+    brightness = np.concatenate([[0.0], rng.uniform(0.6, 1.4, len(types))]).astype(np.float32)
     cell_type_map = np.concatenate([[0], type_codes])[cell_lab]
     nuc_type_map = np.concatenate([[0], type_codes])[nuc_lab]
     in_cell, in_nuc = cell_lab > 0, nuc_lab > 0
@@ -169,7 +171,7 @@ def make_demo(
     *,
     image_size: int = 1024,
     n_genes: int = 300,
-    markers_per_type: int = 20,
+    markers_per_type: int = 10,
     n_niche_seeds: int = 8,
 ) -> list[AnnData]:
     """Generate the demo dataset: one CosMx-like AnnData per FOV.
@@ -205,7 +207,7 @@ def make_demo(
     profile_mean = {}
     for profile, idx in markers.items():
         mean = base.copy()
-        mean[idx] = rng.uniform(1.0, 4.0, size=len(idx))
+        mean[idx] = rng.uniform(0.3, 1.5, size=len(idx))
         profile_mean[profile] = mean
 
     adatas = []

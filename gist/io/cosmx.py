@@ -141,12 +141,17 @@ def read_cosmx(
     prefix = sample_prefix or re.sub(r"_?exprMat_file$", "", expr_path.stem) or "cosmx"
 
     expr = _keyed_table(expr_path, "expression matrix")
-    expr = expr[expr["cell_ID"] != 0]  # cell 0 collects transcripts outside any cell
+    expr = expr[expr["cell_ID"] != 0].reset_index(drop=True)  # cell 0 collects transcripts outside any cell
     feature_cols = [c for c in expr.columns if c not in KEYS]
     control_cols = [c for c in feature_cols if CONTROL_PATTERN.match(c)]
     gene_cols = [c for c in feature_cols if c not in control_cols]
     if not gene_cols:
         raise GistInputError(f"expression matrix {expr_path} has no gene columns besides fov and cell_ID")
+    source = f"expression matrix {expr_path}"
+    counts = numeric_columns(expr, gene_cols, source, dtype=np.float32)
+    check_counts(counts, source, gene_cols)
+    controls = numeric_columns(expr, control_cols, source, dtype=np.float32) if control_cols else None
+    expr = expr[KEYS]
 
     table = _cell_table(meta_path, annotation_file)
     require_columns(table.reset_index(), [X_COL, Y_COL], f"metadata {meta_path or annotation_file}")
@@ -159,8 +164,8 @@ def read_cosmx(
 
     adatas = []
     for fov in wanted:
-        fov_expr = expr[expr["fov"] == fov]
-        keys = pd.MultiIndex.from_frame(fov_expr[KEYS])
+        rows = np.flatnonzero((expr["fov"] == fov).to_numpy())
+        keys = pd.MultiIndex.from_frame(expr.iloc[rows])
         known = keys.isin(table.index)
         if not known.all():
             warnings.warn(
@@ -168,8 +173,8 @@ def read_cosmx(
                 "metadata/annotation and are dropped",
                 stacklevel=2,
             )
-        fov_expr = fov_expr[known]
-        obs = table.reindex(pd.MultiIndex.from_frame(fov_expr[KEYS])).reset_index()
+        rows = rows[known]
+        obs = table.reindex(keys[known]).reset_index()
         source = f"fov {fov} of {meta_path or annotation_file}"
         xy = numeric_columns(obs, [X_COL, Y_COL], source)
         check_coordinates(xy, source, obs["cell_ID"].to_numpy())
@@ -186,11 +191,12 @@ def read_cosmx(
         if not keep.any():
             warnings.warn(f"fov {fov}: no cell left after the edge/label filters; skipped", stacklevel=2)
             continue
-        fov_expr, obs = fov_expr[keep], obs[keep].reset_index(drop=True)
+        rows, obs = rows[keep], obs[keep].reset_index(drop=True)
         adatas.append(
             _fov_anndata(
-                fov_expr, obs, gene_cols, control_cols, np.column_stack([col[keep], row[keep]]),
-                f"{prefix}_fov{int(fov):03d}", label_col, merge, image_path, shape, expr_path,
+                counts[rows], None if controls is None else controls[rows], gene_cols, control_cols, obs,
+                np.column_stack([col[keep], row[keep]]), f"{prefix}_fov{int(fov):03d}", label_col, merge,
+                image_path, shape,
             )
         )
     return adatas
@@ -203,8 +209,11 @@ def _cell_table(meta_path: Path | None, annotation_file: str | Path | None) -> p
         anno = _keyed_table(Path(annotation_file), "annotation file").set_index(KEYS)
         anno = anno.drop(columns=[c for c in anno.columns if str(c).startswith("Unnamed:")])
         if table is not None:
+            # The annotation is authoritative for the columns it has (a cell it leaves unlabelled
+            # stays unlabelled); only coordinates fall back to the metadata where it lacks them.
             order = list(table.columns) + [c for c in anno.columns if c not in table.columns]
-            anno = anno.combine_first(table)[order]
+            fallback = table[[c for c in table.columns if c not in anno.columns or c in (X_COL, Y_COL)]]
+            anno = anno.combine_first(fallback).reindex(columns=order)
         table = anno
     return table
 
@@ -230,11 +239,8 @@ def _fov_image(root: Path, image_dir, fov: int, fov_shape) -> tuple[Path | None,
 
 
 def _fov_anndata(
-    fov_expr, obs, gene_cols, control_cols, spatial, sample, label_col, merge, image_path, shape, expr_path
+    counts, controls, gene_cols, control_cols, obs, spatial, sample, label_col, merge, image_path, shape
 ) -> AnnData:
-    source = f"expression matrix {expr_path}"
-    counts = numeric_columns(fov_expr, gene_cols, source, dtype=np.float32)
-    check_counts(counts, source, gene_cols)
     obs = obs.copy()
     obs["sample"] = pd.Categorical([sample] * len(obs))
     if label_col is not None:
@@ -244,8 +250,7 @@ def _fov_anndata(
     obs.index = pd.Index([f"{sample}_{c}" for c in obs["cell_ID"]])
     adata = AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=pd.Index(gene_cols, dtype=str)))
     adata.obsm["spatial"] = spatial.astype(np.float64)
-    if control_cols:
-        controls = numeric_columns(fov_expr, control_cols, source, dtype=np.float32)
+    if controls is not None:
         adata.obsm["control_counts"] = pd.DataFrame(controls, index=adata.obs_names, columns=control_cols)
     adata.uns["spatial"] = {
         sample: spatial_entry(
