@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from gist.celltypes import PAPER_CLASSES
+from gist.errors import GistInputError
 from gist.io.image import spatial_entry
 from gist.utils import atomic_path
 
@@ -295,10 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gist.graph import Cal_Spatial_Net
     from gist.io import read_cosmx
 
+    if args.n_fovs < 1:
+        parser.error(f"--n_fovs must be >= 1, got {args.n_fovs}")
     adatas = make_demo(n_fovs=args.n_fovs, seed=args.seed)
     root = write_cosmx_export(adatas, args.out)
     print(f"wrote the demo export ({sum(a.n_obs for a in adatas)} cells, {args.n_fovs} FOVs) to {root}")
-    loaded = read_cosmx(root)
+    try:
+        loaded = read_cosmx(root)
+    except GistInputError as err:
+        parser.exit(2, f"error: {err}\n")
     rows = []
     for adata in loaded:
         Cal_Spatial_Net(adata, rad_cutoff=args.rad_cutoff, verbose=False)

@@ -180,3 +180,13 @@ def test_real_lung12_paper_filter_and_silver_labels():
         xy = adata.obsm["spatial"]
         assert (xy >= 60).all() and (xy[:, 0] <= w - 60).all() and (xy[:, 1] <= h - 60).all()
         assert adata.obs["merge_cell_type"].notna().all()
+
+
+def test_cells_without_metadata_are_dropped_with_a_warning(export, tmp_path):
+    root = _copy_export(export, tmp_path)
+    meta_path = next(root.glob("*metadata_file.csv"))
+    meta = pd.read_csv(meta_path)
+    meta.iloc[3:].to_csv(meta_path, index=False)
+    with pytest.warns(UserWarning, match="fov 1: 3 cell"):
+        first = read_cosmx(root, edge_margin=0)[0]
+    assert not set(meta["cell_ID"].iloc[:3]) & set(first.obs["cell_ID"])

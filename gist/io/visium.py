@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from anndata import AnnData
 
 from gist.errors import GistInputError
@@ -73,6 +72,8 @@ def read_visium(
     if not path.is_dir():
         raise GistInputError(f"Visium folder not found: {path}")
     counts_path = require_file(path / count_file, "Visium count matrix")
+    import scanpy as sc  # deferred: importing scanpy takes seconds
+
     try:
         adata = sc.read_10x_h5(counts_path)
     except Exception as err:  # h5py raises several types for a damaged file
