@@ -15,14 +15,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The whole pipeline on the built-in demo data: export + graph summary, training, inference.
 demo: setup
 	$(PY) -m gist.demo --out dataset/demo
+	$(PY) train.py --dataset demo --save_path checkpoint/demo
+	$(PY) test.py --dataset demo --save_path checkpoint/demo --result_path results/demo
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/graph.py
+	$(PY) bench/train.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,11 +1,9 @@
-"""GIST test.py: run inference, clustering and scoring with a trained checkpoint.
-
-Not available yet: this entry point is delivered by issue #3 and #5 of the project tracker.
-Today the package offers the readers (gist.io), the spatial graph (gist.graph) and the demo
-dataset (`make demo`).
-"""
+"""GIST test.py: embed cells with a trained checkpoint and write results/<dataset>/gist.h5ad
+(see ``python test.py --help``)."""
 
 import sys
 
+from gist.cli import test_main
+
 if __name__ == "__main__":
-    sys.exit("test.py: not available yet (issue #3 and #5); run 'make demo' for what works today")
+    sys.exit(test_main())

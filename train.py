@@ -1,11 +1,12 @@
-"""GIST train.py: train the GIST model on a prepared dataset.
+"""GIST train.py: train the hybrid graph-transformer autoencoder (see ``python train.py --help``).
 
-Not available yet: this entry point is delivered by issue #3 of the project tracker.
-Today the package offers the readers (gist.io), the spatial graph (gist.graph) and the demo
-dataset (`make demo`).
+Example (the paper's command): ``python train.py --dataset nanostring --test_only 0 --save_path
+checkpoint/nanostring/ --seed 1234 --epochs 1000 --lr 1e-3``.
 """
 
 import sys
 
+from gist.cli import train_main
+
 if __name__ == "__main__":
-    sys.exit("train.py: not available yet (issue #3); run 'make demo' for what works today")
+    sys.exit(train_main())

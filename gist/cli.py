@@ -1,0 +1,157 @@
+"""Command lines behind ``train.py`` and ``test.py`` (kept here so they are importable and tested)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gist.data import DATASETS, load_dataset, to_graph, sample_name
+from gist.errors import GistInputError
+
+#: Epochs when --epochs is not given: the paper's 1000, but a demo-sized run for the demo.
+DEFAULT_EPOCHS = {"demo": 100}
+PAPER_EPOCHS = 1000
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data (give --dataset or --data)")
+    group.add_argument("--dataset", choices=sorted(DATASETS),
+                       help="a paper dataset read from ROOT/<dataset>/features/ (written by extract_features.py); "
+                            "'demo' is generated in memory")
+    group.add_argument("--data", metavar="PATH",
+                       help="any prepared .h5ad (split by obs['sample']) or folder of per-sample .h5ad files "
+                            "with raw counts in X, obsm['spatial'] and image features in obsm['imgs']")
+    group.add_argument("--root", default="dataset", help="folder holding the datasets (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1234, help="random seed (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=0, help="repeat index in checkpoint names final_*_<repeat>.pth (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+
+
+def _name(args) -> str:
+    return args.dataset or Path(args.data).stem
+
+
+def _load(args):
+    adatas, spec = load_dataset(dataset=args.dataset, data=args.data, root=args.root)
+    graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
+    return adatas, spec, graphs
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train the GIST hybrid graph-transformer autoencoder (paper recipe: Adam, lr 1e-3, "
+        "weight decay 1e-4, gradient clipping 5, one sample per mini-batch, 1000 epochs).",
+    )
+    _add_data_args(parser)
+    parser.add_argument("--save_path", help="checkpoint folder (default: checkpoint/<dataset>/)")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default: {PAPER_EPOCHS}; demo: {DEFAULT_EPOCHS['demo']})")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--weight_decay", type=float, default=1e-4, help="Adam weight decay (default: %(default)s)")
+    parser.add_argument("--gradient_clipping", type=float, default=5.0, help="max gradient norm (default: %(default)s)")
+    parser.add_argument("--hidden", type=int, nargs=2, default=[512, 30], metavar=("HIDDEN", "LATENT"),
+                        help="hidden and latent widths (default: 512 30)")
+    parser.add_argument("--use_img_loss", type=int, choices=[0, 1], default=0,
+                        help="1: the image branch reconstructs the image features instead of expression (default: 0)")
+    parser.add_argument("--save_every", type=int, default=100, help="write final_<epoch>_<repeat>.pth every N epochs (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save_path")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="autocast precision (default: fp32; bf16 measured ~7x slower for training on this project's CPU)")
+    parser.add_argument("--test_only", type=int, choices=[0, 1], default=0,
+                        help="1: skip training and run inference with the final checkpoint, as test.py does")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``train.py``: train and write checkpoints."""
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    if (args.dataset is None) == (args.data is None):
+        parser.error("give exactly one of --dataset NAME or --data PATH")
+    if args.test_only:
+        return test_main(_forward_to_test(args))
+    from gist.train import TrainConfig, train
+
+    save_path = Path(args.save_path or f"checkpoint/{_name(args)}")
+    epochs = args.epochs or DEFAULT_EPOCHS.get(args.dataset, PAPER_EPOCHS)
+    config = TrainConfig(
+        epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, gradient_clipping=args.gradient_clipping,
+        hidden=tuple(args.hidden), use_img_loss=bool(args.use_img_loss), seed=args.seed,
+        save_every=args.save_every, repeat=args.repeat, device=args.device, precision=args.precision,
+        extra={"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data},
+    )
+    try:
+        _, _, graphs = _load(args)
+        _, losses = train(graphs, config, save_path, resume=args.resume, progress=not args.no_progress)
+    except GistInputError as err:
+        parser.exit(2, f"train.py: error: {err}\n")
+    print(f"trained {epochs} epochs, final loss {losses[-1]:.4f}; checkpoints in {save_path}/")
+    return 0
+
+
+def _forward_to_test(args) -> list[str]:
+    out = ["--seed", str(args.seed), "--repeat", str(args.repeat), "--device", args.device, "--root", args.root]
+    out += ["--dataset", args.dataset] if args.dataset else ["--data", args.data]
+    if args.save_path:
+        out += ["--save_path", args.save_path]
+    return out
+
+
+def test_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="test.py",
+        description="Embed every cell with a trained GIST checkpoint and write RESULT_PATH/gist.h5ad "
+        "(obsm['pred'] fused latent, obsm['gene_pred'], obsm['img_pred'], layers['recon'] denoised expression).",
+    )
+    _add_data_args(parser)
+    parser.add_argument("--save_path", help="checkpoint folder (default: checkpoint/<dataset>/)")
+    parser.add_argument("--result_path", help="output folder (default: results/<dataset>/)")
+    parser.add_argument("--pretrain", help="checkpoint file to use (default: SAVE_PATH/final_<repeat>.pth, the final one)")
+    parser.add_argument("--select", choices=["final"], default="final",
+                        help="model selection: 'final' = the final checkpoint (honest default; the original's "
+                             "label-based 'oracle' selection arrives with clustering)")
+    return parser
+
+
+def test_main(argv: Sequence[str] | None = None) -> int:
+    """``test.py``: inference with a checkpoint; writes ``gist.h5ad``."""
+    from gist.infer import infer, load_checkpoint, write_result
+    from gist.train import resolve_device
+
+    parser = test_parser()
+    args = parser.parse_args(argv)
+    if (args.dataset is None) == (args.data is None):
+        parser.error("give exactly one of --dataset NAME or --data PATH")
+    save_path = Path(args.save_path or f"checkpoint/{_name(args)}")
+    result_path = Path(args.result_path or f"results/{_name(args)}")
+    checkpoint = Path(args.pretrain or save_path / f"final_{args.repeat}.pth")
+    try:
+        device = resolve_device(args.device)
+        adatas, spec, graphs = _load(args)
+        model = load_checkpoint(checkpoint, graphs[0].x.shape[1], graphs[0].img.shape[1])
+        record = checkpoint.with_suffix(".json")
+        info = {"checkpoint": str(checkpoint), "select": args.select, "dataset": args.dataset, "data": args.data,
+                "train": json.loads(record.read_text()) if record.is_file() else None}
+        result = infer(adatas, model, device, info=_flatten(info))
+        out = write_result(result, result_path / "gist.h5ad")
+    except GistInputError as err:
+        parser.exit(2, f"test.py: error: {err}\n")
+    print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, selection: {args.select})")
+    return 0
+
+
+def _flatten(info: dict) -> dict:
+    """uns values must be h5ad-storable: nested dicts are kept, None becomes ''."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if v is None:
+            return ""
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v] if v else ""
+        return v
+    return clean(info)

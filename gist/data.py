@@ -1,0 +1,153 @@
+"""From AnnData to model inputs: datasets, normalisation and per-sample graphs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData, read_h5ad
+
+from gist.errors import GistInputError
+from gist.features import IMG_KEY, add_patch_stats
+from gist.graph import Cal_Spatial_Net, edge_index
+
+#: Paper defaults per dataset: graph radius (px, or scaled units for colorectal), label column,
+#: number of clusters and clustering method.
+DATASETS: dict[str, dict] = {
+    "nanostring": {"rad_cutoff": 80.0, "label_key": "merge_cell_type", "ncluster": 8, "cluster": "leiden"},
+    "breast": {"rad_cutoff": 300.0, "label_key": "label", "ncluster": 4, "cluster": "mclust"},
+    "breast2": {"rad_cutoff": 300.0, "label_key": "label", "ncluster": 3, "cluster": "mclust"},
+    "colorectal": {"rad_cutoff": 20.0, "label_key": "label", "ncluster": 5, "cluster": "mclust"},
+    "demo": {"rad_cutoff": 80.0, "label_key": "merge_cell_type", "ncluster": 8, "cluster": "leiden"},
+}
+TARGET_SUM = 1e4
+
+
+@dataclass
+class SampleGraph:
+    """Model inputs of one sample (FOV): a mini-batch."""
+
+    name: str
+    x: torch.Tensor  # (cells, genes) normalised log expression
+    img: torch.Tensor  # (cells, img_dim) image features
+    edge_index: torch.Tensor  # (2, edges)
+
+    def to(self, device: torch.device | str) -> "SampleGraph":
+        return SampleGraph(self.name, self.x.to(device), self.img.to(device), self.edge_index.to(device))
+
+
+def log_normalize(counts) -> np.ndarray:
+    """``normalize_total(target_sum=1e4)`` then ``log1p``, as the original; dense float32."""
+    dense = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
+    dense = dense.astype(np.float32, copy=True)
+    totals = dense.sum(axis=1, keepdims=True)
+    scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
+    return np.log1p(dense * scale)
+
+
+def sample_name(adata: AnnData, fallback: str) -> str:
+    if "sample" in adata.obs and adata.n_obs:
+        return str(adata.obs["sample"].iloc[0])
+    return fallback
+
+
+def ensure_graph(adata: AnnData, rad_cutoff: float) -> AnnData:
+    """Build the radius graph unless the sample already has one."""
+    if "spatial_connectivities" not in adata.obsp:
+        Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
+    return adata
+
+
+def to_graph(adata: AnnData, name: str) -> SampleGraph:
+    """One sample's tensors: normalised expression, image features and edges."""
+    if IMG_KEY not in adata.obsm:
+        raise GistInputError(
+            f"sample {name!r} has no image features in obsm[{IMG_KEY!r}]; run extract_features.py first"
+        )
+    img = np.asarray(adata.obsm[IMG_KEY], dtype=np.float32)
+    if img.shape[0] != adata.n_obs or not np.isfinite(img).all():
+        raise GistInputError(f"sample {name!r}: obsm[{IMG_KEY!r}] must be ({adata.n_obs}, d) finite numbers, got {img.shape}")
+    return SampleGraph(
+        name=name,
+        x=torch.from_numpy(log_normalize(adata.X)),
+        img=torch.from_numpy(img),
+        edge_index=torch.from_numpy(edge_index(adata)),
+    )
+
+
+def check_consistent(adatas: list[AnnData]) -> None:
+    """All samples must share genes (in order) and image feature width."""
+    genes = list(adatas[0].var_names)
+    width = adatas[0].obsm[IMG_KEY].shape[1] if IMG_KEY in adatas[0].obsm else None
+    for i, adata in enumerate(adatas[1:], start=1):
+        name = sample_name(adata, f"#{i}")
+        if list(adata.var_names) != genes:
+            raise GistInputError(f"sample {name!r} has other genes than the first sample ({adata.n_vars} vs {len(genes)})")
+        if IMG_KEY in adata.obsm and adata.obsm[IMG_KEY].shape[1] != width:
+            raise GistInputError(f"sample {name!r} has {adata.obsm[IMG_KEY].shape[1]}-d image features, the first {width}-d")
+
+
+def load_prepared(path: str | Path) -> list[AnnData]:
+    """Read prepared samples: one ``.h5ad`` (split by ``obs['sample']``) or a folder of per-sample files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.h5ad"))
+        if not files:
+            raise GistInputError(f"no .h5ad files in {path} (expected one prepared file per sample)")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise GistInputError(f"prepared data not found: {path} (expected an .h5ad file or a folder of them)")
+    adatas = []
+    for file in files:
+        try:
+            adata = read_h5ad(file)
+        except Exception as err:  # h5py/anndata raise many types for a damaged file
+            raise GistInputError(f"{file} is not a readable .h5ad file: {err}") from None
+        if "sample" not in adata.obs:
+            adata.obs["sample"] = pd.Categorical([file.stem] * adata.n_obs)
+        for name in adata.obs["sample"].astype(str).unique():
+            part = adata[adata.obs["sample"].astype(str) == name].copy() if adata.obs["sample"].nunique() > 1 else adata
+            adatas.append(part)
+    return adatas
+
+
+def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
+    """The demo dataset with built-in image statistics as image features."""
+    from gist.demo import make_demo
+
+    return [add_patch_stats(a) for a in make_demo(n_fovs=n_fovs, seed=seed)]
+
+
+def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset") -> tuple[list[AnnData], dict]:
+    """Samples of a named dataset (or a prepared path), with graphs, and the dataset's defaults.
+
+    ``demo`` is generated in memory; other names read ``{root}/{name}/features/`` written by
+    ``extract_features.py``; ``data`` reads any prepared ``.h5ad`` or folder.
+    """
+    if (dataset is None) == (data is None):
+        raise GistInputError("give exactly one of --dataset NAME or --data PATH")
+    if data is not None:
+        spec = DATASETS["nanostring"] | {"label_key": None, "ncluster": None}
+        adatas = load_prepared(data)
+    elif dataset == "demo":
+        spec, adatas = DATASETS["demo"], load_demo()
+    elif dataset in DATASETS:
+        spec = DATASETS[dataset]
+        folder = Path(root) / dataset / "features"
+        if not folder.is_dir():
+            raise GistInputError(
+                f"no prepared features for dataset {dataset!r}: {folder} is missing "
+                f"(run extract_features.py --dataset {dataset} first, or pass --data PATH)"
+            )
+        adatas = load_prepared(folder)
+    else:
+        raise GistInputError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)}); use --data PATH for others")
+    check_consistent(adatas)
+    for adata in adatas:
+        ensure_graph(adata, spec["rad_cutoff"])
+    return adatas, dict(spec)

@@ -1,0 +1,92 @@
+"""Inference: load a checkpoint and write the latents and the denoised expression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from gist.data import SampleGraph, log_normalize, sample_name, to_graph
+from gist.errors import GistInputError
+from gist.model import TransImg, dims_from_state_dict
+from gist.utils import atomic_path
+
+
+def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
+    """Load a ``TransImg`` state dict (ours or the original's) safely, checking it fits the data.
+
+    Raises
+    ------
+    GistInputError
+        If the file is missing or unreadable, or its gene / image dimensions differ from the data's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GistInputError(f"checkpoint not found: {path} (train first, or pass --pretrain FILE)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors come in many types
+        raise GistInputError(f"checkpoint {path} is not a loadable state dict: {err}") from None
+    if isinstance(state, dict) and "model" in state and "conv1.lin_key.weight" not in state:
+        state = state["model"]
+    try:
+        dims, use_img_loss = dims_from_state_dict(state)
+    except ValueError as err:
+        raise GistInputError(f"checkpoint {path}: {err}") from None
+    if (dims[0], dims[1]) != (n_genes, img_dim):
+        raise GistInputError(
+            f"checkpoint {path} expects {dims[0]} genes and {dims[1]}-d image features, but the data has "
+            f"{n_genes} genes and {img_dim}-d image features"
+        )
+    model = TransImg(dims, use_img_loss=use_img_loss)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@torch.inference_mode()
+def embed(model: TransImg, graph: SampleGraph, device: torch.device) -> dict[str, np.ndarray]:
+    """Run the model on one sample; returns the three latents and the fused reconstruction."""
+    model.eval()
+    g = graph.to(device)
+    gene_z, img_z, fused_z, _, _, recon = model(g.x, g.img, g.edge_index)
+    return {"pred": fused_z, "gene_pred": gene_z, "img_pred": img_z, "recon": recon.clamp_min(0)}
+
+
+def infer(adatas: list[AnnData], model: TransImg, device: torch.device, info: dict | None = None) -> AnnData:
+    """Embed every sample and gather them into one AnnData.
+
+    Returns
+    -------
+    AnnData
+        All input ``obs``/``uns`` kept; ``X`` = the model input (normalise_total 1e4 + log1p),
+        ``layers['counts']`` = raw counts, ``obsm['pred']`` (fused latent), ``obsm['gene_pred']``,
+        ``obsm['img_pred']``, ``layers['recon']`` (fused reconstruction clipped at 0) and
+        ``uns['gist']`` = ``info`` (checkpoint, selection, ...).
+    """
+    model = model.to(device)
+    parts = []
+    for i, adata in enumerate(adatas):
+        outputs = {k: v.float().cpu().numpy() for k, v in embed(model, to_graph(adata, sample_name(adata, f"#{i}")), device).items()}
+        part = adata.copy()
+        part.layers["counts"] = sp.csr_matrix(part.X)
+        part.X = log_normalize(part.X)
+        for key in ("pred", "gene_pred", "img_pred"):
+            part.obsm[key] = outputs[key]
+        part.layers["recon"] = outputs["recon"]
+        part.uns.pop("Spatial_Net", None)  # per-sample edge tables; obsp keeps the graph
+        parts.append(part)
+    merged = ad.concat(parts, merge="same", uns_merge="unique", pairwise=True) if len(parts) > 1 else parts[0]
+    merged.uns["gist"] = dict(info or {})
+    return merged
+
+
+def write_result(adata: AnnData, path: str | Path) -> Path:
+    """Write ``gist.h5ad`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return path

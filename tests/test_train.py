@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from gist.data import ensure_graph, to_graph
+from gist.errors import GistInputError
+from gist.features import add_patch_stats
+from gist.infer import load_checkpoint
+from gist.model import TransImg
+from gist.train import TrainConfig, latest_epoch_checkpoint, train
+from gist.utils import atomic_path
+
+SMALL = dict(hidden=(64, 8), save_every=3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    from gist.demo import make_demo
+
+    adatas = [ensure_graph(add_patch_stats(a), 80) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    return [to_graph(a, str(i)) for i, a in enumerate(adatas)]
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_loss_decreases_on_demo(graphs, tmp_path):
+    _, losses = train(graphs, TrainConfig(epochs=15, hidden=(512, 30), save_every=0), tmp_path, progress=False)
+    assert len(losses) == 15 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.9 * losses[0]
+    assert (tmp_path / "final_0.pth").is_file() and (tmp_path / "loss_0.csv").is_file() and (tmp_path / "loss_0.png").is_file()
+
+
+def test_same_seed_gives_identical_weights(graphs, tmp_path):
+    a, losses_a = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path / "a", progress=False)
+    b, losses_b = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path / "b", progress=False)
+    c, _ = train(graphs, TrainConfig(epochs=4, **(SMALL | {"seed": 8})), tmp_path / "c", progress=False)
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert losses_a == losses_b
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_equals_uninterrupted(graphs, tmp_path):
+    full, losses_full = train(graphs, TrainConfig(epochs=6, **SMALL), tmp_path / "full", progress=False)
+    train(graphs, TrainConfig(epochs=3, **SMALL), tmp_path / "cut", progress=False)  # "interrupted" after epoch 3
+    assert latest_epoch_checkpoint(tmp_path / "cut")[0] == 3
+    resumed, losses_resumed = train(graphs, TrainConfig(epochs=6, **SMALL), tmp_path / "cut", resume=True, progress=False)
+    assert losses_resumed == losses_full
+    wf, wr = _weights(full), _weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert latest_epoch_checkpoint(tmp_path / "cut")[0] == 6
+
+
+def test_checkpoints_are_plain_state_dicts_with_records(graphs, tmp_path):
+    train(graphs, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
+    state = torch.load(tmp_path / "final_3_0.pth", weights_only=True)
+    assert set(state) == set(TransImg([300, 15, 64, 8]).state_dict())
+    record = json.loads((tmp_path / "final_0.json").read_text())
+    assert record["seed"] == 7 and record["data"]["genes"] == 300 and record["data"]["img_dim"] == 15
+    assert record["versions"]["torch"] == torch.__version__ and record["epoch"] == 3
+
+
+def test_checkpoint_dimension_mismatch_names_both_shapes(graphs, tmp_path):
+    train(graphs, TrainConfig(epochs=1, **SMALL), tmp_path, progress=False)
+    assert isinstance(load_checkpoint(tmp_path / "final_0.pth", 300, 15), TransImg)
+    with pytest.raises(GistInputError, match=r"expects 300 genes and 15-d image features.*has 960 genes and 1024-d"):
+        load_checkpoint(tmp_path / "final_0.pth", 960, 1024)
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(GistInputError, match="junk.pth"):
+        load_checkpoint(tmp_path / "junk.pth", 300, 15)
+
+
+def test_atomic_path_leaves_nothing_half_written(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_cli_train_then_test_writes_results(tmp_path):
+    ckpt, res = tmp_path / "ckpt", tmp_path / "res"
+    out = _run("train.py", "--dataset", "demo", "--epochs", "2", "--save_every", "1", "--seed", "1",
+               "--hidden", "64", "8", "--save_path", str(ckpt), "--no_progress")
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in ckpt.glob("final_*.pth")} == {"final_1_0.pth", "final_2_0.pth", "final_0.pth"}
+    out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res))
+    assert out.returncode == 0, out.stderr
+    result = ad.read_h5ad(res / "gist.h5ad")
+    assert result.obsm["pred"].shape == (result.n_obs, 8)
+    assert result.obsm["gene_pred"].shape == result.obsm["img_pred"].shape == (result.n_obs, 8)
+    assert result.layers["recon"].shape == result.shape and result.layers["recon"].min() >= 0
+    assert {"cell_type", "merge_cell_type", "sample", "fov"} <= set(result.obs.columns)
+    assert len(result.uns["spatial"]) == 4 and result.uns["gist"]["select"] == "final"
+    assert result.obs["sample"].nunique() == 4
+
+
+def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path):
+    torch.manual_seed(0)
+    original = {k: torch.randn_like(v) * 0.01 for k, v in TransImg([300, 15, 512, 30]).state_dict().items()}
+    torch.save(original, tmp_path / "original.pth")
+    out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "original.pth"), "--result_path", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    torch.save({k: torch.randn_like(v) for k, v in TransImg([960, 1024, 512, 30]).state_dict().items()}, tmp_path / "lung.pth")
+    out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "lung.pth"), "--result_path", str(tmp_path / "r2"))
+    assert out.returncode == 2 and "expects 960 genes and 1024-d image features" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "r2" / "gist.h5ad").exists()
