@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from gist.data import SampleGraph, log_normalize, sample_name, to_graph
+from gist.data import SampleGraph, sample_name, to_graph
 from gist.errors import GistInputError
 from gist.model import TransImg, dims_from_state_dict
 from gist.utils import atomic_path
@@ -70,10 +70,11 @@ def infer(adatas: list[AnnData], model: TransImg, device: torch.device, info: di
     model = model.to(device)
     parts = []
     for i, adata in enumerate(adatas):
-        outputs = {k: v.float().cpu().numpy() for k, v in embed(model, to_graph(adata, sample_name(adata, f"#{i}")), device).items()}
+        graph = to_graph(adata, sample_name(adata, f"#{i}"))
+        outputs = {k: v.float().cpu().numpy() for k, v in embed(model, graph, device).items()}
         part = adata.copy()
         part.layers["counts"] = sp.csr_matrix(part.X)
-        part.X = log_normalize(part.X)
+        part.X = graph.x.numpy()
         for key in ("pred", "gene_pred", "img_pred"):
             part.obsm[key] = outputs[key]
         part.layers["recon"] = outputs["recon"]
@@ -90,3 +91,41 @@ def write_result(adata: AnnData, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
     return path
+
+
+def oracle_select(
+    adatas: list[AnnData],
+    checkpoints: list[tuple[int, Path]],
+    label_key: str,
+    ncluster: int,
+    device: torch.device,
+    seed: int = 0,
+) -> tuple[int, Path, dict[int, float]]:
+    """The original's model selection: the checkpoint whose leiden clusters best match the labels.
+
+    This uses the ground-truth labels to choose the model, so any score it yields is an
+    ``oracle`` score, not an honest estimate.
+
+    Returns
+    -------
+    (epoch, path, scores)
+        The chosen checkpoint and the ARI of every candidate, keyed by epoch.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    from gist.cluster import res_search
+
+    if not checkpoints:
+        raise GistInputError("--select oracle found no final_<epoch>_<repeat>.pth checkpoints to choose from")
+    missing = [sample_name(a, f"#{i}") for i, a in enumerate(adatas) if label_key not in a.obs]
+    if missing:
+        raise GistInputError(f"--select oracle needs labels: obs[{label_key!r}] is missing in sample(s) {missing}")
+    genes, img_dim = adatas[0].n_vars, adatas[0].obsm["imgs"].shape[1]
+    scores = {}
+    for epoch, path in checkpoints:
+        result = infer(adatas, load_checkpoint(path, genes, img_dim), device)
+        labelled = result[result.obs[label_key].notna()].copy()
+        res_search(labelled, ncluster, seed=seed, use_rep="pred")
+        scores[epoch] = float(adjusted_rand_score(labelled.obs[label_key].astype(str), labelled.obs["leiden"]))
+    best = max(scores, key=scores.get)
+    return best, dict(checkpoints)[best], scores

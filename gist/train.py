@@ -129,11 +129,16 @@ def _write_losses(save_path: Path, repeat: int, losses: list[float]) -> None:
     plt.close(fig)
 
 
+def epoch_checkpoints(save_path: str | Path, repeat: int = 0) -> list[tuple[int, Path]]:
+    """All ``final_{epoch}_{repeat}.pth`` in ``save_path`` as ``(epoch, path)``, by epoch."""
+    pattern = re.compile(rf"final_(\d+)_{repeat}\.pth$")
+    return sorted((int(m.group(1)), p) for p in Path(save_path).glob(f"final_*_{repeat}.pth") if (m := pattern.match(p.name)))
+
+
 def latest_epoch_checkpoint(save_path: str | Path, repeat: int = 0) -> tuple[int, Path] | None:
     """The newest ``final_{epoch}_{repeat}.pth`` in ``save_path``, or ``None``."""
-    pattern = re.compile(rf"final_(\d+)_{repeat}\.pth$")
-    found = [(int(m.group(1)), p) for p in Path(save_path).glob(f"final_*_{repeat}.pth") if (m := pattern.match(p.name))]
-    return max(found) if found else None
+    found = epoch_checkpoints(save_path, repeat)
+    return found[-1] if found else None
 
 
 def train(
