@@ -25,6 +25,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="any prepared .h5ad (split by obs['sample']) or folder of per-sample .h5ad files "
                             "with raw counts in X, obsm['spatial'] and image features in obsm['imgs']")
     group.add_argument("--root", default="dataset", help="folder holding the datasets (default: %(default)s)")
+    parser.add_argument("--save_path", help="checkpoint folder (default: checkpoint/<dataset>/)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=0, help="repeat index in checkpoint names final_*_<repeat>.pth (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
@@ -32,6 +33,15 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def _name(args) -> str:
     return args.dataset or Path(args.data).stem
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, require exactly one data source, and resolve the default checkpoint folder."""
+    args = parser.parse_args(argv)
+    if (args.dataset is None) == (args.data is None):
+        parser.error("give exactly one of --dataset NAME or --data PATH")
+    args.checkpoint_dir = Path(args.save_path or f"checkpoint/{_name(args)}")
+    return args
 
 
 def _load(args):
@@ -47,7 +57,6 @@ def train_parser() -> argparse.ArgumentParser:
         "weight decay 1e-4, gradient clipping 5, one sample per mini-batch, 1000 epochs).",
     )
     _add_data_args(parser)
-    parser.add_argument("--save_path", help="checkpoint folder (default: checkpoint/<dataset>/)")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default: {PAPER_EPOCHS}; demo: {DEFAULT_EPOCHS['demo']})")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="Adam weight decay (default: %(default)s)")
@@ -69,14 +78,12 @@ def train_parser() -> argparse.ArgumentParser:
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``train.py``: train and write checkpoints."""
     parser = train_parser()
-    args = parser.parse_args(argv)
-    if (args.dataset is None) == (args.data is None):
-        parser.error("give exactly one of --dataset NAME or --data PATH")
+    args = _parse(parser, argv)
     if args.test_only:
         return test_main(_forward_to_test(args))
     from gist.train import TrainConfig, train
 
-    save_path = Path(args.save_path or f"checkpoint/{_name(args)}")
+    save_path = args.checkpoint_dir
     epochs = args.epochs or DEFAULT_EPOCHS.get(args.dataset, PAPER_EPOCHS)
     config = TrainConfig(
         epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, gradient_clipping=args.gradient_clipping,
@@ -108,7 +115,6 @@ def test_parser() -> argparse.ArgumentParser:
         "(obsm['pred'] fused latent, obsm['gene_pred'], obsm['img_pred'], layers['recon'] denoised expression).",
     )
     _add_data_args(parser)
-    parser.add_argument("--save_path", help="checkpoint folder (default: checkpoint/<dataset>/)")
     parser.add_argument("--result_path", help="output folder (default: results/<dataset>/)")
     parser.add_argument("--pretrain", help="checkpoint file to use (default: SAVE_PATH/final_<repeat>.pth, the final one)")
     parser.add_argument("--select", choices=["final", "oracle"], default="final",
@@ -126,10 +132,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     from gist.train import resolve_device
 
     parser = test_parser()
-    args = parser.parse_args(argv)
-    if (args.dataset is None) == (args.data is None):
-        parser.error("give exactly one of --dataset NAME or --data PATH")
-    save_path = Path(args.save_path or f"checkpoint/{_name(args)}")
+    args = _parse(parser, argv)
+    save_path = args.checkpoint_dir
     result_path = Path(args.result_path or f"results/{_name(args)}")
     checkpoint = Path(args.pretrain or save_path / f"final_{args.repeat}.pth")
     try:

@@ -94,7 +94,7 @@ def _run(script, *args):
 
 def test_cli_train_then_test_writes_results(tmp_path):
     ckpt, res = tmp_path / "ckpt", tmp_path / "res"
-    out = _run("train.py", "--dataset", "demo", "--epochs", "2", "--save_every", "1", "--seed", "1",
+    out = _run("train.py", "--dataset", "demo", "--test_only", "0", "--epochs", "2", "--save_every", "1", "--seed", "1",
                "--hidden", "64", "8", "--save_path", str(ckpt), "--no_progress")
     assert out.returncode == 0, out.stderr
     assert {p.name for p in ckpt.glob("final_*.pth")} == {"final_1_0.pth", "final_2_0.pth", "final_0.pth"}
