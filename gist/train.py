@@ -18,6 +18,7 @@ import platform
 import random
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -192,6 +193,16 @@ def train(
         shuffler.set_state(state["shuffler"])
         losses = list(state["losses"])
         start_epoch = int(state["epoch"]) + 1
+    elif resume and (newest := latest_epoch_checkpoint(save_path, config.repeat)) is not None:
+        epoch, path = newest
+        warnings.warn(
+            f"resuming from {path} without {state_path.name}: the weights are restored, but the optimiser and "
+            "shuffling start afresh, so the run will not equal an uninterrupted one",
+            stacklevel=2,
+        )
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        losses = [float("nan")] * epoch
+        start_epoch = epoch + 1
 
     graphs_on_device = [g.to(device) for g in graphs]
     shape = data_shape(graphs)

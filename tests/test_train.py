@@ -119,3 +119,11 @@ def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path
     out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "lung.pth"), "--result_path", str(tmp_path / "r2"))
     assert out.returncode == 2 and "expects 960 genes and 1024-d image features" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "r2" / "gist.h5ad").exists()
+
+
+def test_resume_from_weights_only_checkpoint_warns(graphs, tmp_path):
+    train(graphs, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
+    (tmp_path / "train_state_0.pt").unlink()  # e.g. checkpoints written by the original code
+    with pytest.warns(UserWarning, match="optimiser and shuffling start afresh"):
+        model, losses = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path, resume=True, progress=False)
+    assert len(losses) == 4 and np.isnan(losses[:3]).all() and np.isfinite(losses[3])
