@@ -15,9 +15,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The whole pipeline on the built-in demo data: export + graph summary, training, inference.
+# The whole pipeline on the built-in demo data: export + graph summary, image features, training, inference.
 demo: setup
 	$(PY) -m gist.demo --out dataset/demo
+	$(PY) extract_features.py --dataset demo --extractor stats
 	$(PY) train.py --dataset demo --save_path checkpoint/demo
 	$(PY) test.py --dataset demo --save_path checkpoint/demo --result_path results/demo
 

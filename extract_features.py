@@ -1,11 +1,12 @@
-"""GIST extract_features.py: crop per-cell image patches and embed them.
+"""GIST extract_features.py: per-cell image patches -> features, plus the spatial graph, written
+as prepared per-sample .h5ad files (see ``python extract_features.py --help``).
 
-Not available yet: this entry point is delivered by issue #4 of the project tracker.
-Today the package offers the readers (gist.io), the spatial graph (gist.graph) and the demo
-dataset (`make demo`).
+Example: ``python extract_features.py --dataset demo --extractor stats`` writes dataset/demo/features/.
 """
 
 import sys
 
+from gist.cli import extract_main
+
 if __name__ == "__main__":
-    sys.exit("extract_features.py: not available yet (issue #4); run 'make demo' for what works today")
+    sys.exit(extract_main())

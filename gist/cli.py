@@ -149,8 +149,9 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         out = write_result(result, result_path / "gist.h5ad")
     except GistInputError as err:
         parser.exit(2, f"test.py: error: {err}\n")
-    print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, selection: {args.select}, "
-          f"checkpoint {checkpoint.name})")
+    branch = "image + gene branches" if model.has_image else "gene branch alone (no image features)"
+    print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, {branch}, "
+          f"selection: {args.select}, checkpoint {checkpoint.name})")
     return 0
 
 
@@ -182,3 +183,110 @@ def _flatten(info: dict) -> dict:
             return [clean(x) for x in v] if v else ""
         return v
     return clean(info)
+
+
+def extract_parser() -> argparse.ArgumentParser:
+    from gist.extract import EXTRACTORS
+
+    parser = argparse.ArgumentParser(
+        prog="extract_features.py",
+        description="Crop an image patch around every cell, embed it (foundation model or the built-in "
+        "'stats' descriptor), build the spatial graph, and write one prepared .h5ad per sample "
+        "(obsm['imgs'], obsp['spatial_connectivities']) plus manifest.json for train.py/test.py.",
+    )
+    src = parser.add_argument_group("input (give --dataset, --data or --from-pickle)")
+    src.add_argument("--dataset", choices=sorted(DATASETS),
+                     help="demo (generated), nanostring (CosMx flat files under ROOT/nanostring or ROOT), "
+                          "breast/breast2/colorectal (a Visium outs/ folder under ROOT/<dataset>)")
+    src.add_argument("--root", default="dataset", help="folder holding the datasets (default: %(default)s)")
+    src.add_argument("--data", metavar="PATH", help="any .h5ad with raw counts and obsm['spatial']")
+    src.add_argument("--image", metavar="PATH", help="tissue image for --data, or the full-resolution image of a Visium dataset")
+    src.add_argument("--library_key", help="obs column splitting --data into samples (default: one sample)")
+    src.add_argument("--labels", metavar="CSV", help="Visium: spot labels keyed by barcode")
+    src.add_argument("--label_key", default="label", help="Visium: label column of --labels (default: %(default)s)")
+    src.add_argument("--annotation", metavar="CSV",
+                     help="CosMx: cell annotation joined on (fov, cell_ID) (default: ROOT/nanostring/matched_annotation_all.csv if present)")
+    src.add_argument("--from-pickle", dest="from_pickle", metavar="PATH",
+                     help="import the original's pickled list of AnnData (adatas_list.pkl); unpickling runs code from the file")
+    parser.add_argument("--out", help="output folder (default: ROOT/<dataset>/features)")
+    parser.add_argument("--extractor", choices=EXTRACTORS, default="stats",
+                        help="stats (default; no weights), uni, virchow2, ctranspath (need --weights), or none "
+                             "(no image: graph only, the model then trains its gene branch alone)")
+    parser.add_argument("--weights", metavar="PATH", help="local weights file of the foundation model (never downloaded)")
+    parser.add_argument("--patch_size", type=int,
+                        help="window side in px before resizing to 224 (default: 240 as the paper; Visium: the spot diameter)")
+    parser.add_argument("--pad", choices=["reflect", "constant"], default="reflect",
+                        help="how windows leaving the image are filled (default: %(default)s)")
+    parser.add_argument("--flip_y", action="store_true", help="image rows run against the y coordinate (row = height - y)")
+    parser.add_argument("--batch_size", type=int, default=32, help="patches per forward pass (default: %(default)s)")
+    parser.add_argument("--num_workers", type=int, default=1, help="DataLoader worker processes cropping patches (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="autocast for foundation models (default: fp32; bf16 on CPUs with bf16 support, fp16 on CUDA)")
+    parser.add_argument("--rad_cutoff", type=float, help="graph radius (default: the dataset's: 80 nanostring, 300 breast, 20 colorectal)")
+    parser.add_argument("--k_cutoff", type=int, help="use a KNN graph with this many neighbours instead of a radius")
+    parser.add_argument("--resume", action="store_true", help="skip samples already written with the same settings")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def _extract_inputs(args) -> list:
+    from gist import io
+    from gist.demo import make_demo
+    from gist.extract import read_pickled_adatas
+
+    if args.from_pickle:
+        adatas = read_pickled_adatas(args.from_pickle)
+        for i, a in enumerate(adatas):
+            if "sample" not in a.obs:
+                a.obs["sample"] = f"sample{i}"
+        return adatas
+    if args.data:
+        return io.read_h5ad(args.data, image_path=args.image, library_key=args.library_key)
+    if args.dataset == "demo":
+        return make_demo(n_fovs=4, seed=0)
+    folder = Path(args.root) / args.dataset
+    if args.dataset == "nanostring":
+        folder = folder if folder.is_dir() else Path(args.root)
+        annotation = args.annotation or (folder / "matched_annotation_all.csv")
+        return io.read_cosmx(folder, annotation_file=annotation if Path(annotation).is_file() else None)
+    return [io.read_visium(folder, fullres_image=args.image, labels=args.labels, label_key=args.label_key)]
+
+
+def _spot_patch_size(adatas) -> int | None:
+    for a in adatas:
+        for entry in a.uns.get("spatial", {}).values():
+            diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
+            if diameter:
+                return max(8, int(round(diameter * entry.get("metadata", {}).get("image_scalef", 1.0))))
+    return None
+
+
+def extract_main(argv: Sequence[str] | None = None) -> int:
+    """``extract_features.py``: per-cell image features and graphs -> prepared per-sample files."""
+    from gist.extract import ExtractConfig, extract_samples
+
+    parser = extract_parser()
+    args = parser.parse_args(argv)
+    if sum(x is not None for x in (args.dataset, args.data, args.from_pickle)) != 1:
+        parser.error("give exactly one of --dataset NAME, --data PATH or --from-pickle PATH")
+    name = args.dataset or Path(args.data or args.from_pickle).stem
+    spec = DATASETS.get(args.dataset or "", DATASETS["nanostring"])
+    out = Path(args.out or Path(args.root) / name / "features")
+    try:
+        adatas = _extract_inputs(args)
+        patch_size = args.patch_size or _spot_patch_size(adatas) or 240
+        config = ExtractConfig(
+            extractor=args.extractor, weights=args.weights, patch_size=patch_size, pad=args.pad, flip_y=args.flip_y,
+            batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, precision=args.precision,
+            rad_cutoff=None if args.k_cutoff else (args.rad_cutoff or spec["rad_cutoff"]), k_cutoff=args.k_cutoff,
+        )
+        manifest = extract_samples(adatas, out, config, resume=args.resume, progress=not args.no_progress)
+    except GistInputError as err:
+        parser.exit(2, f"extract_features.py: error: {err}\n")
+    done = manifest["samples"]
+    cells = sum(s["cells"] for s in done.values())
+    seconds = sum(s["seconds"] for s in done.values())
+    rate = f"{cells / seconds:.0f} cells/s" if seconds > 0 else "no image features"
+    print(f"wrote {len(done)} sample(s), {cells} cells, extractor {args.extractor} ({rate}) to {out}/")
+    return 0

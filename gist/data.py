@@ -63,12 +63,8 @@ def ensure_graph(adata: AnnData, rad_cutoff: float) -> AnnData:
 
 
 def to_graph(adata: AnnData, name: str) -> SampleGraph:
-    """One sample's tensors: normalised expression, image features and edges."""
-    if IMG_KEY not in adata.obsm:
-        raise GistInputError(
-            f"sample {name!r} has no image features in obsm[{IMG_KEY!r}]; run extract_features.py first"
-        )
-    img = np.asarray(adata.obsm[IMG_KEY], dtype=np.float32)
+    """One sample's tensors: normalised expression, image features (``(cells, 0)`` without) and edges."""
+    img = np.asarray(adata.obsm[IMG_KEY], dtype=np.float32) if IMG_KEY in adata.obsm else np.zeros((adata.n_obs, 0), np.float32)
     if img.shape[0] != adata.n_obs or not np.isfinite(img).all():
         raise GistInputError(f"sample {name!r}: obsm[{IMG_KEY!r}] must be ({adata.n_obs}, d) finite numbers, got {img.shape}")
     return SampleGraph(
@@ -82,13 +78,16 @@ def to_graph(adata: AnnData, name: str) -> SampleGraph:
 def check_consistent(adatas: list[AnnData]) -> None:
     """All samples must share genes (in order) and image feature width."""
     genes = list(adatas[0].var_names)
-    width = adatas[0].obsm[IMG_KEY].shape[1] if IMG_KEY in adatas[0].obsm else None
+
+    def width(adata):
+        return adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0
+
     for i, adata in enumerate(adatas[1:], start=1):
         name = sample_name(adata, f"#{i}")
         if list(adata.var_names) != genes:
             raise GistInputError(f"sample {name!r} has other genes than the first sample ({adata.n_vars} vs {len(genes)})")
-        if IMG_KEY in adata.obsm and adata.obsm[IMG_KEY].shape[1] != width:
-            raise GistInputError(f"sample {name!r} has {adata.obsm[IMG_KEY].shape[1]}-d image features, the first {width}-d")
+        if width(adata) != width(adatas[0]):
+            raise GistInputError(f"sample {name!r} has {width(adata)}-d image features, the first sample {width(adatas[0])}-d")
 
 
 def load_prepared(path: str | Path) -> list[AnnData]:
@@ -117,7 +116,11 @@ def load_prepared(path: str | Path) -> list[AnnData]:
 
 
 def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
-    """The demo dataset with built-in image statistics as image features."""
+    """The demo dataset with the ``stats`` image features, generated in memory.
+
+    Used by ``--dataset demo`` when ``dataset/demo/features/`` has not been written by
+    ``extract_features.py --dataset demo`` (which holds the same data).
+    """
     from gist.demo import make_demo
 
     return [add_patch_stats(a) for a in make_demo(n_fovs=n_fovs, seed=seed)]
@@ -126,16 +129,16 @@ def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
 def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset") -> tuple[list[AnnData], dict]:
     """Samples of a named dataset (or a prepared path), with graphs, and the dataset's defaults.
 
-    ``demo`` is generated in memory; other names read ``{root}/{name}/features/`` written by
-    ``extract_features.py``; ``data`` reads any prepared ``.h5ad`` or folder.
+    Names read ``{root}/{name}/features/`` written by ``extract_features.py`` (``demo`` is
+    generated in memory when that folder is absent); ``data`` reads any prepared ``.h5ad`` or folder.
     """
     if (dataset is None) == (data is None):
         raise GistInputError("give exactly one of --dataset NAME or --data PATH")
     if data is not None:
         spec = DATASETS["nanostring"] | {"label_key": None, "ncluster": None}
         adatas = load_prepared(data)
-    elif dataset == "demo":
-        spec, adatas = DATASETS["demo"], load_demo()
+    elif dataset == "demo" and not (Path(root) / "demo" / "features").is_dir():
+        spec, adatas = DATASETS["demo"], load_demo()  # same data extract_features.py --dataset demo writes
     elif dataset in DATASETS:
         spec = DATASETS[dataset]
         folder = Path(root) / dataset / "features"

@@ -52,8 +52,11 @@ def embed(model: TransImg, graph: SampleGraph, device: torch.device) -> dict[str
     """Run the model on one sample; returns the three latents and the fused reconstruction."""
     model.eval()
     g = graph.to(device)
-    gene_z, img_z, fused_z, _, _, recon = model(g.x, g.img, g.edge_index)
-    return {"pred": fused_z, "gene_pred": gene_z, "img_pred": img_z, "recon": recon.clamp_min(0)}
+    gene_z, img_z, fused_z, _, _, recon = model(g.x, g.img if model.has_image else None, g.edge_index)
+    out = {"pred": fused_z, "gene_pred": gene_z, "recon": recon.clamp_min(0)}
+    if img_z is not None:
+        out["img_pred"] = img_z
+    return out
 
 
 def infer(adatas: list[AnnData], model: TransImg, device: torch.device, info: dict | None = None) -> AnnData:
@@ -65,7 +68,9 @@ def infer(adatas: list[AnnData], model: TransImg, device: torch.device, info: di
         All input ``obs``/``uns`` kept; ``X`` = the model input (normalise_total 1e4 + log1p),
         ``layers['counts']`` = raw counts, ``obsm['pred']`` (fused latent), ``obsm['gene_pred']``,
         ``obsm['img_pred']``, ``layers['recon']`` (fused reconstruction clipped at 0) and
-        ``uns['gist']`` = ``info`` (checkpoint, selection, ...).
+        ``uns['gist']`` = ``info`` (checkpoint, selection, ...). A gene-branch-only model (no image
+        features) writes no ``img_pred``; ``pred`` is then its gene latent and
+        ``uns['gist']['image_branch']`` is false.
     """
     model = model.to(device)
     parts = []
@@ -76,12 +81,13 @@ def infer(adatas: list[AnnData], model: TransImg, device: torch.device, info: di
         part.layers["counts"] = sp.csr_matrix(part.X)
         part.X = graph.x.numpy()
         for key in ("pred", "gene_pred", "img_pred"):
-            part.obsm[key] = outputs[key]
+            if key in outputs:
+                part.obsm[key] = outputs[key]
         part.layers["recon"] = outputs["recon"]
         part.uns.pop("Spatial_Net", None)  # per-sample edge tables; obsp keeps the graph
         parts.append(part)
     merged = ad.concat(parts, merge="same", uns_merge="unique", pairwise=True) if len(parts) > 1 else parts[0]
-    merged.uns["gist"] = dict(info or {})
+    merged.uns["gist"] = dict(info or {}) | {"image_branch": bool(model.has_image)}
     return merged
 
 
@@ -120,7 +126,8 @@ def oracle_select(
     missing = [sample_name(a, f"#{i}") for i, a in enumerate(adatas) if label_key not in a.obs]
     if missing:
         raise GistInputError(f"--select oracle needs labels: obs[{label_key!r}] is missing in sample(s) {missing}")
-    genes, img_dim = adatas[0].n_vars, adatas[0].obsm["imgs"].shape[1]
+    genes = adatas[0].n_vars
+    img_dim = adatas[0].obsm["imgs"].shape[1] if "imgs" in adatas[0].obsm else 0
     scores = {}
     for epoch, path in checkpoints:
         result = infer(adatas, load_checkpoint(path, genes, img_dim), device)

@@ -32,6 +32,8 @@ class TransImg(nn.Module):
     Notes
     -----
     ``norm1`` and ``norm2`` are defined but unused, as in the original, so that state-dict keys match.
+    ``img_dim = 0`` builds the gene branch alone (for data without an image): no ``imgconv*``,
+    ``neck*``, ``c3``, ``c4``; the gene latent and reconstruction then stand in for the fused ones.
     """
 
     def __init__(self, hidden_dims: Sequence[int], use_img_loss: bool = False) -> None:
@@ -47,26 +49,33 @@ class TransImg(nn.Module):
         self.conv3 = TransformerConv(out_dim, num_hidden)
         self.conv4 = TransformerConv(num_hidden, in_dim)
 
-        self.imgconv1 = TransformerConv(img_dim, num_hidden)
-        self.imgconv2 = TransformerConv(num_hidden, out_dim)
-        self.imgconv3 = TransformerConv(out_dim, num_hidden)
-        self.imgconv4 = TransformerConv(num_hidden, img_dim if use_img_loss else in_dim)
+        self.has_image = img_dim > 0
+        if self.has_image:
+            self.imgconv1 = TransformerConv(img_dim, num_hidden)
+            self.imgconv2 = TransformerConv(num_hidden, out_dim)
+            self.imgconv3 = TransformerConv(out_dim, num_hidden)
+            self.imgconv4 = TransformerConv(num_hidden, img_dim if use_img_loss else in_dim)
 
-        self.neck = TransformerConv(out_dim * 2, out_dim)
-        self.neck2 = TransformerConv(out_dim, out_dim)
-        self.c3 = TransformerConv(out_dim, num_hidden)
-        self.c4 = TransformerConv(num_hidden, in_dim)
+            self.neck = TransformerConv(out_dim * 2, out_dim)
+            self.neck2 = TransformerConv(out_dim, out_dim)
+            self.c3 = TransformerConv(out_dim, num_hidden)
+            self.c4 = TransformerConv(num_hidden, in_dim)
 
         self.norm1 = nn.LayerNorm(num_hidden)
         self.norm2 = nn.LayerNorm(num_hidden)
         self.activate = F.elu
 
-    def forward(self, features: Tensor, img_feat: Tensor, edge_index: Tensor) -> tuple[Tensor, ...]:
-        """Return ``(gene latent, image latent, fused latent, gene recon, image recon, fused recon)``."""
+    def forward(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor) -> tuple[Tensor | None, ...]:
+        """Return ``(gene latent, image latent, fused latent, gene recon, image recon, fused recon)``.
+
+        Without an image branch the image outputs are ``None`` and the fused ones are the gene ones.
+        """
         h1 = self.activate(self.conv1(features, edge_index))
         h2 = self.conv2(h1, edge_index)
         h3 = self.activate(self.conv3(h2, edge_index))
         h4 = self.conv4(h3, edge_index)
+        if not self.has_image:
+            return h2, None, h2, h4, None, h4
 
         img1 = self.activate(self.imgconv1(img_feat, edge_index))
         img2 = self.imgconv2(img1, edge_index)
@@ -83,9 +92,12 @@ class TransImg(nn.Module):
 def gist_loss(model_out: Sequence[Tensor], x: Tensor, img: Tensor, use_img_loss: bool = False) -> Tensor:
     """The paper's loss: ``0.1 * MSE(x, gene recon) + 0.1 * MSE(target, image recon) + MSE(x, fused recon)``.
 
-    The image reconstruction targets ``img`` when ``use_img_loss`` is true, else ``x``.
+    The image reconstruction targets ``img`` when ``use_img_loss`` is true, else ``x``. Without an
+    image branch the loss is ``MSE(x, gene recon)``.
     """
     _, _, _, gene_recon, img_recon, fused_recon = model_out
+    if img_recon is None:
+        return F.mse_loss(gene_recon, x)
     img_target = img if use_img_loss else x
     return 0.1 * F.mse_loss(gene_recon, x) + 0.1 * F.mse_loss(img_recon, img_target) + F.mse_loss(fused_recon, x)
 
@@ -94,8 +106,10 @@ def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], bool]:
     """Recover ``hidden_dims`` and ``use_img_loss`` from a TransImg state dict."""
     try:
         num_hidden, in_dim = state["conv1.lin_key.weight"].shape
-        img_dim = state["imgconv1.lin_key.weight"].shape[1]
         out_dim = state["conv2.lin_key.weight"].shape[0]
+        if "imgconv1.lin_key.weight" not in state:  # gene branch alone
+            return [int(in_dim), 0, int(num_hidden), int(out_dim)], False
+        img_dim = state["imgconv1.lin_key.weight"].shape[1]
         img_out = state["imgconv4.lin_key.weight"].shape[0]
     except KeyError as err:
         raise ValueError(f"not a TransImg state dict: key {err} missing") from None

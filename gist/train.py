@@ -206,6 +206,8 @@ def train(
 
     graphs_on_device = [g.to(device) for g in graphs]
     shape = data_shape(graphs)
+    if not model.has_image:
+        print("no image features (obsm['imgs']): training the gene branch alone (expression + graph)")
     meta_base = {"config": asdict(config), "data": shape, "versions": versions(), "seed": config.seed,
                  "device": str(device)}
     bar = tqdm(range(start_epoch, config.epochs + 1), disable=not progress, desc="train", unit="epoch")
@@ -217,8 +219,8 @@ def train(
             g = graphs_on_device[i]
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, config.precision):
-                out = model(g.x, g.img, g.edge_index)
-            loss = gist_loss([o.float() for o in out], g.x, g.img, config.use_img_loss)
+                out = model(g.x, g.img if model.has_image else None, g.edge_index)
+            loss = gist_loss([None if o is None else o.float() for o in out], g.x, g.img, config.use_img_loss)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
             optimizer.step()

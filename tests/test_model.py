@@ -46,3 +46,14 @@ def test_forward_shapes_and_loss():
     assert torch.allclose(loss, manual)
     out_img = TransImg([G, D, H, Z], use_img_loss=True)(x, img, edge_index)
     assert tuple(out_img[4].shape) == (n, D)
+
+
+def test_gene_branch_alone():
+    model = TransImg([G, 0, H, Z])
+    keys = {k.split(".")[0] for k in model.state_dict()}
+    assert keys == {"conv1", "conv2", "conv3", "conv4", "norm1", "norm2"}
+    x, edge_index = torch.rand(10, G), torch.randint(0, 10, (2, 30))
+    h2, img2, c2, h4, img4, c4 = model(x, None, edge_index)
+    assert img2 is None and img4 is None and c2 is h2 and c4 is h4
+    assert torch.allclose(gist_loss((h2, img2, c2, h4, img4, c4), x, None), ((h4 - x) ** 2).mean())
+    assert dims_from_state_dict(model.state_dict()) == ([G, 0, H, Z], False)

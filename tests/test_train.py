@@ -62,20 +62,20 @@ def test_resume_equals_uninterrupted(graphs, tmp_path):
 def test_checkpoints_are_plain_state_dicts_with_records(graphs, tmp_path):
     train(graphs, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
     state = torch.load(tmp_path / "final_3_0.pth", weights_only=True)
-    assert set(state) == set(TransImg([300, 15, 64, 8]).state_dict())
+    assert set(state) == set(TransImg([300, 54, 64, 8]).state_dict())
     record = json.loads((tmp_path / "final_0.json").read_text())
-    assert record["seed"] == 7 and record["data"]["genes"] == 300 and record["data"]["img_dim"] == 15
+    assert record["seed"] == 7 and record["data"]["genes"] == 300 and record["data"]["img_dim"] == 54
     assert record["versions"]["torch"] == torch.__version__ and record["epoch"] == 3
 
 
 def test_checkpoint_dimension_mismatch_names_both_shapes(graphs, tmp_path):
     train(graphs, TrainConfig(epochs=1, **SMALL), tmp_path, progress=False)
-    assert isinstance(load_checkpoint(tmp_path / "final_0.pth", 300, 15), TransImg)
-    with pytest.raises(GistInputError, match=r"expects 300 genes and 15-d image features.*has 960 genes and 1024-d"):
+    assert isinstance(load_checkpoint(tmp_path / "final_0.pth", 300, 54), TransImg)
+    with pytest.raises(GistInputError, match=r"expects 300 genes and 54-d image features.*has 960 genes and 1024-d"):
         load_checkpoint(tmp_path / "final_0.pth", 960, 1024)
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(GistInputError, match="junk.pth"):
-        load_checkpoint(tmp_path / "junk.pth", 300, 15)
+        load_checkpoint(tmp_path / "junk.pth", 300, 54)
 
 
 def test_atomic_path_leaves_nothing_half_written(tmp_path):
@@ -111,7 +111,7 @@ def test_cli_train_then_test_writes_results(tmp_path):
 
 def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path):
     torch.manual_seed(0)
-    original = {k: torch.randn_like(v) * 0.01 for k, v in TransImg([300, 15, 512, 30]).state_dict().items()}
+    original = {k: torch.randn_like(v) * 0.01 for k, v in TransImg([300, 54, 512, 30]).state_dict().items()}
     torch.save(original, tmp_path / "original.pth")
     out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "original.pth"), "--result_path", str(tmp_path / "r"))
     assert out.returncode == 0, out.stderr
@@ -127,3 +127,21 @@ def test_resume_from_weights_only_checkpoint_warns(graphs, tmp_path):
     with pytest.warns(UserWarning, match="optimiser and shuffling start afresh"):
         model, losses = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path, resume=True, progress=False)
     assert len(losses) == 4 and np.isnan(losses[:3]).all() and np.isfinite(losses[3])
+
+
+def test_gene_branch_alone_without_image_features(graphs, tmp_path):
+    from gist.data import SampleGraph
+    from gist.infer import infer
+
+    no_image = [SampleGraph(g.name, g.x, g.x[:, :0], g.edge_index) for g in graphs]
+    model, losses = train(no_image, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
+    assert not model.has_image and not any(k.startswith(("imgconv", "neck", "c3", "c4")) for k in model.state_dict())
+    assert losses[-1] < losses[0]
+    loaded = load_checkpoint(tmp_path / "final_0.pth", 300, 0)
+    assert not loaded.has_image
+    from gist.demo import make_demo
+
+    adatas = [ensure_graph(a, 80) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    result = infer(adatas, loaded, torch.device("cpu"))
+    assert "img_pred" not in result.obsm and result.obsm["pred"].shape == (result.n_obs, 8)
+    assert result.uns["gist"]["image_branch"] is False or result.uns["gist"]["image_branch"] == 0

@@ -1,0 +1,170 @@
+"""Per-sample image features + spatial graph, written as prepared ``.h5ad`` files.
+
+``extract_samples`` turns each sample (AnnData with an image in ``uns['spatial']``) into one
+``<out>/<sample>.h5ad`` with ``obsm['imgs']`` and the radius (or KNN) graph, plus
+``<out>/manifest.json``. Files are written atomically; ``resume`` skips samples the manifest
+records as done with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from gist.data import sample_name
+from gist.errors import GistInputError
+from gist.features import IMG_KEY, patch_stats
+from gist.graph import Cal_Spatial_Net
+from gist.io.image import get_image, image_coordinates
+from gist.patches import PAD_MODES, PatchDataset, warn_outside
+from gist.utils import atomic_path
+
+EXTRACTORS = ("stats", "uni", "virchow2", "ctranspath", "none")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ExtractConfig:
+    """Settings of one extraction run (recorded in the manifest and in ``uns['gist_features']``)."""
+
+    extractor: str = "stats"
+    weights: str | None = None
+    patch_size: int = 240
+    pad: str = "reflect"
+    flip_y: bool = False
+    batch_size: int = 32
+    num_workers: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    rad_cutoff: float | None = 80.0
+    k_cutoff: int | None = None
+
+    def key(self) -> dict:
+        """The settings that change the features (used by ``resume``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "num_workers", "device")}
+
+
+def _features(adata: AnnData, name: str, config: ExtractConfig, extractor, device) -> np.ndarray | None:
+    if config.extractor == "none":
+        return None
+    try:
+        image = get_image(adata)
+    except GistInputError as err:
+        raise GistInputError(
+            f"{err}. Pass --image PATH, or --extractor none to prepare the sample without image features"
+        ) from None
+    coords = image_coordinates(adata)
+    if config.flip_y:
+        coords = np.column_stack([coords[:, 0], image.shape[0] - coords[:, 1]])
+    warn_outside(coords, image.shape, name)
+    if config.extractor == "stats":
+        return patch_stats(image, coords, config.patch_size)
+    from gist.extractors import embed_patches
+
+    dataset = PatchDataset(image, coords, config.patch_size, 224, config.pad)
+    return embed_patches(extractor, dataset, batch_size=config.batch_size, num_workers=config.num_workers,
+                         device=device, precision=config.precision, desc=name).numpy()
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return {"samples": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise GistInputError(f"{path} is not valid JSON ({err}); delete it to start afresh") from None
+
+
+def extract_samples(
+    adatas: list[AnnData],
+    out_dir: str | Path,
+    config: ExtractConfig,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Compute image features and graphs for every sample and write them to ``out_dir``.
+
+    Returns
+    -------
+    dict
+        The manifest: settings and, per sample, file, cells, feature width, seconds and cells/s.
+    """
+    from gist.train import resolve_device
+
+    if config.extractor not in EXTRACTORS:
+        raise GistInputError(f"unknown extractor {config.extractor!r} (choose from {', '.join(EXTRACTORS)})")
+    if config.pad not in PAD_MODES:
+        raise GistInputError(f"--pad must be one of {PAD_MODES}, got {config.pad!r}")
+    if (config.rad_cutoff is None) == (config.k_cutoff is None):
+        raise GistInputError("give exactly one of --rad_cutoff or --k_cutoff for the spatial graph")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    extractor = None
+    if config.extractor not in ("stats", "none"):
+        from gist.extractors import create_extractor
+
+        extractor = create_extractor(config.extractor, config.weights)
+    manifest = _read_manifest(out_dir) if resume else {"samples": {}}
+    if resume and manifest.get("config", config.key()) != config.key():
+        raise GistInputError(f"--resume: {out_dir / MANIFEST} was written with other settings {manifest['config']}")
+    manifest["config"] = config.key()
+    bar = tqdm(adatas, desc="samples", unit="sample", disable=not progress)
+    for i, adata in enumerate(bar):
+        name = sample_name(adata, f"sample{i}")
+        target = out_dir / f"{name}.h5ad"
+        if resume and name in manifest["samples"] and target.is_file():
+            continue
+        start = time.perf_counter()
+        features = _features(adata, name, config, extractor, device)
+        seconds = time.perf_counter() - start
+        adata = adata.copy()
+        if features is None and IMG_KEY in adata.obsm:  # --extractor none keeps features the input has
+            features = np.asarray(adata.obsm[IMG_KEY])
+        if features is not None:
+            adata.obsm[IMG_KEY] = np.ascontiguousarray(features, dtype=np.float32)
+        adata.uns["gist_features"] = {k: ("" if v is None else v) for k, v in config.key().items()}
+        if config.rad_cutoff is not None:
+            Cal_Spatial_Net(adata, rad_cutoff=config.rad_cutoff, verbose=False)
+        else:
+            Cal_Spatial_Net(adata, k_cutoff=config.k_cutoff, model="KNN", verbose=False)
+        with atomic_path(target) as tmp:
+            adata.write_h5ad(tmp)
+        rate = adata.n_obs / seconds if seconds > 0 else float("inf")
+        manifest["samples"][name] = {
+            "file": target.name, "cells": int(adata.n_obs), "genes": int(adata.n_vars),
+            "img_dim": 0 if features is None else int(features.shape[1]),
+            "edges": int(adata.obsp["spatial_connectivities"].nnz),
+            "seconds": round(seconds, 3), "cells_per_s": round(rate, 1),
+        }
+        bar.set_postfix(sample=name, cells_per_s=f"{rate:.0f}")
+        with atomic_path(out_dir / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_pickled_adatas(path: str | Path) -> list[AnnData]:
+    """Import the original's pickled list of AnnData (``adatas_list.pkl``).
+
+    Unpickling runs code from the file: only use files you trust.
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise GistInputError(f"pickle not found: {path}")
+    warnings.warn(f"unpickling {path} runs code from that file; only use files you trust", stacklevel=2)
+    with path.open("rb") as fh:
+        obj = pickle.load(fh)  # noqa: S301 - the user asked for it explicitly with --from-pickle
+    adatas = obj if isinstance(obj, (list, tuple)) else [obj]
+    if not adatas or not all(isinstance(a, AnnData) for a in adatas):
+        raise GistInputError(f"{path} does not hold a list of AnnData objects")
+    return list(adatas)

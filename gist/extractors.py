@@ -1,0 +1,227 @@
+"""Histology foundation models as patch embedders: a small registry over timm.
+
+========== ==================================================================== =======
+name       architecture (timm)                                                  dim
+========== ==================================================================== =======
+uni        ``vit_large_patch16_224``, init_values 1e-5, dynamic image size      1024
+virchow2   ``vit_huge_patch14_224``, SwiGLUPacked MLP, SiLU, 4 register tokens  2560
+           (class token ++ mean of the patch tokens)
+ctranspath Swin-tiny with a convolutional stem (TransPath), head = identity      768
+========== ==================================================================== =======
+
+Weights are never downloaded: ``create_extractor(name, weights=PATH)`` builds the architecture
+with random weights and loads the local file with ``strict=True`` (``.pth``/``.pt``/``.bin``
+via ``torch.load(weights_only=True)``, or ``.safetensors``). Where to get them: UNI
+(MahmoodLab/UNI, ``pytorch_model.bin``), Virchow2 (paige-ai/Virchow2, ``pytorch_model.bin``),
+CTransPath (Xiyue-Wang/TransPath, ``ctranspath.pth``) - each under its own licence and access terms.
+All three expect ImageNet-normalised RGB patches of 224 x 224 px.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from gist.errors import GistInputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _timm():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        import timm
+    return timm
+
+
+def build_uni() -> nn.Module:
+    return _timm().create_model(
+        "vit_large_patch16_224", img_size=224, patch_size=16, init_values=1e-5, num_classes=0,
+        dynamic_img_size=True, pretrained=False,
+    )
+
+
+def build_virchow2() -> nn.Module:
+    from timm.layers import SwiGLUPacked
+
+    return _timm().create_model(
+        "vit_huge_patch14_224", img_size=224, mlp_layer=SwiGLUPacked, act_layer=nn.SiLU, reg_tokens=4,
+        mlp_ratio=5.3375, init_values=1e-5, global_pool="", num_classes=0, dynamic_img_size=True, pretrained=False,
+    )
+
+
+class ConvStem(nn.Module):
+    """CTransPath's convolutional patch embedding (two stride-2 3x3 convs, then a 1x1), NHWC output."""
+
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None, **kwargs) -> None:
+        super().__init__()
+        if patch_size != 4 or embed_dim % 8:
+            raise ValueError("ConvStem needs patch_size 4 and embed_dim divisible by 8")
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size, self.patch_size = img_size, (patch_size, patch_size)
+        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        stem, in_dim, out_dim = [], in_chans, embed_dim // 8
+        for _ in range(2):
+            stem += [nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out_dim),
+                     nn.ReLU(inplace=True)]
+            in_dim, out_dim = out_dim, out_dim * 2
+        stem.append(nn.Conv2d(in_dim, embed_dim, kernel_size=1))
+        self.proj = nn.Sequential(*stem)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+def build_ctranspath() -> nn.Module:
+    return _timm().create_model("swin_tiny_patch4_window7_224", embed_layer=ConvStem, num_classes=0, pretrained=False)
+
+
+def _virchow2_embedding(tokens: Tensor) -> Tensor:
+    # tokens: (batch, 1 class + 4 register + 256 patch tokens, 1280)
+    return torch.cat([tokens[:, 0], tokens[:, 5:].mean(dim=1)], dim=-1)
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """How to build one foundation model and turn its output into one vector per patch."""
+
+    build: Callable[[], nn.Module]
+    dim: int
+    postprocess: Callable[[Tensor], Tensor] | None = None
+    filter_state: Callable[[dict, nn.Module], dict] | None = None
+
+
+def _swin_filter(state: dict, model: nn.Module) -> dict:
+    # Maps TransPath's (old timm) Swin layout onto timm 1.x: downsample moves to the next stage,
+    # non-persistent buffers (relative_position_index, attn_mask) are dropped.
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    return checkpoint_filter_fn(state, model)
+
+
+REGISTRY: dict[str, ExtractorSpec] = {
+    "uni": ExtractorSpec(build_uni, 1024),
+    "virchow2": ExtractorSpec(build_virchow2, 2560, postprocess=_virchow2_embedding),
+    "ctranspath": ExtractorSpec(build_ctranspath, 768, filter_state=_swin_filter),
+}
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a weights file without executing code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise GistInputError(f"weights file not found: {path} (pass the local file with --weights PATH)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip/pickle/safetensors errors come in many types
+        raise GistInputError(f"weights file {path} is unreadable: {err}") from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise GistInputError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+class FoundationExtractor(nn.Module):
+    """A foundation model with ImageNet normalisation: ``(B, 3, 224, 224)`` in [0, 1] -> ``(B, dim)``."""
+
+    def __init__(self, name: str, model: nn.Module, spec: ExtractorSpec) -> None:
+        super().__init__()
+        self.name, self.model, self.spec, self.dim = name, model, spec, spec.dim
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, patches: Tensor) -> Tensor:
+        out = self.model((patches - self.mean) / self.std)
+        return self.spec.postprocess(out) if self.spec.postprocess else out
+
+
+def create_extractor(name: str, weights: str | Path | None) -> FoundationExtractor:
+    """Build extractor ``name`` and load its local weights with ``strict=True``.
+
+    Raises
+    ------
+    GistInputError
+        Unknown name, missing/unreadable file, or weights that do not fit the architecture.
+    """
+    if name not in REGISTRY:
+        raise GistInputError(f"unknown extractor {name!r} (foundation models: {', '.join(REGISTRY)}; also 'stats', 'none')")
+    if weights is None:
+        raise GistInputError(f"extractor {name!r} needs its weights: pass --weights PATH (nothing is downloaded)")
+    spec = REGISTRY[name]
+    model = spec.build()
+    state = read_state_dict(weights)
+    if spec.filter_state is not None:
+        try:
+            state = spec.filter_state(state, model)
+        except (AttributeError, KeyError, RuntimeError, ValueError):
+            pass  # not this architecture's layout: the strict load below names what differs
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        expected, found = set(model.state_dict()), set(state)
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        detail = f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+        if not missing and not unexpected:
+            detail = str(err).strip().splitlines()[-1].strip()
+        raise GistInputError(f"weights {weights} do not match the {name} architecture: {detail}") from None
+    return FoundationExtractor(name, model.eval(), spec)
+
+
+def embed_patches(
+    extractor: FoundationExtractor,
+    dataset,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
+    progress: bool = True,
+    desc: str = "embed",
+) -> Tensor:
+    """Embed every patch of ``dataset`` in batches under ``inference_mode``.
+
+    Patches come from a ``DataLoader`` (``num_workers`` processes load the next batches while the
+    model runs; pinned memory on CUDA). ``precision`` ``bf16``/``fp16`` turns on autocast
+    (bf16 on CPU, fp16 on CUDA); the model runs channels_last.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(len(dataset), extractor.dim)`` float32 on the CPU.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise GistInputError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    cuda = device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=cuda, persistent_workers=False)
+    model = extractor.to(device).to(memory_format=torch.channels_last).eval()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    out = torch.empty((len(dataset), extractor.dim), dtype=torch.float32)
+    done = 0
+    with torch.inference_mode(), tqdm(total=len(dataset), desc=desc, unit="cell", disable=not progress) as bar:
+        for batch in loader:
+            batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
+                features = model(batch)
+            out[done : done + len(batch)] = features.float().cpu()
+            done += len(batch)
+            bar.update(len(batch))
+    return out

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from gist.patches import PatchDataset, crop_patch, warn_outside
+
+
+def _image(h=50, w=60):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def test_interior_patch_is_the_plain_crop():
+    image = _image()
+    np.testing.assert_array_equal(crop_patch(image, 30, 25, 10), image[20:30, 25:35])
+
+
+@pytest.mark.parametrize("col, row", [(0, 0), (59, 49), (2, 40), (57, 3)])
+def test_edge_patches_are_centred_and_full_size(col, row):
+    image = _image()
+    patch = crop_patch(image, col, row, 20, pad="reflect")
+    assert patch.shape == (20, 20, 3)
+    # the image pixel at the cell centre sits at the patch centre, whatever the edge
+    np.testing.assert_array_equal(patch[10, 10], image[row, col])
+    constant = crop_patch(image, col, row, 20, pad="constant")
+    np.testing.assert_array_equal(constant[10, 10], image[row, col])
+    assert (constant == 0).all(axis=2).any()  # the outside is zero
+
+
+def test_reflect_mirrors_the_border():
+    image = _image()
+    patch = crop_patch(image, 0, 25, 10, pad="reflect")  # 5 columns left of the image
+    np.testing.assert_array_equal(patch[:, 4], image[20:30, 1])  # numpy 'reflect' skips the edge pixel
+    np.testing.assert_array_equal(patch[:, 5], image[20:30, 0])
+
+
+def test_cell_outside_the_image_gets_a_padded_patch_and_a_warning():
+    image = _image()
+    assert (crop_patch(image, -100, -100, 16) == 0).all()
+    with pytest.warns(UserWarning, match="1 cell\\(s\\) lie outside"):
+        warn_outside(np.array([[5.0, 5.0], [-100.0, 10.0]]), image.shape, "s1")
+
+
+def test_dataset_items_are_resized_unit_range_tensors():
+    image = _image(300, 300)
+    ds = PatchDataset(image, np.array([[0.0, 0.0], [150.0, 150.0], [299.0, 10.0]]), patch_size=240, out_size=224)
+    items = [ds[i] for i in range(len(ds))]
+    assert all(t.shape == (3, 224, 224) and t.dtype == torch.float32 for t in items)
+    assert all(0.0 <= float(t.min()) and float(t.max()) <= 1.0 for t in items)
