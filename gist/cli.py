@@ -221,8 +221,9 @@ def extract_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=32, help="patches per forward pass (default: %(default)s)")
     parser.add_argument("--num_workers", type=int, default=1, help="DataLoader worker processes cropping patches (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                        help="autocast for foundation models (default: fp32; bf16 on CPUs with bf16 support, fp16 on CUDA)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+                        help="foundation-model arithmetic (default: fp32): fp16 autocast on CUDA; int8 = dynamic "
+                             "quantisation, ~2x faster on CPU; bf16 only on CPUs with bf16 units")
     parser.add_argument("--rad_cutoff", type=float, help="graph radius (default: the dataset's: 80 nanostring, 300 breast, 20 colorectal)")
     parser.add_argument("--k_cutoff", type=int, help="use a KNN graph with this many neighbours instead of a radius")
     parser.add_argument("--resume", action="store_true", help="skip samples already written with the same settings")

@@ -142,6 +142,7 @@ class FoundationExtractor(nn.Module):
     def __init__(self, name: str, model: nn.Module, spec: ExtractorSpec) -> None:
         super().__init__()
         self.name, self.model, self.spec, self.dim = name, model, spec, spec.dim
+        self.int8_model: nn.Module | None = None  # filled on first int8 use
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -182,6 +183,18 @@ def create_extractor(name: str, weights: str | Path | None) -> FoundationExtract
     return FoundationExtractor(name, model.eval(), spec)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with dynamically int8-quantised Linear layers (CPU inference)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated.*")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
 def embed_patches(
     extractor: FoundationExtractor,
     dataset,
@@ -196,8 +209,10 @@ def embed_patches(
     """Embed every patch of ``dataset`` in batches under ``inference_mode``.
 
     Patches come from a ``DataLoader`` (``num_workers`` processes load the next batches while the
-    model runs; pinned memory on CUDA). ``precision`` ``bf16``/``fp16`` turns on autocast
-    (bf16 on CPU, fp16 on CUDA); the model runs channels_last.
+    model runs; pinned memory on CUDA). ``precision``: ``fp32``; ``bf16``/``fp16`` autocast (fp16
+    for CUDA; bf16 only pays on CPUs with bf16 units - on this project's AVX2 CPU it is ~5x
+    slower); ``int8`` = dynamic int8 quantisation of the Linear layers, the fast CPU path
+    (~2x fp32 for ViT-L here). The model runs channels_last.
 
     Returns
     -------
@@ -207,19 +222,25 @@ def embed_patches(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise GistInputError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise GistInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cuda = device.type == "cuda"
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=cuda, persistent_workers=False)
     model = extractor.to(device).to(memory_format=torch.channels_last).eval()
+    if precision == "int8":
+        if cuda:
+            raise GistInputError("precision int8 (dynamic quantisation) runs on the CPU; use fp16 on CUDA")
+        if getattr(extractor, "int8_model", None) is None:  # quantise once per extractor, not per sample
+            object.__setattr__(extractor, "int8_model", quantize_int8(model))  # a cache, not a submodule
+        model = extractor.int8_model
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     out = torch.empty((len(dataset), extractor.dim), dtype=torch.float32)
     done = 0
     with torch.inference_mode(), tqdm(total=len(dataset), desc=desc, unit="cell", disable=not progress) as bar:
         for batch in loader:
             batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
+            with torch.autocast(device.type, dtype=dtype, enabled=precision in ("bf16", "fp16")):
                 features = model(batch)
             out[done : done + len(batch)] = features.float().cpu()
             done += len(batch)
