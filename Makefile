@@ -28,6 +28,7 @@ test: setup
 bench: setup
 	$(PY) bench/graph.py
 	$(PY) bench/train.py
+	$(PY) bench/extract.py
 
 clean-venv:
 	rm -rf $(VENV)
