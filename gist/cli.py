@@ -121,8 +121,13 @@ def test_parser() -> argparse.ArgumentParser:
                         help="model selection: 'final' = the final checkpoint (honest default); 'oracle' = the "
                              "original's protocol, the checkpoint (epochs >= 200 when there are any) whose leiden "
                              "clusters best match the labels - it uses the test labels and is recorded as such")
-    parser.add_argument("--label_key", help="obs column of the labels for --select oracle (default: the dataset's, e.g. merge_cell_type)")
-    parser.add_argument("--ncluster", type=int, help="clusters for --select oracle (default: the dataset's, e.g. 8 for nanostring)")
+    parser.add_argument("--label_key", help="obs column of the labels to score against (default: the dataset's, "
+                                             "e.g. merge_cell_type for nanostring; none for --data)")
+    parser.add_argument("--ncluster", type=int, help="number of clusters (default: the dataset's, else the number of label classes)")
+    parser.add_argument("--cluster", choices=["leiden", "mclust"],
+                        help="leiden with a resolution search to --ncluster, or mclust (Gaussian mixture, shared "
+                             "covariance = mclust EEE) (default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
+    parser.add_argument("--no_cluster", action="store_true", help="only write the embedding; skip clustering and scores")
     return parser
 
 
@@ -146,13 +151,41 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         record = checkpoint.with_suffix(".json")
         info |= {"checkpoint": str(checkpoint), "train": json.loads(record.read_text()) if record.is_file() else None}
         result = infer(adatas, model, device, info=_flatten(info))
+        metrics = None
+        if not args.no_cluster:
+            metrics = _cluster_and_score(args, spec, result, checkpoint, result_path)
         out = write_result(result, result_path / "gist.h5ad")
     except GistInputError as err:
         parser.exit(2, f"test.py: error: {err}\n")
+    if metrics is not None and "ari" in metrics:
+        print(f"{metrics['method']} clusters: {metrics['n_clusters']}, ARI {metrics['ari']:.3f}, NMI {metrics['nmi']:.3f} "
+              f"(selection: {args.select}) -> {result_path / 'metrics.json'}")
     branch = "image + gene branches" if model.has_image else "gene branch alone (no image features)"
     print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, {branch}, "
           f"selection: {args.select}, checkpoint {checkpoint.name})")
     return 0
+
+
+def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path) -> dict:
+    from gist.evaluate import evaluate, write_metrics
+
+    label_key = args.label_key or spec.get("label_key")
+    if label_key and label_key not in result.obs:
+        if args.label_key:
+            raise GistInputError(f"--label_key {label_key!r} is not a column of obs (have {list(result.obs.columns)})")
+        label_key = None  # the dataset default does not apply to this data
+    ncluster = args.ncluster or (spec.get("ncluster") if label_key else None)
+    if label_key is None and ncluster is None:
+        print("no labels and no --ncluster: skipping clustering (pass --label_key or --ncluster)")
+        return {}
+    method = args.cluster or spec.get("cluster") or "leiden"
+    metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed)
+    metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
+    if args.select == "oracle":
+        metrics["note"] = "oracle: the checkpoint was chosen with the same labels these scores use"
+    write_metrics(metrics, table, result_path)
+    result.uns["gist_metrics"] = _flatten(metrics)
+    return metrics
 
 
 def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
@@ -165,7 +198,9 @@ def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
         raise GistInputError("--select oracle needs --label_key and --ncluster for this data")
     candidates = epoch_checkpoints(save_path, args.repeat)
     late = [(e, p) for e, p in candidates if e >= 200]
-    epoch, path, scores = oracle_select(adatas, late or candidates, label_key, int(ncluster), device, seed=args.seed)
+    method = args.cluster or spec.get("cluster") or "leiden"
+    epoch, path, scores = oracle_select(adatas, late or candidates, label_key, int(ncluster), device, seed=args.seed,
+                                        method=method)
     print(f"oracle selection (uses the labels in obs[{label_key!r}]): epoch {epoch}, ARI {scores[epoch]:.3f}")
     return path, {"label_key": label_key, "ncluster": int(ncluster), "epoch": epoch,
                   "ari_by_epoch": {str(e): s for e, s in scores.items()},

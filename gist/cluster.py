@@ -1,10 +1,11 @@
-"""Clustering the latent: leiden with a resolution search to a target number of clusters."""
+"""Clustering the latent: leiden with a resolution search to a target count, or mclust-EEE-like GMM."""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 LEIDEN_KWARGS = {"flavor": "igraph", "n_iterations": 2, "directed": False}
@@ -60,3 +61,33 @@ def res_search(
         stacklevel=2,
     )
     return best[1]
+
+
+def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = "pred", key_added: str = "mclust") -> np.ndarray:
+    """Gaussian mixture with one covariance shared by all components (mclust's ``EEE``).
+
+    mclust's EEE model constrains every component to the same full covariance matrix (equal
+    volume, shape and orientation), which is scikit-learn's ``covariance_type='tied'``. Fitted by
+    EM from a seeded k-means start (mclust starts from hierarchical clustering), so labels can
+    differ from R's on the same data while the model is the same.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    gmm = GaussianMixture(n_components=ncluster, covariance_type="tied", random_state=seed, n_init=1, max_iter=500)
+    labels = gmm.fit_predict(x)
+    adata.obs[key_added] = pd.Categorical(labels.astype(str))
+    return labels
+
+
+def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = "pred",
+            key_added: str = "gist_cluster") -> dict:
+    """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search) or
+    ``mclust`` (tied Gaussian mixture); writes ``obs[key_added]`` and returns the run's parameters."""
+    if method == "leiden":
+        resolution = res_search(adata, ncluster, seed=seed, use_rep=use_rep, key_added=key_added)
+        return {"method": "leiden", "resolution": resolution, "n_clusters": int(adata.obs[key_added].nunique())}
+    if method == "mclust":
+        mclust(adata, ncluster, seed=seed, use_rep=use_rep, key_added=key_added)
+        return {"method": "mclust", "resolution": None, "n_clusters": int(adata.obs[key_added].nunique())}
+    raise ValueError(f"cluster method must be 'leiden' or 'mclust', got {method!r}")

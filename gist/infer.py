@@ -106,8 +106,9 @@ def oracle_select(
     ncluster: int,
     device: torch.device,
     seed: int = 0,
+    method: str = "leiden",
 ) -> tuple[int, Path, dict[int, float]]:
-    """The original's model selection: the checkpoint whose leiden clusters best match the labels.
+    """The original's model selection: the checkpoint whose clusters best match the labels.
 
     This uses the ground-truth labels to choose the model, so any score it yields is an
     ``oracle`` score, not an honest estimate.
@@ -119,7 +120,7 @@ def oracle_select(
     """
     from sklearn.metrics import adjusted_rand_score
 
-    from gist.cluster import res_search
+    from gist.cluster import cluster
 
     if not checkpoints:
         raise GistInputError("--select oracle found no final_<epoch>_<repeat>.pth checkpoints to choose from")
@@ -132,7 +133,7 @@ def oracle_select(
     for epoch, path in checkpoints:
         result = infer(adatas, load_checkpoint(path, genes, img_dim), device)
         labelled = result[result.obs[label_key].notna()].copy()
-        res_search(labelled, ncluster, seed=seed, use_rep="pred")
-        scores[epoch] = float(adjusted_rand_score(labelled.obs[label_key].astype(str), labelled.obs["leiden"]))
+        cluster(labelled, method, ncluster, seed=seed, use_rep="pred", key_added="oracle_cluster")
+        scores[epoch] = float(adjusted_rand_score(labelled.obs[label_key].astype(str), labelled.obs["oracle_cluster"]))
     best = max(scores, key=scores.get)
     return best, dict(checkpoints)[best], scores

@@ -1,0 +1,60 @@
+import anndata as ad
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from gist.cluster import mclust, res_search
+from gist.metrics import hungarian_match, score
+
+
+def test_hungarian_recovers_a_known_permutation():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["a", "b", "c", "d"], size=400)
+    perm = {"a": "2", "b": "0", "c": "3", "d": "1"}
+    clusters = np.array([perm[x] for x in labels])
+    assert hungarian_match(labels, clusters) == {v: k for k, v in perm.items()}
+    summary, table, matched = score(labels, clusters)
+    assert summary["accuracy"] == 1.0 and summary["ari"] == pytest.approx(1.0) and (table["f1"] == 1.0).all()
+    assert (matched == labels).all()
+
+
+def test_scores_equal_scikit_learn_and_per_class_f1_is_right():
+    rng = np.random.default_rng(1)
+    labels = rng.choice(["x", "y", "z"], size=300)
+    clusters = np.where(rng.random(300) < 0.7, np.array([{"x": 0, "y": 1, "z": 2}[l] for l in labels]), rng.integers(0, 4, 300))
+    summary, table, matched = score(labels, clusters)
+    assert summary["ari"] == pytest.approx(adjusted_rand_score(labels, clusters))
+    assert summary["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+    from sklearn.metrics import f1_score
+
+    f1 = f1_score(labels, matched.astype(str), labels=sorted(set(labels)), average=None)
+    np.testing.assert_allclose(table["f1"], f1)
+    assert any(m.startswith("unmatched_") for m in matched)  # 4 clusters, 3 labels
+
+
+def test_missing_labels_are_left_out():
+    labels = np.array(["a", "a", None, "b", "b"], dtype=object)
+    summary, _, matched = score(labels, np.array([0, 0, 1, 1, 1]))
+    assert summary["n_cells"] == 4 and summary["ari"] == pytest.approx(1.0) and matched[2] == "b"
+
+
+def test_mclust_tied_mixture_on_shared_covariance_blobs():
+    rng = np.random.default_rng(2)
+    cov = np.array([[2.0, 1.2], [1.2, 1.0]])
+    means = np.array([[0, 0], [8, 0], [0, 8]])
+    x = np.concatenate([rng.multivariate_normal(m, cov, 150) for m in means])
+    a = ad.AnnData(X=np.zeros((450, 1), np.float32))
+    a.obsm["pred"] = x
+    labels = mclust(a, 3, seed=0)
+    assert adjusted_rand_score(np.repeat([0, 1, 2], 150), labels) > 0.95
+    assert a.obs["mclust"].nunique() == 3
+    np.testing.assert_array_equal(mclust(a, 3, seed=0), labels)  # seeded
+
+
+def test_res_search_warns_and_returns_the_closest_when_the_count_is_unreachable():
+    rng = np.random.default_rng(3)
+    a = ad.AnnData(X=np.zeros((40, 1), np.float32))
+    a.obsm["pred"] = rng.normal(size=(40, 3))
+    with pytest.warns(UserWarning, match="no resolution in \\[0, 3\\] gives 39 clusters"):
+        resolution = res_search(a, 39, max_iter=6)
+    assert 0 <= resolution <= 3 and a.obs["leiden"].nunique() < 39
