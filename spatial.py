@@ -1,11 +1,11 @@
-"""GIST spatial.py: draw spatial domain maps per FOV.
+"""GIST spatial.py: Spatial domain maps per FOV (ground truth vs matched GIST clusters) (see ``python spatial.py --help``).
 
-Not available yet: this entry point is delivered by issue #5 of the project tracker.
-Today the package offers the readers (gist.io), the spatial graph (gist.graph) and the demo
-dataset (`make demo`).
+Reads results/<dataset>/gist.h5ad written by test.py and writes into results/<dataset>/figures/.
 """
 
 import sys
 
+from gist.figures import spatial_main
+
 if __name__ == "__main__":
-    sys.exit("spatial.py: not available yet (issue #5); run 'make demo' for what works today")
+    sys.exit(spatial_main())

@@ -1,11 +1,11 @@
-"""GIST umap_all.py: draw UMAPs of the fused latent.
+"""GIST umap_all.py: UMAP of the fused latent beside UMAP of the expression (see ``python umap_all.py --help``).
 
-Not available yet: this entry point is delivered by issue #5 of the project tracker.
-Today the package offers the readers (gist.io), the spatial graph (gist.graph) and the demo
-dataset (`make demo`).
+Reads results/<dataset>/gist.h5ad written by test.py and writes into results/<dataset>/figures/.
 """
 
 import sys
 
+from gist.figures import umap_main
+
 if __name__ == "__main__":
-    sys.exit("umap_all.py: not available yet (issue #5); run 'make demo' for what works today")
+    sys.exit(umap_main())

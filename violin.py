@@ -1,11 +1,11 @@
-"""GIST violin.py: draw stacked violins of marker genes before/after denoising.
+"""GIST violin.py: Stacked violins of marker genes, raw vs denoised (see ``python violin.py --help``).
 
-Not available yet: this entry point is delivered by issue #5 of the project tracker.
-Today the package offers the readers (gist.io), the spatial graph (gist.graph) and the demo
-dataset (`make demo`).
+Reads results/<dataset>/gist.h5ad written by test.py and writes into results/<dataset>/figures/.
 """
 
 import sys
 
+from gist.figures import violin_main
+
 if __name__ == "__main__":
-    sys.exit("violin.py: not available yet (issue #5); run 'make demo' for what works today")
+    sys.exit(violin_main())

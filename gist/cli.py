@@ -128,6 +128,9 @@ def test_parser() -> argparse.ArgumentParser:
                         help="leiden with a resolution search to --ncluster, or mclust (Gaussian mixture, shared "
                              "covariance = mclust EEE) (default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
     parser.add_argument("--no_cluster", action="store_true", help="only write the embedding; skip clustering and scores")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also score expression-only clustering (PCA 30 of the same log-normalised cells, same "
+                             "method and cluster count) and record it in metrics.json")
     return parser
 
 
@@ -181,6 +184,12 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path) 
     method = args.cluster or spec.get("cluster") or "leiden"
     metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed)
     metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
+    if args.baseline and label_key:
+        from gist.evaluate import expression_baseline
+
+        base = expression_baseline(result, label_key, metrics["ncluster"], method, seed=args.seed)
+        metrics["baseline_expression"] = {k: base[k] for k in ("ari", "nmi", "n_clusters", "method", "resolution")}
+        print(f"expression-only {method}: ARI {base['ari']:.3f}, NMI {base['nmi']:.3f}")
     if args.select == "oracle":
         metrics["note"] = "oracle: the checkpoint was chosen with the same labels these scores use"
     write_metrics(metrics, table, result_path)

@@ -1,0 +1,133 @@
+"""Command lines of the figure scripts (``spatial.py``, ``umap_all.py``, ``violin.py``, ``mark_gene.py``).
+
+Each reads ``RESULT_PATH/gist.h5ad`` (written by ``test.py``) and writes into ``RESULT_PATH/figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gist.data import DATASETS
+from gist.errors import GistInputError
+from gist.evaluate import MATCHED_KEY
+from gist.utils import atomic_path
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--dataset", default="demo", help="dataset name, for the default paths and label column (default: %(default)s)")
+    parser.add_argument("--result_path", help="folder holding gist.h5ad (default: results/<dataset>/)")
+    parser.add_argument("--label_key", help="obs column of the labels (default: the dataset's, e.g. merge_cell_type)")
+    parser.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="image format (default: %(default)s)")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG output (default: %(default)s)")
+    return parser
+
+
+def _load(args):
+    import anndata as ad
+
+    result_path = Path(args.result_path or f"results/{args.dataset}")
+    path = result_path / "gist.h5ad"
+    if not path.is_file():
+        raise GistInputError(f"{path} not found: run test.py --dataset {args.dataset} first")
+    adata = ad.read_h5ad(path)
+    label_key = args.label_key or DATASETS.get(args.dataset, {}).get("label_key")
+    if label_key is not None and label_key not in adata.obs:
+        if args.label_key:
+            raise GistInputError(f"--label_key {label_key!r} is not a column of {path} (have {list(adata.obs.columns)})")
+        label_key = None
+    return adata, label_key, result_path / "figures"
+
+
+def _save(fig, folder: Path, name: str, args) -> Path:
+    import matplotlib.pyplot as plt
+
+    target = folder / f"{name}.{args.format}"
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=args.dpi, bbox_inches="tight", format=args.format)
+    plt.close(fig)
+    print(f"wrote {target}")
+    return target
+
+
+def _run(main, argv) -> int:
+    try:
+        return main(argv)
+    except (GistInputError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def spatial_main(argv: Sequence[str] | None = None) -> int:
+    def main(argv):
+        from gist.pl import spatial_domains
+
+        parser = _parser("spatial.py", "Spatial domain maps: one panel pair per FOV/sample, ground truth beside "
+                                       "the matched GIST clusters, y as image rows.")
+        parser.add_argument("--point_size", type=float, help="marker size (default: from the number of cells)")
+        args = parser.parse_args(argv)
+        adata, label_key, folder = _load(args)
+        pred = MATCHED_KEY if MATCHED_KEY in adata.obs else ("gist_cluster" if "gist_cluster" in adata.obs else None)
+        _save(spatial_domains(adata, label_key, pred, args.point_size), folder, "spatial", args)
+        return 0
+
+    return _run(main, argv)
+
+
+def umap_main(argv: Sequence[str] | None = None) -> int:
+    def main(argv):
+        from gist.pl import umap_compare
+
+        parser = _parser("umap_all.py", "UMAP of the fused GIST latent beside UMAP of the expression, coloured by labels.")
+        parser.add_argument("--seed", type=int, default=0, help="random seed of neighbours/UMAP (default: %(default)s)")
+        args = parser.parse_args(argv)
+        adata, label_key, folder = _load(args)
+        colour = label_key or ("gist_cluster" if "gist_cluster" in adata.obs else None)
+        if colour is None:
+            raise GistInputError("no labels and no clusters in the result to colour by: pass --label_key")
+        _save(umap_compare(adata, colour, seed=args.seed), folder, "umap", args)
+        return 0
+
+    return _run(main, argv)
+
+
+def violin_main(argv: Sequence[str] | None = None) -> int:
+    def main(argv):
+        from gist.pl import PAPER_MARKERS, present_genes, stacked_violins
+
+        parser = _parser("violin.py", "Stacked violins of marker genes, raw vs denoised (layers['recon']), "
+                                      "grouped by label and by matched cluster.")
+        parser.add_argument("--genes", nargs="+", default=list(PAPER_MARKERS),
+                            help="genes to show (default: the paper's 16 markers; absent genes are skipped)")
+        args = parser.parse_args(argv)
+        adata, label_key, folder = _load(args)
+        genes = present_genes(adata, args.genes)
+        if not genes:
+            raise GistInputError(f"none of the genes {args.genes} is in the data; choose some with --genes")
+        groupbys = [k for k in (label_key, MATCHED_KEY if MATCHED_KEY in adata.obs else "gist_cluster") if k in adata.obs]
+        if not groupbys:
+            raise GistInputError("no labels or clusters to group by: run test.py with labels or --ncluster")
+        _save(stacked_violins(adata, genes, groupbys), folder, "violin", args)
+        return 0
+
+    return _run(main, argv)
+
+
+def mark_gene_main(argv: Sequence[str] | None = None) -> int:
+    def main(argv):
+        from gist.pl import gene_map
+
+        parser = _parser("mark_gene.py", "Per-FOV spatial map of one gene, raw vs denoised.")
+        parser.add_argument("--gene", default="KRAS", help="gene to map (default: %(default)s)")
+        parser.add_argument("--point_size", type=float, help="marker size (default: from the number of cells)")
+        args = parser.parse_args(argv)
+        adata, _, folder = _load(args)
+        if args.gene not in adata.var_names:
+            raise GistInputError(f"gene {args.gene!r} is not in {args.result_path or 'the result'}; choose one with --gene")
+        _save(gene_map(adata, args.gene, args.point_size), folder, f"gene_{args.gene}", args)
+        return 0
+
+    return _run(main, argv)

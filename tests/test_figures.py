@@ -1,0 +1,90 @@
+"""Figure scripts on a small trained demo result: each writes a non-empty, non-blank image."""
+
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fig")
+    out = _run("train.py", "--dataset", "demo", "--epochs", "3", "--hidden", "64", "16", "--save_path", str(tmp / "ck"),
+               "--no_progress")
+    assert out.returncode == 0, out.stderr
+    out = _run("test.py", "--dataset", "demo", "--save_path", str(tmp / "ck"), "--result_path", str(tmp / "res"), "--baseline")
+    assert out.returncode == 0, out.stderr
+    return tmp / "res", out.stdout
+
+
+def test_metrics_file_records_what_is_needed_to_recompute(result):
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    res, stdout = result
+    metrics = json.loads((res / "metrics.json").read_text())
+    for key in ("ari", "nmi", "n_clusters", "method", "resolution", "checkpoint", "selection", "seed", "label_key", "cluster_key"):
+        assert key in metrics, key
+    assert metrics["selection"] == "final" and metrics["n_clusters"] == 8 and "baseline_expression" in metrics
+    adata = ad.read_h5ad(res / "gist.h5ad")
+    recomputed = adjusted_rand_score(adata.obs[metrics["label_key"]], adata.obs[metrics["cluster_key"]])
+    assert recomputed == pytest.approx(metrics["ari"])
+    assert set(adata.obs["gist_matched"].unique()) <= set(adata.obs["merge_cell_type"].unique())
+    assert (res / "metrics_per_class.csv").is_file() and "expression-only leiden" in stdout
+
+
+def _check_image(path):
+    assert path.is_file() and path.stat().st_size > 10_000
+    pixels = mpimg.imread(path)
+    assert pixels.ndim == 3 and pixels[..., :3].std() > 0.05  # not a blank canvas
+
+
+@pytest.mark.parametrize("script, args, name", [
+    ("spatial.py", [], "spatial.png"),
+    ("umap_all.py", [], "umap.png"),
+    ("violin.py", ["--genes", "EPCAM", "KRT18", "COL1A1", "CD3E", "NOT_A_GENE"], "violin.png"),
+    ("mark_gene.py", ["--gene", "EPCAM"], "gene_EPCAM.png"),
+])
+def test_figure_scripts_write_images(result, script, args, name):
+    res, _ = result
+    out = _run(script, "--dataset", "demo", "--result_path", str(res), *args)
+    assert out.returncode == 0, out.stderr
+    _check_image(res / "figures" / name)
+    if script == "violin.py":
+        assert "NOT_A_GENE" in out.stderr  # absent genes are reported
+
+
+def test_spatial_panels_use_image_row_orientation(result):
+    import anndata as ad
+
+    from gist.pl import spatial_domains
+
+    res, _ = result
+    fig = spatial_domains(ad.read_h5ad(res / "gist.h5ad"), "merge_cell_type", "gist_matched")
+    drawn = [ax for ax in fig.axes if ax.collections]
+    assert len(drawn) == 8 and all(ax.get_ylim()[0] > ax.get_ylim()[1] for ax in drawn)
+
+
+def test_missing_gene_and_result_give_clear_errors(result, tmp_path):
+    res, _ = result
+    out = _run("mark_gene.py", "--dataset", "demo", "--result_path", str(res), "--gene", "KRAS")
+    assert out.returncode == 2 and "'KRAS' is not in" in out.stderr
+    out = _run("spatial.py", "--dataset", "demo", "--result_path", str(tmp_path))
+    assert out.returncode == 2 and "gist.h5ad not found" in out.stderr
+
+
+def test_paper_palette_for_lung13_classes():
+    from gist.pl import palette
+
+    assert palette(["tumors", "mast"]) == {"tumors": "#A6CEE3", "mast": "#5B6BBF"}
+    other = palette(["a", "b", "c"])
+    assert len(set(other.values())) == 3 and set(other) == {"a", "b", "c"}
