@@ -123,7 +123,7 @@ def test_no_image_needs_extractor_none_then_trains_gene_branch(tmp_path):
                    "--save_path", str(tmp_path / "ck"), "--no_progress")
     assert trained.returncode == 0 and "gene branch alone" in trained.stdout, trained.stderr
     tested = _run("test.py", "--data", str(tmp_path / "f"), "--save_path", str(tmp_path / "ck"),
-                  "--result_path", str(tmp_path / "res"))
+                  "--result_path", str(tmp_path / "res"), "--no_cluster")
     assert tested.returncode == 0 and "gene branch alone" in tested.stdout, tested.stderr
     result = ad.read_h5ad(tmp_path / "res" / "gist.h5ad")
     assert "img_pred" not in result.obsm and not result.uns["gist"]["image_branch"]

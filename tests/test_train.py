@@ -98,7 +98,7 @@ def test_cli_train_then_test_writes_results(tmp_path):
                "--hidden", "64", "8", "--save_path", str(ckpt), "--no_progress")
     assert out.returncode == 0, out.stderr
     assert {p.name for p in ckpt.glob("final_*.pth")} == {"final_1_0.pth", "final_2_0.pth", "final_0.pth"}
-    out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res))
+    out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res), "--no_cluster")
     assert out.returncode == 0, out.stderr
     result = ad.read_h5ad(res / "gist.h5ad")
     assert result.obsm["pred"].shape == (result.n_obs, 8)
@@ -113,7 +113,8 @@ def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path
     torch.manual_seed(0)
     original = {k: torch.randn_like(v) * 0.01 for k, v in TransImg([300, 54, 512, 30]).state_dict().items()}
     torch.save(original, tmp_path / "original.pth")
-    out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "original.pth"), "--result_path", str(tmp_path / "r"))
+    out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "original.pth"), "--result_path", str(tmp_path / "r"),
+               "--no_cluster")
     assert out.returncode == 0, out.stderr
     torch.save({k: torch.randn_like(v) for k, v in TransImg([960, 1024, 512, 30]).state_dict().items()}, tmp_path / "lung.pth")
     out = _run("test.py", "--dataset", "demo", "--pretrain", str(tmp_path / "lung.pth"), "--result_path", str(tmp_path / "r2"))
