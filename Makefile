@@ -25,6 +25,7 @@ demo: setup
 	$(PY) umap_all.py --dataset demo
 	$(PY) violin.py --dataset demo --genes EPCAM KRT18 KRT19 COL1A1 PECAM1 VWF CD3E MS4A1 CD68 LYZ S100A8 CSF3R TPSAB1 KIT
 	$(PY) mark_gene.py --dataset demo --gene EPCAM
+	$(PY) -m gist.report results/demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -88,3 +88,11 @@ def test_paper_palette_for_lung13_classes():
     assert palette(["tumors", "mast"]) == {"tumors": "#A6CEE3", "mast": "#5B6BBF"}
     other = palette(["a", "b", "c"])
     assert len(set(other.values())) == 3 and set(other) == {"a", "b", "c"}
+
+
+def test_report_summarises_scores_and_figures(result):
+    from gist.report import summary
+
+    res, _ = result
+    text = summary(res)
+    assert "GIST (leiden, 8 clusters, selection final): ARI" in text and "expression only (leiden" in text
