@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gist.data import DATASETS, load_dataset, to_graph, sample_name
+from gist.data import DATASETS, feature_dims, load_dataset, sample_name, to_graph
 from gist.errors import GistInputError
 
 #: Epochs when --epochs is not given: the paper's 1000, but a demo-sized run for the demo.
@@ -45,9 +45,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 def _load(args):
-    adatas, spec = load_dataset(dataset=args.dataset, data=args.data, root=args.root)
-    graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
-    return adatas, spec, graphs
+    return load_dataset(dataset=args.dataset, data=args.data, root=args.root)
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -92,7 +90,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         extra={"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data},
     )
     try:
-        _, _, graphs = _load(args)
+        adatas, _ = _load(args)
+        graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
         _, losses = train(graphs, config, save_path, resume=args.resume, progress=not args.no_progress)
     except GistInputError as err:
         parser.exit(2, f"train.py: error: {err}\n")
@@ -146,11 +145,11 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     checkpoint = Path(args.pretrain or save_path / f"final_{args.repeat}.pth")
     try:
         device = resolve_device(args.device)
-        adatas, spec, graphs = _load(args)
+        adatas, spec = _load(args)
         info = {"select": args.select, "dataset": args.dataset, "data": args.data}
         if args.select == "oracle":
             checkpoint, info["oracle"] = _oracle(args, spec, adatas, save_path, device)
-        model = load_checkpoint(checkpoint, graphs[0].x.shape[1], graphs[0].img.shape[1])
+        model = load_checkpoint(checkpoint, *feature_dims(adatas[0]))
         record = checkpoint.with_suffix(".json")
         info |= {"checkpoint": str(checkpoint), "train": json.loads(record.read_text()) if record.is_file() else None}
         result = infer(adatas, model, device, info=_flatten(info))

@@ -75,19 +75,21 @@ def to_graph(adata: AnnData, name: str) -> SampleGraph:
     )
 
 
+def feature_dims(adata: AnnData) -> tuple[int, int]:
+    """``(n_genes, img_dim)`` of a sample as the model sees it (``img_dim`` 0 without image features)."""
+    return adata.n_vars, (adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0)
+
+
 def check_consistent(adatas: list[AnnData]) -> None:
     """All samples must share genes (in order) and image feature width."""
     genes = list(adatas[0].var_names)
-
-    def width(adata):
-        return adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0
-
+    width = feature_dims(adatas[0])[1]
     for i, adata in enumerate(adatas[1:], start=1):
         name = sample_name(adata, f"#{i}")
         if list(adata.var_names) != genes:
             raise GistInputError(f"sample {name!r} has other genes than the first sample ({adata.n_vars} vs {len(genes)})")
-        if width(adata) != width(adatas[0]):
-            raise GistInputError(f"sample {name!r} has {width(adata)}-d image features, the first sample {width(adatas[0])}-d")
+        if feature_dims(adata)[1] != width:
+            raise GistInputError(f"sample {name!r} has {feature_dims(adata)[1]}-d image features, the first sample {width}-d")
 
 
 def load_prepared(path: str | Path) -> list[AnnData]:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from gist.data import SampleGraph, sample_name, to_graph
+from gist.data import SampleGraph, feature_dims, sample_name, to_graph
 from gist.errors import GistInputError
 from gist.model import TransImg, dims_from_state_dict
 from gist.utils import atomic_path
@@ -127,8 +127,7 @@ def oracle_select(
     missing = [sample_name(a, f"#{i}") for i, a in enumerate(adatas) if label_key not in a.obs]
     if missing:
         raise GistInputError(f"--select oracle needs labels: obs[{label_key!r}] is missing in sample(s) {missing}")
-    genes = adatas[0].n_vars
-    img_dim = adatas[0].obsm["imgs"].shape[1] if "imgs" in adatas[0].obsm else 0
+    genes, img_dim = feature_dims(adatas[0])
     scores = {}
     for epoch, path in checkpoints:
         result = infer(adatas, load_checkpoint(path, genes, img_dim), device)
