@@ -118,7 +118,7 @@ def _assign_types(rng: np.random.Generator, xy: np.ndarray, size: int, n_seeds: 
     return niche, types
 
 
-def _counts(rng, types, base, profile_mean, dispersion=2.0) -> np.ndarray:
+def _counts(rng, types, profile_mean, dispersion=2.0) -> np.ndarray:
     """Negative-binomial (gamma-Poisson) counts around each cell's profile."""
     mean = np.stack([profile_mean[PROFILE_OF[t]] for t in types])
     mean *= rng.lognormal(0.0, 0.35, size=(len(types), 1))  # library size
@@ -217,7 +217,7 @@ def make_demo(
         sample = f"demo_fov{fov:03d}"
         xy = _lattice(rng, image_size)
         niche, types = _assign_types(rng, xy, image_size, n_niche_seeds)
-        counts = _counts(rng, types, base, profile_mean)
+        counts = _counts(rng, types, profile_mean)
         image = _draw(rng, xy, types, image_size)
         cell_ids = np.arange(1, len(xy) + 1)
         obs = pd.DataFrame(

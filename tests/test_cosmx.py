@@ -51,7 +51,7 @@ def test_paper_edge_filter_and_y_flip(export, demo_small):
     np.testing.assert_allclose(flipped.obsm["spatial"][:, 1], 512 - demo_small[0].obsm["spatial"][:, 1], atol=1e-3)
 
 
-def test_paper_annotation_file_is_joined_and_unlabelled_cells_dropped(export, tmp_path, demo_small):
+def test_paper_annotation_file_is_joined_and_unlabelled_cells_dropped(export, tmp_path):
     meta = pd.read_csv(next(export.glob("*metadata_file.csv")))
     anno = meta[["fov", "cell_ID", "CenterX_local_px", "CenterY_local_px"]].copy()
     names = np.array(["T CD4 naive", "tumor 5", "macrophage", "mDC", "fibroblast", "Treg"])

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import matplotlib.image as mpimg
-import numpy as np
 import pytest
 
 from conftest import ROOT
