@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench reproduce clean-venv
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: setup
 	$(PY) bench/graph.py
 	$(PY) bench/train.py
 	$(PY) bench/extract.py
+
+# The real-data benchmark behind BENCHMARKS.md (about 1.5 h on 2 CPU cores): docs/benchmarks.json + tables.
+reproduce: setup
+	$(PY) bench/reproduce.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -51,7 +51,11 @@ class ExtractConfig:
         return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "num_workers", "device")}
 
 
-def _features(adata: AnnData, name: str, config: ExtractConfig, extractor, device) -> np.ndarray | None:
+def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=None, device="cpu") -> np.ndarray | None:
+    """Image features of one sample's cells with ``config.extractor`` (``None`` for ``none``).
+
+    ``extractor`` is the model from :func:`gist.extractors.create_extractor` (unused for ``stats``).
+    """
     if config.extractor == "none":
         return None
     try:
@@ -124,7 +128,7 @@ def extract_samples(
         if resume and name in manifest["samples"] and target.is_file():
             continue
         start = time.perf_counter()
-        features = _features(adata, name, config, extractor, device)
+        features = sample_features(adata, name, config, extractor, device)
         seconds = time.perf_counter() - start
         adata = adata.copy()
         if features is None and IMG_KEY in adata.obsm:  # --extractor none keeps features the input has

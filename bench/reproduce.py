@@ -1,0 +1,151 @@
+"""Real-data benchmark: GIST beside expression-only, image-only, GIST without image, and GraphST.
+
+Runs every applicable method on each labelled dataset (the demo and those in ../shared/data, or
+one passed with --data) for several seeds, each run in a fresh process so that its peak memory is
+its own; clusters every representation with the same routine and target count; scores ARI / NMI.
+Then the denoising check: 10% of each cell's non-zero counts held out, GIST trained on the rest.
+Records go to docs/benchmarks.json (one per dataset x method x seed) and the tables into the
+marked block of BENCHMARKS.md.
+
+    python bench/reproduce.py                                 # everything, 3 seeds, 100 epochs
+    python bench/reproduce.py --datasets demo --seeds 0 --methods expression gist_noimg
+    python bench/reproduce.py --data my.h5ad --label_key domain --cluster mclust --rad_cutoff 150 \\
+        [--image he.tif --image_scalef 0.25] [--extractor uni --weights uni.bin]
+    python bench/reproduce.py --resume                        # skip runs already in the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from gist.benchmark import BenchDataset, load_samples, methods_for, run_task, shared_datasets, task_for  # noqa: E402
+from gist.benchmark_report import read_records, tables, update_markdown, write_records  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"),
+                   help="folder with the shared real datasets (cosmx_lung5_subset/, her2st_spots/)")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="names to run (demo, cosmx_lung5, her2st_B1, her2st_G2, her2st_H1); default: all present")
+    p.add_argument("--data", default=None, help="a labelled spatial .h5ad of your own (raw counts in X, obsm['spatial'])")
+    p.add_argument("--label_key", default=None, help="with --data: the obs column of the labels")
+    p.add_argument("--image", default=None, help="with --data: the tissue image the coordinates refer to")
+    p.add_argument("--image_scalef", type=float, default=1.0, help="with --image: factor from obsm['spatial'] to image pixels")
+    p.add_argument("--library_key", default=None, help="with --data: obs column that splits samples (FOVs, sections)")
+    p.add_argument("--cluster", choices=["leiden", "mclust"], default="leiden", help="with --data: clustering method")
+    p.add_argument("--ncluster", type=int, default=None, help="with --data: target cluster count (default: label classes)")
+    p.add_argument("--rad_cutoff", type=float, default=80.0, help="with --data: spatial graph radius, in obsm['spatial'] units")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="subset of: expression image_<extractor> gist_noimg gist_<extractor> graphst (default: all that apply)")
+    p.add_argument("--extractors", nargs="+", default=["stats"],
+                   help="image feature extractors for the image_* and gist_* methods (uni/virchow2/ctranspath need --weights)")
+    p.add_argument("--weights", default=None, help="local weight file of the foundation-model extractor")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (training, PCA and clustering)")
+    p.add_argument("--epochs", type=int, default=100, help="GIST training epochs (the paper trains 1,000 on a GPU)")
+    p.add_argument("--max_genes", type=int, default=3000, help="HVGs kept for GIST when a dataset has more genes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto, for GIST and GraphST")
+    p.add_argument("--no_denoise", action="store_true", help="skip the denoising check")
+    p.add_argument("--no_cluster", action="store_true", help="skip the clustering comparison (denoising only)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"), help="records file (JSON)")
+    p.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"),
+                   help="Markdown file whose marked block receives the tables ('' to skip)")
+    p.add_argument("--resume", action="store_true", help="keep the records in --out and skip runs already there")
+    return p.parse_args(argv)
+
+
+def chosen_datasets(args: argparse.Namespace) -> list[BenchDataset]:
+    if args.data:
+        if not args.label_key:
+            sys.exit("--data needs --label_key (the obs column to score against)")
+        return [BenchDataset(Path(args.data).stem, args.data, args.label_key, args.cluster, args.ncluster,
+                             args.rad_cutoff, args.image, args.image_scalef, args.library_key)]
+    found = shared_datasets(args.data_root)
+    if args.datasets:
+        unknown = set(args.datasets) - {d.name for d in found}
+        if unknown:
+            sys.exit(f"unknown or absent dataset(s) {sorted(unknown)}; present: {[d.name for d in found]}")
+        found = [d for d in found if d.name in args.datasets]
+    return found
+
+
+def machine() -> dict:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    cpu = ""
+    if Path("/proc/cpuinfo").is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "commit": commit,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def run_isolated(task: dict) -> dict:
+    """Run one task in a fresh process (spawned), so its peak memory is measured alone."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_task, task).result()
+
+
+def key(record: dict) -> tuple:
+    return record["dataset"], record["method"], record["seed"], record.get("epochs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    datasets = chosen_datasets(args)
+    payload = read_records(args.out) if args.resume else {"records": [], "denoising": []}
+    payload["machine"] = machine()
+    payload["settings"] = {"seeds": args.seeds, "epochs": args.epochs, "max_genes": args.max_genes,
+                           "extractors": args.extractors, "device": args.device,
+                           "datasets": {d.name: {"cluster": d.cluster, "ncluster": d.ncluster, "rad_cutoff": d.rad_cutoff,
+                                                 "label_key": d.label_key} for d in datasets}}
+    done = {key(r) for r in payload["records"] + payload["denoising"] if "error" not in r}
+    jobs = []
+    for dataset in datasets:
+        applicable = methods_for(load_samples(dataset), args.extractors)
+        methods = [m for m in applicable if args.methods is None or m in args.methods]
+        for method in [] if args.no_cluster else methods:
+            for seed in args.seeds:
+                jobs.append(task_for("cluster", dataset, seed, args.epochs, method, weights=args.weights,
+                                     device=args.device, max_genes=args.max_genes))
+        if not args.no_denoise:
+            denoise_method = "gist_stats" if "gist_stats" in applicable else "gist_noimg"
+            jobs.append(task_for("denoise", dataset, args.seeds[0], args.epochs, denoise_method,
+                                 device=args.device, max_genes=args.max_genes))
+    for i, task in enumerate(jobs, start=1):
+        section = "denoising" if task["kind"] == "denoise" else "records"
+        label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"
+        epochs = task["epochs"] if task["kind"] == "denoise" or task["method"].startswith("gist") else None
+        if (task["dataset"]["name"], task["method"], task["seed"], epochs) in done:
+            print(f"{label}: already in {args.out}, skipped", flush=True)
+            continue
+        record = run_isolated(task)
+        payload[section] = [r for r in payload[section] if key(r) != key(record)] + [record]
+        write_records(args.out, payload)
+        shown = record.get("error") or " ".join(f"{k}={record[k]}" for k in ("ari", "nmi", "model_corr", "seconds", "peak_mb") if k in record)
+        print(f"{label}: {shown}", flush=True)
+    block = tables(payload)
+    print(block)
+    if args.markdown:
+        update_markdown(args.markdown, block)
+        print(f"tables written into {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

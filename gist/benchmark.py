@@ -1,0 +1,383 @@
+"""Side-by-side benchmark of GIST and the alternatives on labelled data (``bench/reproduce.py``).
+
+Every method turns the same cells into one representation (``obsm['bench_rep']``), which is then
+clustered by the same routine (:func:`gist.cluster.cluster`, the dataset's method and target count)
+and scored against the labels. Methods:
+
+``expression``
+    scanpy's standard route: normalize_total, log1p, highly variable genes (2,000 when there are
+    more), PCA (30).
+``image_<extractor>``
+    Image features alone (``stats``, or a foundation model given weights), standardised, PCA (30).
+``gist_noimg``
+    GIST with the image branch off: gene branch + spatial graph.
+``gist_<extractor>``
+    Full GIST with image features from that extractor.
+``graphst``
+    GraphST (PyPI ``GraphST``), a maintained graph contrastive method; its embedding reduced to 20
+    principal components as its own ``clustering`` does.
+
+Trained models are always taken at the final epoch (``selection='final'``): no label is used to
+choose anything. Each run is meant to execute in a fresh process (see ``bench/reproduce.py``) so
+that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from gist.errors import GistInputError
+from gist.features import IMG_KEY
+
+REP_KEY = "bench_rep"
+SELECTION = "final"
+#: HVGs kept for GIST and GraphST inputs when a dataset has more genes (spot data: ~15,000).
+MAX_GENES = 3000
+#: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
+GRAPHST_MAX_CELLS = 20000
+
+
+@dataclass
+class BenchDataset:
+    """A labelled dataset of the benchmark and how to cluster it.
+
+    ``path`` is ``None`` for the built-in demo. ``label_key`` is the obs column scored against;
+    ``ncluster`` defaults to its number of classes.
+    """
+
+    name: str
+    path: str | None
+    label_key: str
+    cluster: str = "leiden"
+    ncluster: int | None = None
+    rad_cutoff: float = 80.0
+    image: str | None = None
+    image_scalef: float = 1.0
+    library_key: str | None = None
+    merge_from: str | None = None  # label column to merge into the paper's 8 classes (CosMx)
+
+
+def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
+    """The demo and the labelled real datasets under ``data_root`` (``../shared/data``) that exist."""
+    root = Path(data_root)
+    found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, 80.0)]
+    lung5 = root / "cosmx_lung5_subset" / "CosMx_subset.h5ad"
+    if lung5.is_file():
+        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, 80.0, merge_from="cell_type"))
+    for section in ("B1", "G2", "H1"):
+        path = root / "her2st_spots" / f"her2st_{section}.h5ad"
+        if path.is_file():
+            found.append(BenchDataset(f"her2st_{section}", str(path), "label", "mclust", None, 300.0))
+    return found
+
+
+def load_samples(dataset: BenchDataset) -> list[AnnData]:
+    """The dataset's samples with raw counts in ``X``, labels, coordinates and radius graphs."""
+    from gist.data import ensure_graph
+    from gist.demo import make_demo
+    from gist.io import read_h5ad
+
+    if dataset.path is None:
+        adatas = make_demo(seed=0)
+    else:
+        adatas = read_h5ad(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
+                           label_key=dataset.merge_from or dataset.label_key, merge=dataset.merge_from is not None,
+                           image_scalef=dataset.image_scalef)
+    for adata in adatas:
+        if dataset.label_key not in adata.obs:
+            raise GistInputError(f"dataset {dataset.name!r}: label column {dataset.label_key!r} not in obs")
+        adata.obsm.pop(IMG_KEY, None)  # image methods compute their own features (timed)
+        ensure_graph(adata, dataset.rad_cutoff)
+    return adatas
+
+
+def has_image(adatas: list[AnnData]) -> bool:
+    """Whether every sample carries a tissue image (``uns['spatial']``)."""
+    from gist.io.image import get_image
+
+    try:
+        for adata in adatas:
+            get_image(adata)
+    except (GistInputError, KeyError, FileNotFoundError):
+        return False
+    return True
+
+
+def methods_for(adatas: list[AnnData], extractors: list[str]) -> list[str]:
+    """The methods that apply to a dataset: image methods only where there is an image."""
+    names = ["expression"]
+    if has_image(adatas):
+        names += [f"image_{e}" for e in extractors]
+    names.append("gist_noimg")
+    if has_image(adatas):
+        names += [f"gist_{e}" for e in extractors]
+    names.append("graphst")
+    return names
+
+
+# ---------------------------------------------------------------- representations
+
+
+def _concat(adatas: list[AnnData]) -> AnnData:
+    parts = [AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs.copy(), var=pd.DataFrame(index=a.var_names),
+                     obsm={"spatial": np.asarray(a.obsm["spatial"], dtype=np.float64)}) for a in adatas]
+    return ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+
+
+def expression_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
+    """scanpy's standard expression route: normalize_total, log1p, HVG, PCA."""
+    import scanpy as sc
+
+    adata = _concat(adatas)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    if adata.n_vars > n_hvg:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg, flavor="seurat")
+        adata = adata[:, adata.var["highly_variable"]].copy()
+    sc.pp.pca(adata, n_comps=min(n_pcs, adata.n_vars - 1, adata.n_obs - 1), random_state=seed)
+    adata.obsm[REP_KEY] = adata.obsm["X_pca"]
+    return adata
+
+
+def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
+    """Per-sample image features with ``stats`` or a foundation model (local ``weights``)."""
+    from gist.extract import ExtractConfig, sample_features
+    from gist.train import resolve_device
+
+    config = ExtractConfig(extractor=extractor, weights=weights, device=device)
+    model = None
+    if extractor != "stats":
+        from gist.extractors import create_extractor
+
+        model = create_extractor(extractor, weights)
+    dev = resolve_device(device)
+    return [sample_features(a, str(i), config, model, dev) for i, a in enumerate(adatas)]
+
+
+def image_rep(adatas: list[AnnData], seed: int, extractor: str, weights: str | None, device: str, n_pcs: int = 30) -> AnnData:
+    """Image features alone: standardised, then PCA."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    features = np.concatenate(image_features(adatas, extractor, weights, device))
+    adata = _concat(adatas)
+    scaled = StandardScaler().fit_transform(features)
+    adata.obsm[REP_KEY] = PCA(n_components=min(n_pcs, scaled.shape[1] - 1), random_state=seed).fit_transform(scaled)
+    return adata
+
+
+def select_genes(adatas: list[AnnData], max_genes: int = MAX_GENES) -> list[AnnData]:
+    """Keep the ``max_genes`` most variable genes (scanpy ``seurat`` flavour on log-normalised
+    counts of all samples together) when there are more; otherwise return the samples unchanged."""
+    import scanpy as sc
+
+    if adatas[0].n_vars <= max_genes:
+        return adatas
+    pooled = _concat(adatas)
+    sc.pp.normalize_total(pooled, target_sum=1e4)
+    sc.pp.log1p(pooled)
+    sc.pp.highly_variable_genes(pooled, n_top_genes=max_genes, flavor="seurat")
+    keep = pooled.var_names[pooled.var["highly_variable"]]
+    return [a[:, keep].copy() for a in adatas]
+
+
+def train_gist(adatas: list[AnnData], seed: int, epochs: int, device: str = "cpu") -> AnnData:
+    """Train GIST on the samples (image branch on when they carry ``obsm['imgs']``) and infer.
+
+    Returns :func:`gist.infer.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``) of the final epoch.
+    """
+    from gist.data import check_consistent, sample_name, to_graph
+    from gist.infer import infer
+    from gist.train import TrainConfig, resolve_device, train
+
+    check_consistent(adatas)
+    graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
+    config = TrainConfig(epochs=epochs, seed=seed, save_every=0, device=device)
+    with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
+        model, _ = train(graphs, config, tmp, progress=False)
+    return infer(adatas, model, resolve_device(device), {"selection": SELECTION, "epochs": epochs})
+
+
+def gist_rep(adatas: list[AnnData], seed: int, epochs: int, extractor: str | None, weights: str | None,
+             device: str, max_genes: int = MAX_GENES) -> AnnData:
+    """GIST's fused latent; ``extractor=None`` turns the image branch off."""
+    adatas = select_genes(adatas, max_genes)
+    if extractor is not None:
+        features = image_features(adatas, extractor, weights, device)
+        adatas = [a.copy() for a in adatas]
+        for adata, feats in zip(adatas, features):
+            adata.obsm[IMG_KEY] = np.asarray(feats, dtype=np.float32)
+    result = train_gist(adatas, seed, epochs, device)
+    result.obsm[REP_KEY] = result.obsm["pred"]
+    return result
+
+
+def offset_coordinates(adatas: list[AnnData]) -> np.ndarray:
+    """Coordinates of all samples in one frame, samples side by side with a gap, so that a
+    spatial neighbour search over the pooled cells never links two samples."""
+    out, shift = [], 0.0
+    for adata in adatas:
+        xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+        moved = xy - xy.min(axis=0) + np.array([shift, 0.0])
+        out.append(moved)
+        extent = np.ptp(xy, axis=0).max() if len(xy) else 0.0
+        shift = moved[:, 0].max() + extent + 1e4
+    return np.concatenate(out)
+
+
+def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600,
+                max_cells: int = GRAPHST_MAX_CELLS) -> AnnData:
+    """GraphST's embedding with its defaults (3,000 HVGs by seurat_v3, 3-NN graph, 600 epochs),
+    reduced to 20 principal components as GraphST's own ``clustering`` does."""
+    try:
+        from GraphST.GraphST import GraphST
+    except ImportError as err:
+        raise GistInputError(f"GraphST is not installed ({err}); pip install -r bench/requirements-peer.txt") from None
+    import torch
+    from sklearn.decomposition import PCA
+
+    from gist.train import resolve_device
+
+    adata = _concat(adatas)
+    if adata.n_obs > max_cells:
+        raise GistInputError(f"GraphST builds dense {adata.n_obs} x {adata.n_obs} matrices; skipped above {max_cells} cells")
+    adata.obsm["spatial"] = offset_coordinates(adatas)
+    adata.X = adata.X.toarray()
+    model = GraphST(adata, device=torch.device(resolve_device(device)), random_seed=seed, epochs=epochs)
+    out = model.train()
+    adata.obsm[REP_KEY] = PCA(n_components=20, random_state=42).fit_transform(out.obsm["emb"])
+    return adata
+
+
+def representation(adatas: list[AnnData], method: str, seed: int, epochs: int, weights: str | None = None,
+                   device: str = "cpu", max_genes: int = MAX_GENES) -> AnnData:
+    """Dispatch ``method`` (see the module docstring) to its representation."""
+    if method == "expression":
+        return expression_rep(adatas, seed)
+    if method == "gist_noimg":
+        return gist_rep(adatas, seed, epochs, None, None, device, max_genes)
+    if method == "graphst":
+        return graphst_rep(adatas, seed, device)
+    kind, _, extractor = method.partition("_")
+    if kind == "image" and extractor:
+        return image_rep(adatas, seed, extractor, weights, device)
+    if kind == "gist" and extractor:
+        return gist_rep(adatas, seed, epochs, extractor, weights, device, max_genes)
+    raise GistInputError(f"unknown benchmark method {method!r}")
+
+
+# ---------------------------------------------------------------- one run
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def warm_up_clustering() -> None:
+    """Compile numba code of neighbours/leiden once, outside any timed section."""
+    from gist.cluster import cluster
+
+    rng = np.random.default_rng(0)
+    toy = AnnData(X=np.zeros((300, 2), np.float32), obsm={"rep": rng.normal(size=(300, 5)).astype(np.float32)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster(toy, "leiden", 3, use_rep="rep", key_added="warm")
+
+
+def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, weights: str | None = None,
+                   device: str = "cpu", max_genes: int = MAX_GENES) -> dict:
+    """One benchmark record: representation, clustering, scores, wall time and peak memory.
+
+    ``seconds`` counts from the loaded data (graphs built) to the scored clusters, so it includes
+    feature extraction, training, inference and clustering, but not imports, reading files or the
+    one-time numba compilation of the clustering code (done before the clock starts).
+    """
+    from gist.cluster import cluster
+    from gist.metrics import score
+
+    adatas = load_samples(dataset)
+    labels = pd.concat([a.obs[dataset.label_key].astype(str) for a in adatas]).to_numpy()
+    ncluster = dataset.ncluster or len(np.unique(labels))
+    warm_up_clustering()
+    base_mb = peak_rss_mb()
+    start = time.perf_counter()
+    rep = representation(adatas, method, seed, epochs, weights, device, max_genes)
+    run = cluster(rep, dataset.cluster, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster")
+    seconds = time.perf_counter() - start
+    summary, _, _ = score(labels, rep.obs["bench_cluster"].astype(str).to_numpy())
+    return {
+        "dataset": dataset.name, "method": method, "seed": seed,
+        "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
+        "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION,
+        "epochs": epochs if method.startswith("gist") else None, "cells": int(rep.n_obs),
+        "genes": int(adatas[0].n_vars), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
+        "cluster": run["method"], "resolution": run["resolution"], "loaded_mb": round(base_mb, 1),
+        "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def run_denoising(dataset: BenchDataset, seed: int, epochs: int, fraction: float = 0.1, device: str = "cpu",
+                  max_genes: int = MAX_GENES) -> dict:
+    """Hold out ``fraction`` of each cell's non-zero counts, train GIST on the rest (with the
+    ``stats`` image branch where there is an image), and score ``layers['recon']`` at the held-out
+    entries against the raw and neighbour-mean baselines (:mod:`gist.denoise`)."""
+    from gist.denoise import HeldOut, denoising_scores, mask_counts
+
+    adatas = select_genes(load_samples(dataset), max_genes)
+    image = has_image(adatas)
+    masked_parts, rows, cols, counts, offset = [], [], [], [], 0
+    for i, adata in enumerate(adatas):
+        masked, held = mask_counts(adata.X, fraction, seed=seed * 1000 + i)
+        adata.X = sp.csr_matrix(masked)
+        if image:
+            adata.obsm[IMG_KEY] = image_features([adata], "stats")[0]
+        masked_parts.append(masked)
+        rows.append(held.rows + offset)
+        cols.append(held.cols)
+        counts.append(held.counts)
+        offset += adata.n_obs
+    start = time.perf_counter()
+    result = train_gist(adatas, seed, epochs, device)
+    seconds = time.perf_counter() - start
+    held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
+    scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers["recon"]),
+                              result.obsp["spatial_connectivities"])
+    return {"dataset": dataset.name, "method": "gist_stats" if image else "gist_noimg", "seed": seed,
+            "epochs": epochs, "fraction": fraction, "held_out": scores["held_out"], "seconds": round(seconds, 2),
+            "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **{f"{name}_{metric}": (None if np.isnan(value) else round(value, 4))
+               for name in ("model", "raw", "neighbour_mean") for metric, value in scores[name].items()}}
+
+
+def run_task(task: dict) -> dict:
+    """Entry point of a worker process: ``task`` holds ``kind`` (``cluster``/``denoise``), the
+    dataset (as a dict) and the run's arguments. Failures come back as a record with ``error``."""
+    os.environ["TQDM_DISABLE"] = "1"  # GraphST's per-epoch bar would flood the log
+    warnings.simplefilter("ignore")
+    dataset = BenchDataset(**task["dataset"])
+    try:
+        if task["kind"] == "denoise":
+            return run_denoising(dataset, task["seed"], task["epochs"], task.get("fraction", 0.1),
+                                 task.get("device", "cpu"), task.get("max_genes", MAX_GENES))
+        return run_clustering(dataset, task["method"], task["seed"], task["epochs"], task.get("weights"),
+                              task.get("device", "cpu"), task.get("max_genes", MAX_GENES))
+    except GistInputError as err:
+        return {"dataset": dataset.name, "method": task.get("method", "denoise"), "seed": task["seed"], "error": str(err)}
+
+
+def task_for(kind: str, dataset: BenchDataset, seed: int, epochs: int, method: str | None = None, **options) -> dict:
+    """A picklable description of one run for :func:`run_task`."""
+    return {"kind": kind, "dataset": asdict(dataset), "seed": seed, "epochs": epochs, "method": method} | options

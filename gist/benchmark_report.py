@@ -1,0 +1,113 @@
+"""Tables of benchmark records: mean +- sd over seeds, as Markdown, and the records file itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gist.errors import GistInputError
+from gist.utils import atomic_path
+
+START, END = "<!-- benchmark-tables:start -->", "<!-- benchmark-tables:end -->"
+
+
+def read_records(path: str | Path) -> dict:
+    """The benchmark file (``{"machine", "settings", "records", "denoising"}``), empty when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return {"records": [], "denoising": []}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise GistInputError(f"{path} is not valid JSON ({err})") from None
+
+
+def write_records(path: str | Path, payload: dict) -> None:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def _mean_sd(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {sd:.3f}"
+
+
+def summarise(records: list[dict]) -> pd.DataFrame:
+    """One row per dataset x method: ARI and NMI mean ± sd over seeds, mean seconds, max peak MB."""
+    frame = pd.DataFrame([r for r in records if "error" not in r])
+    if frame.empty:
+        return pd.DataFrame(columns=["dataset", "method", "seeds", "ARI", "NMI", "seconds", "peak MB"])
+    rows = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        rows.append({"dataset": dataset, "method": method, "seeds": len(group), "ARI": _mean_sd(group["ari"]),
+                     "NMI": _mean_sd(group["nmi"]), "seconds": f"{group['seconds'].mean():.1f}",
+                     "peak MB": f"{group['peak_mb'].max():.0f}", "ari_mean": group["ari"].mean()})
+    return pd.DataFrame(rows)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def clustering_table(records: list[dict]) -> str:
+    """Markdown: per dataset, every method's scores, best mean ARI in bold."""
+    summary = summarise(records)
+    blocks = []
+    for dataset, group in summary.groupby("dataset", sort=False):
+        best = group["ari_mean"].max()
+        shown = group.drop(columns=["dataset", "ari_mean"]).copy()
+        shown.loc[group["ari_mean"] == best, "ARI"] = "**" + shown.loc[group["ari_mean"] == best, "ARI"] + "**"
+        blocks.append(f"**{dataset}**\n\n{_markdown(shown)}")
+    return "\n\n".join(blocks)
+
+
+def denoising_table(records: list[dict]) -> str:
+    """Markdown: correlation and RMSE at held-out entries for the model and the two baselines."""
+    rows = []
+    for r in records:
+        if "error" in r:
+            continue
+        fmt = lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
+        rows.append({"dataset": r["dataset"], "method": r["method"], "held-out entries": r["held_out"],
+                     "GIST corr": fmt(r["model_corr"]), "GIST RMSE": fmt(r["model_rmse"]),
+                     "raw RMSE (zeros)": fmt(r["raw_rmse"]),
+                     "neighbour-mean corr": fmt(r["neighbour_mean_corr"]), "neighbour-mean RMSE": fmt(r["neighbour_mean_rmse"])})
+    return _markdown(pd.DataFrame(rows)) if rows else "(no denoising runs)"
+
+
+def errors_list(records: list[dict]) -> str:
+    failed = [r for r in records if "error" in r]
+    return "\n".join(f"- {r['dataset']} / {r['method']} / seed {r['seed']}: {r['error']}" for r in failed)
+
+
+def tables(payload: dict) -> str:
+    """All tables as one Markdown block."""
+    parts = ["### Clustering (ARI / NMI mean ± sd over seeds; final checkpoint, no label-based selection)",
+             clustering_table(payload.get("records", [])),
+             "### Denoising (10% of each cell's non-zero counts held out)",
+             denoising_table(payload.get("denoising", []))]
+    failed = errors_list(payload.get("records", []) + payload.get("denoising", []))
+    if failed:
+        parts += ["### Runs that did not complete", failed]
+    return "\n\n".join(parts)
+
+
+def update_markdown(path: str | Path, block: str) -> None:
+    """Replace the text between the benchmark-table markers in ``path`` with ``block``."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    if START not in text or END not in text:
+        raise GistInputError(f"{path} has no {START} ... {END} markers to put the tables between")
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{block}\n{END}", text, flags=re.S)
+    with atomic_path(path) as tmp:
+        tmp.write_text(new)

@@ -1,0 +1,138 @@
+"""The benchmark's building blocks and bench/reproduce.py end to end on a user-supplied file."""
+
+import json
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from conftest import ROOT, shared_path
+from gist.benchmark import (
+    BenchDataset,
+    expression_rep,
+    image_rep,
+    methods_for,
+    offset_coordinates,
+    representation,
+    run_clustering,
+    select_genes,
+)
+from gist.benchmark_report import START, END, clustering_table, summarise, update_markdown
+from gist.errors import GistInputError
+
+
+def test_offset_coordinates_never_link_two_samples(demo_small):
+    pooled = offset_coordinates(demo_small)
+    sample = np.repeat(np.arange(len(demo_small)), [a.n_obs for a in demo_small])
+    extent = max(np.ptp(a.obsm["spatial"], axis=0).max() for a in demo_small)
+    pairs = cKDTree(pooled).query_pairs(extent, output_type="ndarray")
+    assert len(pairs) and np.all(sample[pairs[:, 0]] == sample[pairs[:, 1]])
+    # within a sample, distances are unchanged
+    first = demo_small[0].obsm["spatial"]
+    np.testing.assert_allclose(pooled[: len(first)] - pooled[0], first - first[0])
+
+
+def test_image_methods_only_where_there_is_an_image(demo_small):
+    with_image = methods_for(demo_small, ["stats"])
+    assert with_image == ["expression", "image_stats", "gist_noimg", "gist_stats", "graphst"]
+    bare = [a.copy() for a in demo_small]
+    for adata in bare:
+        del adata.uns["spatial"]
+    assert methods_for(bare, ["stats"]) == ["expression", "gist_noimg", "graphst"]
+
+
+def test_unknown_method_is_named(demo_small):
+    with pytest.raises(GistInputError, match="'gist-full'"):
+        representation(demo_small, "gist-full", seed=0, epochs=1)
+
+
+def test_select_genes_keeps_the_same_top_genes_in_every_sample(demo_small):
+    kept = select_genes(demo_small, max_genes=50)
+    assert [a.n_vars for a in kept] == [50, 50]
+    assert list(kept[0].var_names) == list(kept[1].var_names)
+    assert select_genes(demo_small, max_genes=1000) is demo_small
+
+
+def test_expression_and_image_representations(demo_small):
+    n = sum(a.n_obs for a in demo_small)
+    expr = expression_rep(demo_small, seed=0)
+    assert expr.obsm["bench_rep"].shape == (n, 30)
+    img = image_rep(demo_small, seed=0, extractor="stats", weights=None, device="cpu")
+    assert img.obsm["bench_rep"].shape == (n, 30) and np.isfinite(img.obsm["bench_rep"]).all()
+    assert list(img.obs_names) == list(expr.obs_names)
+
+
+def test_graphst_embeds_every_cell(demo_small):
+    pytest.importorskip("GraphST", reason="GraphST (requirements.txt) is not installed")
+    from gist.benchmark import graphst_rep
+
+    out = graphst_rep(demo_small, seed=0, device="cpu", epochs=3)
+    assert out.obsm["bench_rep"].shape == (sum(a.n_obs for a in demo_small), 20)
+    assert np.isfinite(out.obsm["bench_rep"]).all()
+
+
+def test_graphst_refuses_too_many_cells(demo_small):
+    pytest.importorskip("GraphST", reason="GraphST (requirements.txt) is not installed")
+    from gist.benchmark import graphst_rep
+
+    with pytest.raises(GistInputError, match="dense"):
+        graphst_rep(demo_small, seed=0, device="cpu", epochs=1, max_cells=100)
+
+
+def test_summary_is_mean_and_sd_over_seeds():
+    records = [{"dataset": "d", "method": "m", "seed": s, "ari": a, "nmi": 0.5, "seconds": 2.0, "peak_mb": 100 + s}
+               for s, a in enumerate([0.2, 0.4, 0.6])]
+    records.append({"dataset": "d", "method": "x", "seed": 0, "error": "boom"})
+    row = summarise(records).iloc[0]
+    assert row["seeds"] == 3 and row["ARI"] == "0.400 ± 0.200" and row["peak MB"] == "102"
+    assert "**0.400 ± 0.200**" in clustering_table(records)
+
+
+def test_update_markdown_replaces_only_the_marked_block(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
+    update_markdown(path, "new table")
+    assert path.read_text() == f"intro\n{START}\nnew table\n{END}\noutro\n"
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers")
+    with pytest.raises(GistInputError, match="markers"):
+        update_markdown(bare, "x")
+
+
+def test_real_lung5_expression_baseline_scores_the_merged_classes():
+    path = shared_path("cosmx_lung5_subset", "CosMx_subset.h5ad")
+    dataset = BenchDataset("cosmx_lung5", str(path), "merge_cell_type", "leiden", 8, 80.0, merge_from="cell_type")
+    record = run_clustering(dataset, "expression", seed=0, epochs=0)
+    assert record["cells"] == 2814 and record["n_clusters"] == 8 and record["selection"] == "final"
+    assert 0.15 < record["ari"] < 0.9 and 0.2 < record["nmi"] < 0.9
+    assert record["peak_mb"] >= record["loaded_mb"] > 0
+
+
+def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small):
+    data = tmp_path / "mine.h5ad"
+    pooled = ad.concat([a.copy() for a in demo_small], merge="same")
+    pooled.obs["domain"] = pooled.obs["merge_cell_type"].astype(str)
+    pooled.write_h5ad(data)
+    markdown = tmp_path / "B.md"
+    markdown.write_text(f"# mine\n{START}\n{END}\n")
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--data", str(data), "--label_key", "domain",
+               "--library_key", "sample", "--methods", "expression", "gist_noimg", "--seeds", "0", "1",
+               "--epochs", "2", "--out", str(out), "--markdown", str(markdown)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    records = payload["records"]
+    assert {(r["method"], r["seed"]) for r in records} == {("expression", 0), ("expression", 1), ("gist_noimg", 0), ("gist_noimg", 1)}
+    for r in records:
+        assert r["dataset"] == "mine" and r["selection"] == "final" and -1 <= r["ari"] <= 1 and 0 <= r["nmi"] <= 1
+        assert r["seconds"] > 0 and r["peak_mb"] > 0 and r["cells"] == pooled.n_obs
+    (denoise,) = payload["denoising"]
+    assert denoise["method"] == "gist_noimg" and denoise["held_out"] > 0 and denoise["neighbour_mean_rmse"] > 0
+    text = markdown.read_text()
+    assert "| expression | 2 |" in text and "| gist_noimg | 2 |" in text and "neighbour-mean" in text
+    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 5

@@ -1,0 +1,90 @@
+"""Held-out denoising evaluation: masking, baselines and scores."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gist.data import log_normalize
+from gist.denoise import HeldOut, denoising_scores, held_out_truth, mask_counts, neighbour_mean, score_prediction
+from gist.errors import GistInputError
+
+
+@pytest.fixture()
+def counts():
+    rng = np.random.default_rng(0)
+    return sp.csr_matrix(rng.poisson(0.8, size=(50, 40)).astype(np.float32))
+
+
+def test_mask_holds_out_a_tenth_of_each_cells_nonzero_counts(counts):
+    dense = counts.toarray()
+    masked, held = mask_counts(counts, 0.1, seed=1)
+    for i in range(dense.shape[0]):
+        nonzero = np.count_nonzero(dense[i])
+        assert (held.rows == i).sum() == int(round(0.1 * nonzero))
+    assert np.all(dense[held.rows, held.cols] > 0)
+    np.testing.assert_array_equal(held.counts, dense[held.rows, held.cols])
+    assert np.all(masked[held.rows, held.cols] == 0)
+    untouched = np.ones_like(dense, bool)
+    untouched[held.rows, held.cols] = False
+    np.testing.assert_array_equal(masked[untouched], dense[untouched])
+
+
+def test_mask_is_seeded(counts):
+    _, a = mask_counts(counts, 0.1, seed=3)
+    _, b = mask_counts(counts, 0.1, seed=3)
+    _, c = mask_counts(counts, 0.1, seed=4)
+    np.testing.assert_array_equal(a.cols, b.cols)
+    assert not np.array_equal(a.cols, c.cols)
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
+def test_mask_rejects_bad_fractions(counts, fraction):
+    with pytest.raises(GistInputError, match="fraction"):
+        mask_counts(counts, fraction)
+
+
+def test_neighbour_mean_by_hand():
+    values = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 7.0]], np.float32)
+    # 0-1, 1-2 linked (with self loops, which are ignored); 3 alone
+    adj = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1]], np.float32))
+    out = neighbour_mean(values, adj)
+    np.testing.assert_allclose(out, [[3, 2], [3, 2], [3, 2], [7, 7]])
+
+
+def test_scores_of_a_perfect_and_a_useless_prediction(counts):
+    masked, held = mask_counts(counts, 0.2, seed=0)
+    truth = held_out_truth(masked, held)
+    recon = np.zeros_like(masked)
+    recon[held.rows, held.cols] = truth
+    adj = sp.eye(masked.shape[0], format="csr")
+    scores = denoising_scores(masked, held, recon, adj)
+    assert scores["model"]["corr"] == pytest.approx(1.0) and scores["model"]["rmse"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["raw"]["rmse"] == pytest.approx(np.sqrt(np.mean(truth**2)))
+    assert np.isnan(scores["raw"]["corr"])
+    assert scores["held_out"] == len(held.rows)
+
+
+def test_truth_uses_the_masked_library_size():
+    masked = np.array([[4.0, 0.0, 6.0]], np.float32)
+    held = HeldOut(np.array([0]), np.array([1]), np.array([5.0], np.float32))
+    np.testing.assert_allclose(held_out_truth(masked, held), np.log1p([5.0 * 1e4 / 10.0]))
+    assert log_normalize(masked)[0, 0] == pytest.approx(np.log1p(4.0 * 1e4 / 10.0))
+
+
+def test_score_prediction_checks_shapes():
+    with pytest.raises(GistInputError, match="equal-length"):
+        score_prediction(np.ones(3), np.ones(4))
+
+
+def test_real_lung5_neighbours_predict_held_out_counts_better_than_zeros():
+    """On real CosMx counts the spatial-smoothing baseline must beat zeros (it is a real baseline)."""
+    from conftest import shared_path
+    from gist.benchmark import BenchDataset, load_samples
+
+    path = shared_path("cosmx_lung5_subset", "CosMx_subset.h5ad")
+    (adata,) = load_samples(BenchDataset("lung5", str(path), "merge_cell_type", merge_from="cell_type"))
+    masked, held = mask_counts(adata.X, 0.1, seed=0)
+    scores = denoising_scores(masked, held, np.zeros_like(masked), adata.obsp["spatial_connectivities"])
+    assert scores["held_out"] > 10000
+    assert scores["neighbour_mean"]["rmse"] < scores["raw"]["rmse"]
+    assert scores["neighbour_mean"]["corr"] > 0.1
