@@ -110,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     datasets = chosen_datasets(args)
     payload = read_records(args.out) if args.resume else {"records": [], "denoising": []}
     payload["machine"] = machine()
+    known = payload.get("settings", {}).get("datasets", {})
     payload["settings"] = {"seeds": args.seeds, "epochs": args.epochs, "max_genes": args.max_genes,
                            "extractors": args.extractors, "device": args.device,
-                           "datasets": {d.name: {"cluster": d.cluster, "ncluster": d.ncluster, "rad_cutoff": d.rad_cutoff,
-                                                 "label_key": d.label_key} for d in datasets}}
-    done = {key(r) for r in payload["records"] + payload["denoising"] if "error" not in r}
+                           "datasets": known | {d.name: {"cluster": d.cluster, "ncluster": d.ncluster, "rad_cutoff": d.rad_cutoff,
+                                                         "label_key": d.label_key} for d in datasets}}
+    done = {(section, key(r)) for section in ("records", "denoising") for r in payload[section] if "error" not in r}
     jobs = []
     for dataset in datasets:
         applicable = methods_for(load_samples(dataset), args.extractors)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         section = "denoising" if task["kind"] == "denoise" else "records"
         label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"
         epochs = task["epochs"] if task["kind"] == "denoise" or task["method"].startswith("gist") else None
-        if (task["dataset"]["name"], task["method"], task["seed"], epochs) in done:
+        if (section, (task["dataset"]["name"], task["method"], task["seed"], epochs)) in done:
             print(f"{label}: already in {args.out}, skipped", flush=True)
             continue
         record = run_isolated(task)

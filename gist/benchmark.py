@@ -13,6 +13,9 @@ and scored against the labels. Methods:
     GIST with the image branch off: gene branch + spatial graph.
 ``gist_<extractor>``
     Full GIST with image features from that extractor.
+``gist_<extractor>_imgloss``
+    The same with the original's ``use_img_loss`` option (the image branch reconstructs the image
+    features, not the expression); an exploratory variant, reported beside the default.
 ``graphst``
     GraphST (PyPI ``GraphST``), a maintained graph contrastive method; its embedding reduced to 20
     principal components as its own ``clustering`` does.
@@ -122,7 +125,7 @@ def methods_for(adatas: list[AnnData], extractors: list[str]) -> list[str]:
         names += [f"image_{e}" for e in extractors]
     names.append("gist_noimg")
     if has_image(adatas):
-        names += [f"gist_{e}" for e in extractors]
+        names += [f"gist_{e}" for e in extractors] + [f"gist_{e}_imgloss" for e in extractors]
     names.append("graphst")
     return names
 
@@ -193,8 +196,11 @@ def select_genes(adatas: list[AnnData], max_genes: int = MAX_GENES) -> list[AnnD
     return [a[:, keep].copy() for a in adatas]
 
 
-def train_gist(adatas: list[AnnData], seed: int, epochs: int, device: str = "cpu") -> AnnData:
+def train_gist(adatas: list[AnnData], seed: int, epochs: int, device: str = "cpu", use_img_loss: bool = False) -> AnnData:
     """Train GIST on the samples (image branch on when they carry ``obsm['imgs']``) and infer.
+
+    ``use_img_loss`` is the original's option: the image branch reconstructs the image features
+    instead of the expression.
 
     Returns :func:`gist.infer.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``) of the final epoch.
     """
@@ -204,14 +210,14 @@ def train_gist(adatas: list[AnnData], seed: int, epochs: int, device: str = "cpu
 
     check_consistent(adatas)
     graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
-    config = TrainConfig(epochs=epochs, seed=seed, save_every=0, device=device)
+    config = TrainConfig(epochs=epochs, seed=seed, save_every=0, device=device, use_img_loss=use_img_loss)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
         model, _ = train(graphs, config, tmp, progress=False)
     return infer(adatas, model, resolve_device(device), {"selection": SELECTION, "epochs": epochs})
 
 
 def gist_rep(adatas: list[AnnData], seed: int, epochs: int, extractor: str | None, weights: str | None,
-             device: str, max_genes: int = MAX_GENES) -> AnnData:
+             device: str, max_genes: int = MAX_GENES, use_img_loss: bool = False) -> AnnData:
     """GIST's fused latent; ``extractor=None`` turns the image branch off."""
     adatas = select_genes(adatas, max_genes)
     if extractor is not None:
@@ -219,7 +225,7 @@ def gist_rep(adatas: list[AnnData], seed: int, epochs: int, extractor: str | Non
         adatas = [a.copy() for a in adatas]
         for adata, feats in zip(adatas, features):
             adata.obsm[IMG_KEY] = np.asarray(feats, dtype=np.float32)
-    result = train_gist(adatas, seed, epochs, device)
+    result = train_gist(adatas, seed, epochs, device, use_img_loss)
     result.obsm[REP_KEY] = result.obsm["pred"]
     return result
 
@@ -274,7 +280,10 @@ def representation(adatas: list[AnnData], method: str, seed: int, epochs: int, w
     if kind == "image" and extractor:
         return image_rep(adatas, seed, extractor, weights, device)
     if kind == "gist" and extractor:
-        return gist_rep(adatas, seed, epochs, extractor, weights, device, max_genes)
+        extractor, _, variant = extractor.partition("_")
+        if variant not in ("", "imgloss"):
+            raise GistInputError(f"unknown benchmark method {method!r}")
+        return gist_rep(adatas, seed, epochs, extractor, weights, device, max_genes, use_img_loss=variant == "imgloss")
     raise GistInputError(f"unknown benchmark method {method!r}")
 
 

@@ -72,16 +72,21 @@ def clustering_table(records: list[dict]) -> str:
 
 
 def denoising_table(records: list[dict]) -> str:
-    """Markdown: correlation and RMSE at held-out entries for the model and the two baselines."""
+    """Markdown: correlation and RMSE at held-out entries, and the held-out-versus-zero AUC, for the
+    model and the two baselines."""
+
+    def fmt(value) -> str:
+        return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
     rows = []
     for r in records:
         if "error" in r:
             continue
-        fmt = lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
         rows.append({"dataset": r["dataset"], "method": r["method"], "held-out entries": r["held_out"],
-                     "GIST corr": fmt(r["model_corr"]), "GIST RMSE": fmt(r["model_rmse"]),
-                     "raw RMSE (zeros)": fmt(r["raw_rmse"]),
-                     "neighbour-mean corr": fmt(r["neighbour_mean_corr"]), "neighbour-mean RMSE": fmt(r["neighbour_mean_rmse"])})
+                     "GIST corr": fmt(r["model_corr"]), "GIST RMSE": fmt(r["model_rmse"]), "GIST AUC": fmt(r.get("model_auc")),
+                     "zeros RMSE": fmt(r["raw_rmse"]),
+                     "neighbour-mean corr": fmt(r["neighbour_mean_corr"]), "neighbour-mean RMSE": fmt(r["neighbour_mean_rmse"]),
+                     "neighbour-mean AUC": fmt(r.get("neighbour_mean_auc"))})
     return _markdown(pd.DataFrame(rows)) if rows else "(no denoising runs)"
 
 
@@ -94,7 +99,7 @@ def tables(payload: dict) -> str:
     """All tables as one Markdown block."""
     parts = ["### Clustering (ARI / NMI mean ± sd over seeds; final checkpoint, no label-based selection)",
              clustering_table(payload.get("records", [])),
-             "### Denoising (10% of each cell's non-zero counts held out)",
+             "### Denoising (10% of each cell's non-zero counts held out; AUC: held-out versus truly-zero entries, 0.5 = chance)",
              denoising_table(payload.get("denoising", []))]
     failed = errors_list(payload.get("records", []) + payload.get("denoising", []))
     if failed:

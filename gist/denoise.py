@@ -3,7 +3,8 @@
 The protocol: in every cell a random ``fraction`` of the non-zero counts is set to zero, the model
 is trained on what remains, and its reconstruction is compared with the held-out values. Everything
 is compared on the model's scale, ``log1p(count * 1e4 / library size)`` with the library size of the
-*masked* cell (the data the model saw). Two baselines use the same masked data: ``raw`` (the held-out
+*masked* cell (the data the model saw), and by how well the prediction ranks held-out entries above
+entries that were zero all along (ROC AUC). Two baselines use the same masked data: ``raw`` (the held-out
 positions are zeros, as in the masked input) and ``neighbour_mean`` (the mean of the cell's spatial
 graph neighbours, i.e. spatial smoothing).
 """
@@ -97,6 +98,26 @@ def score_prediction(truth: np.ndarray, predicted: np.ndarray) -> dict[str, floa
     return {"corr": corr, "rmse": float(np.sqrt(np.mean((truth - predicted) ** 2)))}
 
 
+def detection_auc(masked: np.ndarray, held: HeldOut, predicted: np.ndarray, seed: int = 0) -> float:
+    """How well ``predicted`` ranks held-out entries above entries that were zero all along.
+
+    As many truly-zero entries as there are held-out ones are drawn at random (seeded); the
+    score is the ROC AUC of telling the two sets apart by the predicted value (0.5 = chance,
+    e.g. for the raw data, which is zero at both).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    zero = masked == 0
+    zero[held.rows, held.cols] = False
+    rows, cols = np.nonzero(zero)
+    if len(rows) == 0 or len(held.rows) == 0:
+        return float("nan")
+    pick = np.random.default_rng(seed).choice(len(rows), size=min(len(rows), len(held.rows)), replace=False)
+    values = np.concatenate([predicted[held.rows, held.cols], predicted[rows[pick], cols[pick]]])
+    truth = np.concatenate([np.ones(len(held.rows)), np.zeros(len(pick))])
+    return float(roc_auc_score(truth, values))
+
+
 def denoising_scores(masked: np.ndarray, held: HeldOut, recon: np.ndarray, connectivities: sp.spmatrix) -> dict[str, dict]:
     """Scores of ``recon`` and of the two baselines at the held-out positions.
 
@@ -114,17 +135,20 @@ def denoising_scores(masked: np.ndarray, held: HeldOut, recon: np.ndarray, conne
     Returns
     -------
     dict
-        ``{"model": {...}, "raw": {...}, "neighbour_mean": {...}}``, each with ``corr`` and ``rmse``,
-        plus ``"held_out"``: the number of held-out entries.
+        ``{"model": {...}, "raw": {...}, "neighbour_mean": {...}}``, each with ``corr`` and ``rmse``
+        (at the held-out entries) and ``auc`` (:func:`detection_auc`: held-out versus truly-zero
+        entries), plus ``"held_out"``: the number of held-out entries.
     """
     if recon.shape != masked.shape:
         raise GistInputError(f"reconstruction shape {recon.shape} differs from the counts' {masked.shape}")
     truth = held_out_truth(masked, held)
     at = (held.rows, held.cols)
     smoothed = neighbour_mean(log_normalize(masked), connectivities)
+    recon = np.asarray(recon)
     return {
-        "model": score_prediction(truth, np.asarray(recon)[at]),
-        "raw": score_prediction(truth, np.zeros_like(truth)),  # corr is undefined (nan) for a constant
-        "neighbour_mean": score_prediction(truth, smoothed[at]),
+        "model": score_prediction(truth, recon[at]) | {"auc": detection_auc(masked, held, recon)},
+        # the raw data is zero at every held-out entry: corr is undefined (nan), AUC is chance
+        "raw": score_prediction(truth, np.zeros_like(truth)) | {"auc": 0.5},
+        "neighbour_mean": score_prediction(truth, smoothed[at]) | {"auc": detection_auc(masked, held, smoothed)},
         "held_out": int(len(truth)),
     }

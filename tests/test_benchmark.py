@@ -37,16 +37,17 @@ def test_offset_coordinates_never_link_two_samples(demo_small):
 
 def test_image_methods_only_where_there_is_an_image(demo_small):
     with_image = methods_for(demo_small, ["stats"])
-    assert with_image == ["expression", "image_stats", "gist_noimg", "gist_stats", "graphst"]
+    assert with_image == ["expression", "image_stats", "gist_noimg", "gist_stats", "gist_stats_imgloss", "graphst"]
     bare = [a.copy() for a in demo_small]
     for adata in bare:
         del adata.uns["spatial"]
     assert methods_for(bare, ["stats"]) == ["expression", "gist_noimg", "graphst"]
 
 
-def test_unknown_method_is_named(demo_small):
-    with pytest.raises(GistInputError, match="'gist-full'"):
-        representation(demo_small, "gist-full", seed=0, epochs=1)
+@pytest.mark.parametrize("method", ["gist-full", "gist_stats_fancy", "image_"])
+def test_unknown_method_is_named(demo_small, method):
+    with pytest.raises(GistInputError, match=f"'{method}'"):
+        representation(demo_small, method, seed=0, epochs=1)
 
 
 def test_select_genes_keeps_the_same_top_genes_in_every_sample(demo_small):
@@ -122,7 +123,7 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     command = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--data", str(data), "--label_key", "domain",
                "--library_key", "sample", "--methods", "expression", "gist_noimg", "--seeds", "0", "1",
                "--epochs", "2", "--out", str(out), "--markdown", str(markdown)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command + ["--no_denoise"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
     records = payload["records"]
@@ -130,9 +131,16 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     for r in records:
         assert r["dataset"] == "mine" and r["selection"] == "final" and -1 <= r["ari"] <= 1 and 0 <= r["nmi"] <= 1
         assert r["seconds"] > 0 and r["peak_mb"] > 0 and r["cells"] == pooled.n_obs
+    assert payload["denoising"] == []
+    # resuming runs only what is missing: the denoising run (same dataset, method, seed and epochs
+    # as a clustering record, which must not count as done)
+    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped") == 4
+    payload = json.loads(out.read_text())
+    assert len(payload["records"]) == 4
     (denoise,) = payload["denoising"]
     assert denoise["method"] == "gist_noimg" and denoise["held_out"] > 0 and denoise["neighbour_mean_rmse"] > 0
+    assert 0 <= denoise["model_auc"] <= 1
     text = markdown.read_text()
     assert "| expression | 2 |" in text and "| gist_noimg | 2 |" in text and "neighbour-mean" in text
-    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("skipped") == 5

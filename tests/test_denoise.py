@@ -88,3 +88,15 @@ def test_real_lung5_neighbours_predict_held_out_counts_better_than_zeros():
     assert scores["held_out"] > 10000
     assert scores["neighbour_mean"]["rmse"] < scores["raw"]["rmse"]
     assert scores["neighbour_mean"]["corr"] > 0.1
+
+
+def test_detection_auc_ranks_held_out_above_true_zeros(counts):
+    from gist.denoise import detection_auc
+
+    masked, held = mask_counts(counts, 0.2, seed=0)
+    oracle = np.zeros_like(masked)
+    oracle[held.rows, held.cols] = 1.0
+    assert detection_auc(masked, held, oracle) == pytest.approx(1.0)
+    assert detection_auc(masked, held, -oracle) == pytest.approx(0.0)
+    assert detection_auc(masked, held, np.zeros_like(masked)) == pytest.approx(0.5)
+    assert denoising_scores(masked, held, oracle, sp.eye(masked.shape[0], format="csr"))["model"]["auc"] == pytest.approx(1.0)
