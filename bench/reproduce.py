@@ -32,7 +32,7 @@ from gist.benchmark import BenchDataset, load_samples, methods_for, run_task, sh
 from gist.benchmark_report import read_records, tables, update_markdown, write_records  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"),
                    help="folder with the shared real datasets (cosmx_lung5_subset/, her2st_spots/)")
@@ -61,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"),
                    help="Markdown file whose marked block receives the tables ('' to skip)")
     p.add_argument("--resume", action="store_true", help="keep the records in --out and skip runs already there")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def chosen_datasets(args: argparse.Namespace) -> list[BenchDataset]:

@@ -320,7 +320,8 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, w
     adatas = load_samples(dataset)
     labels = pd.concat([a.obs[dataset.label_key].astype(str) for a in adatas]).to_numpy()
     ncluster = dataset.ncluster or len(np.unique(labels))
-    warm_up_clustering()
+    if dataset.cluster == "leiden":
+        warm_up_clustering()
     base_mb = peak_rss_mb()
     start = time.perf_counter()
     rep = representation(adatas, method, seed, epochs, weights, device, max_genes)
