@@ -139,16 +139,25 @@ def _concat(adatas: list[AnnData]) -> AnnData:
     return ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
 
 
-def expression_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
-    """scanpy's standard expression route: normalize_total, log1p, HVG, PCA."""
+def _pooled_top_genes(adatas: list[AnnData], n_top: int) -> AnnData:
+    """All samples pooled, normalize_total (1e4) + log1p, restricted to the ``n_top`` most variable
+    genes (scanpy ``seurat`` flavour) when there are more."""
     import scanpy as sc
 
     adata = _concat(adatas)
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
-    if adata.n_vars > n_hvg:
-        sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg, flavor="seurat")
+    if adata.n_vars > n_top:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat")
         adata = adata[:, adata.var["highly_variable"]].copy()
+    return adata
+
+
+def expression_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
+    """scanpy's standard expression route: normalize_total, log1p, HVG, PCA."""
+    import scanpy as sc
+
+    adata = _pooled_top_genes(adatas, n_hvg)
     sc.pp.pca(adata, n_comps=min(n_pcs, adata.n_vars - 1, adata.n_obs - 1), random_state=seed)
     adata.obsm[REP_KEY] = adata.obsm["X_pca"]
     return adata
@@ -184,15 +193,9 @@ def image_rep(adatas: list[AnnData], seed: int, extractor: str, weights: str | N
 def select_genes(adatas: list[AnnData], max_genes: int = MAX_GENES) -> list[AnnData]:
     """Keep the ``max_genes`` most variable genes (scanpy ``seurat`` flavour on log-normalised
     counts of all samples together) when there are more; otherwise return the samples unchanged."""
-    import scanpy as sc
-
     if adatas[0].n_vars <= max_genes:
         return adatas
-    pooled = _concat(adatas)
-    sc.pp.normalize_total(pooled, target_sum=1e4)
-    sc.pp.log1p(pooled)
-    sc.pp.highly_variable_genes(pooled, n_top_genes=max_genes, flavor="seurat")
-    keep = pooled.var_names[pooled.var["highly_variable"]]
+    keep = _pooled_top_genes(adatas, max_genes).var_names
     return [a[:, keep].copy() for a in adatas]
 
 
@@ -250,7 +253,7 @@ def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600
     try:
         from GraphST.GraphST import GraphST
     except ImportError as err:
-        raise GistInputError(f"GraphST is not installed ({err}); pip install -r bench/requirements-peer.txt") from None
+        raise GistInputError(f"GraphST is not installed ({err}); it is pinned in requirements.txt (make setup)") from None
     import torch
     from sklearn.decomposition import PCA
 
@@ -295,15 +298,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def warm_up_clustering() -> None:
-    """Compile numba code of neighbours/leiden once, outside any timed section."""
+def warm_up(method: str) -> None:
+    """Pay one-time costs outside any timed section: scanpy's lazy imports (normalisation, HVGs,
+    PCA on a toy matrix) and, for
+    ``leiden``, the numba compilation of neighbours/leiden (~20 s in a fresh process)."""
+    import scanpy as sc
+
     from gist.cluster import cluster
 
     rng = np.random.default_rng(0)
-    toy = AnnData(X=np.zeros((300, 2), np.float32), obsm={"rep": rng.normal(size=(300, 5)).astype(np.float32)})
+    toy = AnnData(X=rng.poisson(2.0, size=(300, 40)).astype(np.float32), obsm={"spatial": rng.uniform(size=(300, 2))})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cluster(toy, "leiden", 3, use_rep="rep", key_added="warm")
+        _pooled_top_genes([toy], 20)
+        sc.pp.pca(toy, n_comps=5)
+        cluster(toy, method, 3, use_rep="X_pca", key_added="warm")
 
 
 def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, weights: str | None = None,
@@ -312,7 +321,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, w
 
     ``seconds`` counts from the loaded data (graphs built) to the scored clusters, so it includes
     feature extraction, training, inference and clustering, but not imports, reading files or the
-    one-time numba compilation of the clustering code (done before the clock starts).
+    one-time compilation of the clustering code (:func:`warm_up`, before the clock starts).
     """
     from gist.cluster import cluster
     from gist.metrics import score
@@ -320,8 +329,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, w
     adatas = load_samples(dataset)
     labels = pd.concat([a.obs[dataset.label_key].astype(str) for a in adatas]).to_numpy()
     ncluster = dataset.ncluster or len(np.unique(labels))
-    if dataset.cluster == "leiden":
-        warm_up_clustering()
+    warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
     rep = representation(adatas, method, seed, epochs, weights, device, max_genes)
