@@ -28,7 +28,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gist.benchmark import BenchDataset, load_samples, methods_for, run_task, shared_datasets, task_for  # noqa: E402
+from gist.benchmark import (  # noqa: E402
+    BenchDataset,
+    load_samples,
+    methods_for,
+    recorded_epochs,
+    run_task,
+    shared_datasets,
+    task_for,
+)
 from gist.benchmark_report import read_records, tables, update_markdown, write_records  # noqa: E402
 
 
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, task in enumerate(jobs, start=1):
         section = "denoising" if task["kind"] == "denoise" else "records"
         label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"
-        epochs = task["epochs"] if task["kind"] == "denoise" or task["method"].startswith("gist") else None
+        epochs = recorded_epochs(task["kind"], task["method"], task["epochs"])
         if (section, (task["dataset"]["name"], task["method"], task["seed"], epochs)) in done:
             print(f"{label}: already in {args.out}, skipped", flush=True)
             continue

@@ -315,6 +315,13 @@ def warm_up(method: str) -> None:
         cluster(toy, method, 3, use_rep="X_pca", key_added="warm")
 
 
+def recorded_epochs(kind: str, method: str, epochs: int) -> int | None:
+    """The ``epochs`` a record carries: the training epochs for runs that train GIST (every
+    denoising run, ``gist_*`` clustering runs), ``None`` for the others. Part of a run's identity
+    for ``bench/reproduce.py --resume``."""
+    return epochs if kind == "denoise" or method.startswith("gist") else None
+
+
 def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, weights: str | None = None,
                    device: str = "cpu", max_genes: int = MAX_GENES) -> dict:
     """One benchmark record: representation, clustering, scores, wall time and peak memory.
@@ -340,7 +347,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, w
         "dataset": dataset.name, "method": method, "seed": seed,
         "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
         "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION,
-        "epochs": epochs if method.startswith("gist") else None, "cells": int(rep.n_obs),
+        "epochs": recorded_epochs("cluster", method, epochs), "cells": int(rep.n_obs),
         "genes": int(adatas[0].n_vars), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
         "cluster": run["method"], "resolution": run["resolution"], "loaded_mb": round(base_mb, 1),
         "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -374,7 +381,7 @@ def run_denoising(dataset: BenchDataset, seed: int, epochs: int, fraction: float
     scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers["recon"]),
                               result.obsp["spatial_connectivities"])
     return {"dataset": dataset.name, "method": "gist_stats" if image else "gist_noimg", "seed": seed,
-            "epochs": epochs, "fraction": fraction, "held_out": scores["held_out"], "seconds": round(seconds, 2),
+            "epochs": recorded_epochs("denoise", "", epochs), "fraction": fraction, "held_out": scores["held_out"], "seconds": round(seconds, 2),
             "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{f"{name}_{metric}": (None if np.isnan(value) else round(value, 4))
                for name in ("model", "raw", "neighbour_mean") for metric, value in scores[name].items()}}
