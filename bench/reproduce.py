@@ -1,4 +1,5 @@
-"""Real-data benchmark: GIST beside expression-only, image-only, GIST without image, and GraphST.
+"""Real-data benchmark: GIST (default and paper recipes) beside expression-only, its neighbour
+average, image-only and GraphST.
 
 Runs every applicable method on each labelled dataset (the demo and those in ../shared/data, or
 one passed with --data) for several seeds, each run in a fresh process so that its peak memory is
@@ -7,10 +8,10 @@ Then the denoising check: 10% of each cell's non-zero counts held out, GIST trai
 Records go to docs/benchmarks.json (one per dataset x method x seed) and the tables into the
 marked block of BENCHMARKS.md.
 
-    python bench/reproduce.py                                 # everything, 3 seeds, 100 epochs
-    python bench/reproduce.py --datasets demo --seeds 0 --methods expression gist_noimg
-    python bench/reproduce.py --data my.h5ad --label_key domain --cluster mclust --rad_cutoff 150 \\
-        [--image he.tif --image_scalef 0.25] [--extractor uni --weights uni.bin]
+    python bench/reproduce.py                                 # everything, 5 seeds
+    python bench/reproduce.py --datasets demo --seeds 0 --methods expression gist
+    python bench/reproduce.py --data my.h5ad --label_key domain --cluster mclust \\
+        [--image he.tif --image_scalef 0.25] [--extractors uni --weights uni.bin]
     python bench/reproduce.py --resume                        # skip runs already in the JSON
 """
 
@@ -43,9 +44,10 @@ from gist.benchmark_report import read_records, tables, update_markdown, write_r
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"),
-                   help="folder with the shared real datasets (cosmx_lung5_subset/, her2st_spots/)")
+                   help="folder with the shared real datasets (cosmx_lung5_subset/, her2st_spots/, dlpfc_151510/)")
     p.add_argument("--datasets", nargs="+", default=None,
-                   help="names to run (demo, cosmx_lung5, her2st_B1, her2st_G2, her2st_H1); default: all present")
+                   help="names to run (demo, cosmx_lung5, her2st_B1, her2st_G2, her2st_H1, dlpfc_151510); "
+                        "default: all present")
     p.add_argument("--data", default=None, help="a labelled spatial .h5ad of your own (raw counts in X, obsm['spatial'])")
     p.add_argument("--label_key", default=None, help="with --data: the obs column of the labels")
     p.add_argument("--image", default=None, help="with --data: the tissue image the coordinates refer to")
@@ -53,15 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library_key", default=None, help="with --data: obs column that splits samples (FOVs, sections)")
     p.add_argument("--cluster", choices=["leiden", "mclust"], default="leiden", help="with --data: clustering method")
     p.add_argument("--ncluster", type=int, default=None, help="with --data: target cluster count (default: label classes)")
-    p.add_argument("--rad_cutoff", type=float, default=80.0, help="with --data: spatial graph radius, in obsm['spatial'] units")
+    p.add_argument("--rad_cutoff", type=float, default=None,
+                   help="with --data: spatial graph radius in obsm['spatial'] units (default: 1.5 x the median "
+                        "nearest-neighbour distance)")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="subset of: expression image_<extractor> gist_noimg gist_<extractor> graphst (default: all that apply)")
+                   help="subset of: expression expression_smoothed image_<extractor> gist gist_noimg gist_<extractor> "
+                        "gist_paper graphst (default: all that apply)")
     p.add_argument("--extractors", nargs="+", default=["stats"],
                    help="image feature extractors for the image_* and gist_* methods (uni/virchow2/ctranspath need --weights)")
     p.add_argument("--weights", default=None, help="local weight file of the foundation-model extractor")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (training, PCA and clustering)")
-    p.add_argument("--epochs", type=int, default=100, help="GIST training epochs (the paper trains 1,000 on a GPU)")
-    p.add_argument("--max_genes", type=int, default=3000, help="HVGs kept for GIST when a dataset has more genes")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (training, PCA and clustering)")
+    p.add_argument("--paper_epochs", type=int, default=300,
+                   help="training epochs of gist_paper (the paper trains 1,000 on a GPU); the gist recipe trains its own")
+    p.add_argument("--gist_epochs", type=int, default=None,
+                   help="override the gist recipe's epochs per model (quick checks only; recorded in each record)")
+    p.add_argument("--gist_ensemble", type=int, default=None,
+                   help="override the gist recipe's ensemble size (quick checks only; recorded in each record)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto, for GIST and GraphST")
     p.add_argument("--no_denoise", action="store_true", help="skip the denoising check")
     p.add_argument("--no_cluster", action="store_true", help="skip the clustering comparison (denoising only)")
@@ -123,27 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     payload = read_records(args.out) if args.resume else {"records": [], "denoising": []}
     payload["machine"] = machine()
     known = payload.get("settings", {}).get("datasets", {})
-    payload["settings"] = {"seeds": args.seeds, "epochs": args.epochs, "max_genes": args.max_genes,
+    from gist.train import RECIPES
+
+    payload["settings"] = {"seeds": args.seeds, "paper_epochs": args.paper_epochs, "recipes": RECIPES,
+                           "gist_overrides": {"epochs": args.gist_epochs, "ensemble": args.gist_ensemble},
                            "extractors": args.extractors, "device": args.device,
                            "datasets": known | {d.name: {"cluster": d.cluster, "ncluster": d.ncluster, "rad_cutoff": d.rad_cutoff,
                                                          "label_key": d.label_key} for d in datasets}}
     done = {(section, key(r)) for section in ("records", "denoising") for r in payload[section] if "error" not in r}
     jobs = []
+    quick = {"gist_epochs": args.gist_epochs, "gist_ensemble": args.gist_ensemble}
     for dataset in datasets:
         applicable = methods_for(load_samples(dataset), args.extractors)
         methods = [m for m in applicable if args.methods is None or m in args.methods]
         for method in [] if args.no_cluster else methods:
             for seed in args.seeds:
-                jobs.append(task_for("cluster", dataset, seed, args.epochs, method, weights=args.weights,
-                                     device=args.device, max_genes=args.max_genes))
+                jobs.append(task_for("cluster", dataset, seed, args.paper_epochs, method, weights=args.weights,
+                                     device=args.device, extractors=list(args.extractors), **quick))
         if not args.no_denoise:
-            denoise_method = "gist_stats" if "gist_stats" in applicable else "gist_noimg"
-            jobs.append(task_for("denoise", dataset, args.seeds[0], args.epochs, denoise_method,
-                                 device=args.device, max_genes=args.max_genes))
+            jobs.append(task_for("denoise", dataset, args.seeds[0], args.paper_epochs, "gist", device=args.device, **quick))
     for i, task in enumerate(jobs, start=1):
         section = "denoising" if task["kind"] == "denoise" else "records"
         label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"
-        epochs = recorded_epochs(task["kind"], task["method"], task["epochs"])
+        epochs = recorded_epochs(task["kind"], task["method"], task["paper_epochs"], task.get("gist_epochs"))
         if (section, (task["dataset"]["name"], task["method"], task["seed"], epochs)) in done:
             print(f"{label}: already in {args.out}, skipped", flush=True)
             continue

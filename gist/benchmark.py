@@ -7,21 +7,28 @@ and scored against the labels. Methods:
 ``expression``
     scanpy's standard route: normalize_total, log1p, highly variable genes (2,000 when there are
     more), PCA (30).
+``expression_smoothed``
+    The same PCA averaged over each cell and its 6 nearest neighbours (one row-normalised sparse
+    product), then the same clustering: the plain neighbour average GIST has to beat.
 ``image_<extractor>``
     Image features alone (``stats``, or a foundation model given weights), standardised, PCA (30).
+``gist``
+    The default ``gist`` recipe (:data:`gist.train.RECIPES`): an ensemble of 5 models, their
+    consensus latent, averaged over each spot's graph neighbourhood for ``mclust`` (domain)
+    clustering; image branch fed the first extractor's features where the data have an image.
 ``gist_noimg``
-    GIST with the image branch off: gene branch + spatial graph.
+    The same without the image branch (only listed where there is an image).
 ``gist_<extractor>``
-    Full GIST with image features from that extractor.
-``gist_<extractor>_imgloss``
-    The same with the original's ``use_img_loss`` option (the image branch reconstructs the image
-    features, not the expression); an exploratory variant, reported beside the default.
+    The default recipe with the features of a further extractor.
+``gist_paper``
+    The original recipe (one model, the paper's loss, its fused latent clustered as is), trained
+    for ``paper_epochs``; with the image where there is one.
 ``graphst``
     GraphST (PyPI ``GraphST``), a maintained graph contrastive method; its embedding reduced to 20
     principal components as its own ``clustering`` does.
 
 Trained models are always taken at the final epoch (``selection='final'``): no label is used to
-choose anything. Each run is meant to execute in a fresh process (see ``bench/reproduce.py``) so
+choose anything. Cells without a label (NaN) are clustered but not scored. Each run is meant to execute in a fresh process (see ``bench/reproduce.py``) so
 that its peak memory is its own.
 """
 
@@ -46,8 +53,6 @@ from gist.features import IMG_KEY
 
 REP_KEY = "bench_rep"
 SELECTION = "final"
-#: HVGs kept for GIST and GraphST inputs when a dataset has more genes (spot data: ~15,000).
-MAX_GENES = 3000
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
 GRAPHST_MAX_CELLS = 20000
 
@@ -65,7 +70,7 @@ class BenchDataset:
     label_key: str
     cluster: str = "leiden"
     ncluster: int | None = None
-    rad_cutoff: float = 80.0
+    rad_cutoff: float | None = None  # None: the radius rule of gist.graph.spatial_graph
     image: str | None = None
     image_scalef: float = 1.0
     library_key: str | None = None
@@ -74,21 +79,28 @@ class BenchDataset:
 
 def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     """The demo and the labelled real datasets under ``data_root`` (``../shared/data``) that exist."""
+    from gist.data import DATASETS
+
     root = Path(data_root)
-    found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, 80.0)]
+    cosmx_radius = DATASETS["nanostring"]["rad_cutoff"]  # CosMx pixels, as in the paper
+    found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, cosmx_radius)]
     lung5 = root / "cosmx_lung5_subset" / "CosMx_subset.h5ad"
     if lung5.is_file():
-        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, 80.0, merge_from="cell_type"))
+        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, cosmx_radius,
+                                  merge_from="cell_type"))
     for section in ("B1", "G2", "H1"):
         path = root / "her2st_spots" / f"her2st_{section}.h5ad"
         if path.is_file():
-            found.append(BenchDataset(f"her2st_{section}", str(path), "label", "mclust", None, 300.0))
+            found.append(BenchDataset(f"her2st_{section}", str(path), "label", "mclust"))
+    dlpfc = root / "dlpfc_151510" / "adata.h5ad"
+    if dlpfc.is_file():  # its lowres H&E comes inside the file (uns['spatial'])
+        found.append(BenchDataset("dlpfc_151510", str(dlpfc), "layer_guess_reordered", "mclust"))
     return found
 
 
 def load_samples(dataset: BenchDataset) -> list[AnnData]:
     """The dataset's samples with raw counts in ``X``, labels, coordinates and radius graphs."""
-    from gist.data import ensure_graph
+    from gist.data import build_graphs
     from gist.demo import make_demo
     from gist.io import read_h5ad
 
@@ -102,7 +114,7 @@ def load_samples(dataset: BenchDataset) -> list[AnnData]:
         if dataset.label_key not in adata.obs:
             raise GistInputError(f"dataset {dataset.name!r}: label column {dataset.label_key!r} not in obs")
         adata.obsm.pop(IMG_KEY, None)  # image methods compute their own features (timed)
-        ensure_graph(adata, dataset.rad_cutoff)
+    build_graphs(adatas, dataset.rad_cutoff, verbose=False)
     return adatas
 
 
@@ -120,13 +132,14 @@ def has_image(adatas: list[AnnData]) -> bool:
 
 def methods_for(adatas: list[AnnData], extractors: list[str]) -> list[str]:
     """The methods that apply to a dataset: image methods only where there is an image."""
-    names = ["expression"]
-    if has_image(adatas):
+    names = ["expression", "expression_smoothed"]
+    image = has_image(adatas)
+    if image:
         names += [f"image_{e}" for e in extractors]
-    names.append("gist_noimg")
-    if has_image(adatas):
-        names += [f"gist_{e}" for e in extractors] + [f"gist_{e}_imgloss" for e in extractors]
-    names.append("graphst")
+    names.append("gist")
+    if image:
+        names += ["gist_noimg"] + [f"gist_{e}" for e in extractors[1:]]
+    names += ["gist_paper", "graphst"]
     return names
 
 
@@ -163,6 +176,25 @@ def expression_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_pcs: i
     return adata
 
 
+def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int = 6) -> AnnData:
+    """:func:`expression_rep` averaged over each cell and its ``n_neighbours`` nearest cells of the
+    same sample (the graph made symmetric, one row-normalised sparse product)."""
+    from gist.cluster import neighbour_average
+    from gist.graph import knn_edges
+
+    adata = expression_rep(adatas, seed)
+    rows, cols, offset = [], [], 0
+    for part in adatas:
+        src, dst = knn_edges(np.asarray(part.obsm["spatial"], dtype=np.float64), n_neighbours)
+        rows.append(src + offset)
+        cols.append(dst + offset)
+        offset += part.n_obs
+    graph = sp.csr_matrix((np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(offset, offset))
+    adata.obsm[REP_KEY] = neighbour_average(adata.obsm[REP_KEY], graph)
+    return adata
+
+
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Per-sample image features with ``stats`` or a foundation model (local ``weights``)."""
     from gist.extract import ExtractConfig, sample_features
@@ -190,45 +222,40 @@ def image_rep(adatas: list[AnnData], seed: int, extractor: str, weights: str | N
     return adata
 
 
-def select_genes(adatas: list[AnnData], max_genes: int = MAX_GENES) -> list[AnnData]:
-    """Keep the ``max_genes`` most variable genes (scanpy ``seurat`` flavour on log-normalised
-    counts of all samples together) when there are more; otherwise return the samples unchanged."""
-    if adatas[0].n_vars <= max_genes:
-        return adatas
-    keep = _pooled_top_genes(adatas, max_genes).var_names
-    return [a[:, keep].copy() for a in adatas]
+def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: int | None = None,
+               device: str = "cpu", ensemble: int | None = None) -> AnnData:
+    """Train GIST with a recipe on the samples (image branch on when they carry ``obsm['imgs']``)
+    and embed them with the final checkpoint(s).
 
-
-def train_gist(adatas: list[AnnData], seed: int, epochs: int, device: str = "cpu", use_img_loss: bool = False) -> AnnData:
-    """Train GIST on the samples (image branch on when they carry ``obsm['imgs']``) and infer.
-
-    ``use_img_loss`` is the original's option: the image branch reconstructs the image features
-    instead of the expression.
-
-    Returns :func:`gist.infer.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``) of the final epoch.
+    Returns :func:`gist.infer.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``).
     """
     from gist.data import check_consistent, sample_name, to_graph
     from gist.infer import infer
-    from gist.train import TrainConfig, resolve_device, train
+    from gist.train import recipe_config, resolve_device, train_ensemble
 
     check_consistent(adatas)
     graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
-    config = TrainConfig(epochs=epochs, seed=seed, save_every=0, device=device, use_img_loss=use_img_loss)
+    config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, seed=seed, save_every=0, device=device)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
-        model, _ = train(graphs, config, tmp, progress=False)
-    return infer(adatas, model, resolve_device(device), {"selection": SELECTION, "epochs": epochs})
+        models, _ = train_ensemble(graphs, config, tmp, progress=False)
+    return infer(adatas, models, resolve_device(device),
+                 {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble})
 
 
-def gist_rep(adatas: list[AnnData], seed: int, epochs: int, extractor: str | None, weights: str | None,
-             device: str, max_genes: int = MAX_GENES, use_img_loss: bool = False) -> AnnData:
-    """GIST's fused latent; ``extractor=None`` turns the image branch off."""
-    adatas = select_genes(adatas, max_genes)
+def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: str | None, device: str,
+             recipe: str = "gist", epochs: int | None = None, ensemble: int | None = None,
+             n_top_genes: int | None = None) -> AnnData:
+    """GIST's fused latent (the ensemble's consensus for the ``gist`` recipe); ``extractor=None``
+    turns the image branch off. Genes follow :mod:`gist.genes` (as train.py)."""
+    from gist.genes import select_genes
+
+    adatas, _ = select_genes(adatas, n_top_genes, verbose=False)
     if extractor is not None:
         features = image_features(adatas, extractor, weights, device)
         adatas = [a.copy() for a in adatas]
         for adata, feats in zip(adatas, features):
             adata.obsm[IMG_KEY] = np.asarray(feats, dtype=np.float32)
-    result = train_gist(adatas, seed, epochs, device, use_img_loss)
+    result = train_gist(adatas, seed, recipe, epochs, device, ensemble)
     result.obsm[REP_KEY] = result.obsm["pred"]
     return result
 
@@ -270,24 +297,39 @@ def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600
     return adata
 
 
-def representation(adatas: list[AnnData], method: str, seed: int, epochs: int, weights: str | None = None,
-                   device: str = "cpu", max_genes: int = MAX_GENES) -> AnnData:
-    """Dispatch ``method`` (see the module docstring) to its representation."""
+def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: int, weights: str | None = None,
+                   device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
+                   gist_ensemble: int | None = None) -> AnnData:
+    """Dispatch ``method`` (see the module docstring) to its representation. ``gist_epochs`` and
+    ``gist_ensemble`` override the gist recipe (quick checks); ``None`` keeps the recipe's."""
+    image = has_image(adatas)
+    first = extractors[0] if image else None
+    default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble}
     if method == "expression":
         return expression_rep(adatas, seed)
+    if method == "expression_smoothed":
+        return smoothed_expression_rep(adatas, seed)
+    if method == "gist":
+        return gist_rep(adatas, seed, first, weights, device, **default)
     if method == "gist_noimg":
-        return gist_rep(adatas, seed, epochs, None, None, device, max_genes)
+        return gist_rep(adatas, seed, None, None, device, **default)
+    if method == "gist_paper":
+        return gist_rep(adatas, seed, first, weights, device, recipe="paper", epochs=paper_epochs)
     if method == "graphst":
         return graphst_rep(adatas, seed, device)
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
         return image_rep(adatas, seed, extractor, weights, device)
     if kind == "gist" and extractor:
-        extractor, _, variant = extractor.partition("_")
-        if variant not in ("", "imgloss"):
-            raise GistInputError(f"unknown benchmark method {method!r}")
-        return gist_rep(adatas, seed, epochs, extractor, weights, device, max_genes, use_img_loss=variant == "imgloss")
+        return gist_rep(adatas, seed, extractor, weights, device, **default)
     raise GistInputError(f"unknown benchmark method {method!r}")
+
+
+def smooths(method: str, cluster_method: str) -> bool:
+    """Whether a method's representation is averaged over the spatial graph before clustering:
+    the ``gist`` recipe does it for domain detection (``mclust``); the paper recipe and the other
+    methods never."""
+    return cluster_method == "mclust" and method.startswith("gist") and method != "gist_paper"
 
 
 # ---------------------------------------------------------------- one run
@@ -315,53 +357,67 @@ def warm_up(method: str) -> None:
         cluster(toy, method, 3, use_rep="X_pca", key_added="warm")
 
 
-def recorded_epochs(kind: str, method: str, epochs: int) -> int | None:
-    """The ``epochs`` a record carries: the training epochs for runs that train GIST (every
-    denoising run, ``gist_*`` clustering runs), ``None`` for the others. Part of a run's identity
-    for ``bench/reproduce.py --resume``."""
-    return epochs if kind == "denoise" or method.startswith("gist") else None
+def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int | None = None) -> int | None:
+    """The ``epochs`` a record carries: the training epochs per model for runs that train GIST
+    (``gist_paper``: ``paper_epochs``; the ``gist`` recipe's, or ``gist_epochs``, otherwise),
+    ``None`` for the others. Part of a run's identity for ``bench/reproduce.py --resume``."""
+    from gist.train import RECIPES
+
+    if method == "gist_paper":
+        return paper_epochs
+    if kind == "denoise" or method.startswith("gist"):
+        return gist_epochs or RECIPES["gist"]["epochs"]
+    return None
 
 
-def run_clustering(dataset: BenchDataset, method: str, seed: int, epochs: int, weights: str | None = None,
-                   device: str = "cpu", max_genes: int = MAX_GENES) -> dict:
+def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: int, weights: str | None = None,
+                   device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
+                   gist_ensemble: int | None = None) -> dict:
     """One benchmark record: representation, clustering, scores, wall time and peak memory.
 
     ``seconds`` counts from the loaded data (graphs built) to the scored clusters, so it includes
     feature extraction, training, inference and clustering, but not imports, reading files or the
     one-time compilation of the clustering code (:func:`warm_up`, before the clock starts).
+    Cells without a label are clustered but left out of the scores.
     """
     from gist.cluster import cluster
     from gist.metrics import score
 
     adatas = load_samples(dataset)
-    labels = pd.concat([a.obs[dataset.label_key].astype(str) for a in adatas]).to_numpy()
-    ncluster = dataset.ncluster or len(np.unique(labels))
+    labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
+    labelled = labels.notna().to_numpy()
+    labels = labels.astype(str).to_numpy()
+    ncluster = dataset.ncluster or len(np.unique(labels[labelled]))
     warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
-    rep = representation(adatas, method, seed, epochs, weights, device, max_genes)
-    run = cluster(rep, dataset.cluster, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster")
+    rep = representation(adatas, method, seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble)
+    smooth = smooths(method, dataset.cluster)
+    run = cluster(rep, dataset.cluster, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
     seconds = time.perf_counter() - start
-    summary, _, _ = score(labels, rep.obs["bench_cluster"].astype(str).to_numpy())
+    summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
+    gist_info = rep.uns.get("gist", {})
     return {
         "dataset": dataset.name, "method": method, "seed": seed,
         "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
         "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION,
-        "epochs": recorded_epochs("cluster", method, epochs), "cells": int(rep.n_obs),
-        "genes": int(adatas[0].n_vars), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
-        "cluster": run["method"], "resolution": run["resolution"], "loaded_mb": round(base_mb, 1),
-        "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "epochs": recorded_epochs("cluster", method, paper_epochs, gist_epochs), "cells": int(rep.n_obs),
+        "scored_cells": int(labelled.sum()), "genes": int(rep.n_vars), "ncluster": int(ncluster),
+        "n_clusters": run["n_clusters"], "cluster": run["method"], "resolution": run["resolution"],
+        "smoothed": smooth, "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
+        "loaded_mb": round(base_mb, 1), "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
-def run_denoising(dataset: BenchDataset, seed: int, epochs: int, fraction: float = 0.1, device: str = "cpu",
-                  max_genes: int = MAX_GENES) -> dict:
-    """Hold out ``fraction`` of each cell's non-zero counts, train GIST on the rest (with the
-    ``stats`` image branch where there is an image), and score ``layers['recon']`` at the held-out
-    entries against the raw and neighbour-mean baselines (:mod:`gist.denoise`)."""
+def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
+                  gist_epochs: int | None = None, gist_ensemble: int | None = None) -> dict:
+    """Hold out ``fraction`` of each cell's non-zero counts, train GIST (the default recipe, with
+    the ``stats`` image branch where there is an image) on the rest, and score ``layers['recon']``
+    at the held-out entries against the raw and neighbour-mean baselines (:mod:`gist.denoise`)."""
     from gist.denoise import HeldOut, denoising_scores, mask_counts
+    from gist.genes import select_genes
 
-    adatas = select_genes(load_samples(dataset), max_genes)
+    adatas, _ = select_genes(load_samples(dataset), verbose=False)
     image = has_image(adatas)
     masked_parts, rows, cols, counts, offset = [], [], [], [], 0
     for i, adata in enumerate(adatas):
@@ -375,14 +431,15 @@ def run_denoising(dataset: BenchDataset, seed: int, epochs: int, fraction: float
         counts.append(held.counts)
         offset += adata.n_obs
     start = time.perf_counter()
-    result = train_gist(adatas, seed, epochs, device)
+    result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble)
     seconds = time.perf_counter() - start
     held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
     scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers["recon"]),
                               result.obsp["spatial_connectivities"])
-    return {"dataset": dataset.name, "method": "gist_stats" if image else "gist_noimg", "seed": seed,
-            "epochs": recorded_epochs("denoise", "", epochs), "fraction": fraction, "held_out": scores["held_out"], "seconds": round(seconds, 2),
-            "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    return {"dataset": dataset.name, "method": "gist", "seed": seed, "image": image,
+            "epochs": recorded_epochs("denoise", "gist", 0, gist_epochs), "fraction": fraction, "held_out": scores["held_out"],
+            "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{f"{name}_{metric}": (None if np.isnan(value) else round(value, 4))
                for name in ("model", "raw", "neighbour_mean") for metric, value in scores[name].items()}}
 
@@ -394,15 +451,15 @@ def run_task(task: dict) -> dict:
     warnings.simplefilter("ignore")
     dataset = BenchDataset(**task["dataset"])
     try:
+        quick = {"gist_epochs": task.get("gist_epochs"), "gist_ensemble": task.get("gist_ensemble")}
         if task["kind"] == "denoise":
-            return run_denoising(dataset, task["seed"], task["epochs"], task.get("fraction", 0.1),
-                                 task.get("device", "cpu"), task.get("max_genes", MAX_GENES))
-        return run_clustering(dataset, task["method"], task["seed"], task["epochs"], task.get("weights"),
-                              task.get("device", "cpu"), task.get("max_genes", MAX_GENES))
+            return run_denoising(dataset, task["seed"], task.get("fraction", 0.1), task.get("device", "cpu"), **quick)
+        return run_clustering(dataset, task["method"], task["seed"], task["paper_epochs"], task.get("weights"),
+                              task.get("device", "cpu"), tuple(task.get("extractors", ("stats",))), **quick)
     except GistInputError as err:
         return {"dataset": dataset.name, "method": task.get("method", "denoise"), "seed": task["seed"], "error": str(err)}
 
 
-def task_for(kind: str, dataset: BenchDataset, seed: int, epochs: int, method: str | None = None, **options) -> dict:
+def task_for(kind: str, dataset: BenchDataset, seed: int, paper_epochs: int, method: str | None = None, **options) -> dict:
     """A picklable description of one run for :func:`run_task`."""
-    return {"kind": kind, "dataset": asdict(dataset), "seed": seed, "epochs": epochs, "method": method} | options
+    return {"kind": kind, "dataset": asdict(dataset), "seed": seed, "paper_epochs": paper_epochs, "method": method} | options

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from gist.data import DATASETS, feature_dims, load_dataset, sample_name, to_graph
 from gist.errors import GistInputError
+from gist.train import DEFAULT_RECIPE, RECIPES
 
-#: Epochs when --epochs is not given: the paper's 1000, but a demo-sized run for the demo.
-DEFAULT_EPOCHS = {"demo": 100}
-PAPER_EPOCHS = 1000
+#: Epochs of the paper recipe when --epochs is not given: the paper's 1000, a demo-sized run for the demo.
+PAPER_RECIPE_EPOCHS = {"demo": 100}
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,11 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=0, help="repeat index in checkpoint names final_*_<repeat>.pth (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    graph = parser.add_argument_group("spatial graph (used when the data carry none, or to replace it)")
+    graph.add_argument("--rad_cutoff", type=float,
+                       help="connect cells within this distance (obsm['spatial'] units; default: the dataset's paper "
+                            "radius, else 1.5 x the median nearest-neighbour distance)")
+    graph.add_argument("--k_cutoff", type=int, help="connect each cell to its K nearest cells instead of a radius")
 
 
 def _name(args) -> str:
@@ -45,25 +50,38 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 def _load(args):
-    return load_dataset(dataset=args.dataset, data=args.data, root=args.root)
+    return load_dataset(dataset=args.dataset, data=args.data, root=args.root, rad_cutoff=args.rad_cutoff,
+                        k_cutoff=args.k_cutoff)
 
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
-        description="Train the GIST hybrid graph-transformer autoencoder (paper recipe: Adam, lr 1e-3, "
-        "weight decay 1e-4, gradient clipping 5, one sample per mini-batch, 1000 epochs).",
+        description="Train the GIST hybrid graph-transformer autoencoder. Recipe 'gist' (default): an ensemble "
+        "of 5 models (repeats R..R+4, seeds S..S+4) of 150 epochs each, image features standardised and "
+        "reconstructed by the fused branch. Recipe 'paper': the original (one model, 1000 epochs). Both: Adam, "
+        "lr 1e-3, weight decay 1e-4, gradient clipping 5, one sample per mini-batch.",
     )
     _add_data_args(parser)
-    parser.add_argument("--epochs", type=int, help=f"training epochs (default: {PAPER_EPOCHS}; demo: {DEFAULT_EPOCHS['demo']})")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--weight_decay", type=float, default=1e-4, help="Adam weight decay (default: %(default)s)")
-    parser.add_argument("--gradient_clipping", type=float, default=5.0, help="max gradient norm (default: %(default)s)")
-    parser.add_argument("--hidden", type=int, nargs=2, default=[512, 30], metavar=("HIDDEN", "LATENT"),
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                        help="'gist' (default; see docs/reproduction.md for each difference) or 'paper' (the original's)")
+    parser.add_argument("--epochs", type=int,
+                        help=f"training epochs per model (default: gist {RECIPES['gist']['epochs']}; paper 1000, "
+                             f"demo {PAPER_RECIPE_EPOCHS['demo']})")
+    parser.add_argument("--ensemble", type=int, help="models to train (default: gist 5, paper 1)")
+    parser.add_argument("--n_top_genes", type=int,
+                        help="train on the N most variable genes (seurat_v3 on raw counts, all samples pooled); default: "
+                             "var['highly_variable'] when the data have it, else all genes up to 3,000, else the 3,000 "
+                             "most variable")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default: 0.001)")
+    parser.add_argument("--weight_decay", type=float, help="Adam weight decay (default: 0.0001)")
+    parser.add_argument("--gradient_clipping", type=float, help="max gradient norm (default: 5)")
+    parser.add_argument("--hidden", type=int, nargs=2, metavar=("HIDDEN", "LATENT"),
                         help="hidden and latent widths (default: 512 30)")
-    parser.add_argument("--use_img_loss", type=int, choices=[0, 1], default=0,
+    parser.add_argument("--use_img_loss", type=int, choices=[0, 1],
                         help="1: the image branch reconstructs the image features instead of expression (default: 0)")
-    parser.add_argument("--save_every", type=int, default=100, help="write final_<epoch>_<repeat>.pth every N epochs (default: %(default)s)")
+    parser.add_argument("--save_every", type=int,
+                        help="write final_<epoch>_<repeat>.pth every N epochs (default: gist 50, paper 100)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save_path")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="autocast precision (default: fp32; bf16 measured ~7x slower for training on this project's CPU)")
@@ -79,23 +97,31 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(parser, argv)
     if args.test_only:
         return test_main(_forward_to_test(args))
-    from gist.train import TrainConfig, train
+    from gist.genes import select_genes
+    from gist.train import recipe_config, train_ensemble
 
     save_path = args.checkpoint_dir
-    epochs = args.epochs or DEFAULT_EPOCHS.get(args.dataset, PAPER_EPOCHS)
-    config = TrainConfig(
-        epochs=epochs, lr=args.lr, weight_decay=args.weight_decay, gradient_clipping=args.gradient_clipping,
-        hidden=tuple(args.hidden), use_img_loss=bool(args.use_img_loss), seed=args.seed,
-        save_every=args.save_every, repeat=args.repeat, device=args.device, precision=args.precision,
-        extra={"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data},
-    )
+    epochs = args.epochs
+    if epochs is None and args.recipe == "paper":
+        epochs = PAPER_RECIPE_EPOCHS.get(args.dataset)
     try:
-        adatas, _ = _load(args)
+        config = recipe_config(
+            args.recipe, epochs=epochs, ensemble=args.ensemble, lr=args.lr, weight_decay=args.weight_decay,
+            gradient_clipping=args.gradient_clipping, hidden=tuple(args.hidden) if args.hidden else None,
+            use_img_loss=None if args.use_img_loss is None else bool(args.use_img_loss), seed=args.seed,
+            save_every=args.save_every, repeat=args.repeat, device=args.device, precision=args.precision,
+        )
+        adatas, spec = _load(args)
+        adatas, genes = select_genes(adatas, args.n_top_genes)
+        config.extra = {"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data,
+                        "graph": spec["graph"], "gene_rule": genes.rule, "genes": genes.genes}
         graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
-        _, losses = train(graphs, config, save_path, resume=args.resume, progress=not args.no_progress)
+        _, curves = train_ensemble(graphs, config, save_path, resume=args.resume, progress=not args.no_progress)
     except GistInputError as err:
         parser.exit(2, f"train.py: error: {err}\n")
-    print(f"trained {epochs} epochs, final loss {losses[-1]:.4f}; checkpoints in {save_path}/")
+    finals = ", ".join(f"{c[-1]:.4f}" for c in curves)
+    print(f"trained {len(curves)} model(s) ({args.recipe} recipe) for {config.epochs} epochs, final loss {finals}; "
+          f"checkpoints in {save_path}/")
     return 0
 
 
@@ -115,7 +141,9 @@ def test_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(parser)
     parser.add_argument("--result_path", help="output folder (default: results/<dataset>/)")
-    parser.add_argument("--pretrain", help="checkpoint file to use (default: SAVE_PATH/final_<repeat>.pth, the final one)")
+    parser.add_argument("--pretrain",
+                        help="one checkpoint file to use, e.g. an original GIST state dict (default: SAVE_PATH/"
+                             "final_<repeat>.pth and, for an ensemble, every member its .json lists)")
     parser.add_argument("--select", choices=["final", "oracle"], default="final",
                         help="model selection: 'final' = the final checkpoint (honest default); 'oracle' = the "
                              "original's protocol, the checkpoint (epochs >= 200 when there are any) whose leiden "
@@ -126,6 +154,9 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster", choices=["leiden", "mclust"],
                         help="leiden with a resolution search to --ncluster, or mclust (Gaussian mixture, shared "
                              "covariance = mclust EEE) (default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
+    parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
+                        help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
+                             "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
     parser.add_argument("--no_cluster", action="store_true", help="only write the embedding; skip clustering and scores")
     parser.add_argument("--baseline", action="store_true",
                         help="also score expression-only clustering (PCA 30 of the same log-normalised cells, same "
@@ -134,7 +165,8 @@ def test_parser() -> argparse.ArgumentParser:
 
 
 def test_main(argv: Sequence[str] | None = None) -> int:
-    """``test.py``: inference with a checkpoint; writes ``gist.h5ad``."""
+    """``test.py``: inference with a checkpoint (or an ensemble's); writes ``gist.h5ad``."""
+    from gist.genes import restrict_genes, select_genes
     from gist.infer import infer, load_checkpoint, write_result
     from gist.train import resolve_device
 
@@ -142,33 +174,69 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(parser, argv)
     save_path = args.checkpoint_dir
     result_path = Path(args.result_path or f"results/{_name(args)}")
-    checkpoint = Path(args.pretrain or save_path / f"final_{args.repeat}.pth")
     try:
         device = resolve_device(args.device)
         adatas, spec = _load(args)
+        checkpoint = Path(args.pretrain or save_path / f"final_{args.repeat}.pth")
         info = {"select": args.select, "dataset": args.dataset, "data": args.data}
+        record = _read_record(checkpoint)
+        genes = (record or {}).get("config", {}).get("extra", {}).get("genes")
+        if genes:
+            adatas = restrict_genes(adatas, genes, f"checkpoint {checkpoint}")
+        else:  # an original checkpoint: the same rule as training
+            adatas, _ = select_genes(adatas)
         if args.select == "oracle":
             checkpoint, info["oracle"] = _oracle(args, spec, adatas, save_path, device)
-        model = load_checkpoint(checkpoint, *feature_dims(adatas[0]))
-        record = checkpoint.with_suffix(".json")
-        info |= {"checkpoint": str(checkpoint), "train": json.loads(record.read_text()) if record.is_file() else None}
-        result = infer(adatas, model, device, info=_flatten(info))
+            record = _read_record(checkpoint)
+        members = [checkpoint] if args.pretrain or args.select == "oracle" else _ensemble_members(checkpoint, record)
+        models = [load_checkpoint(path, *feature_dims(adatas[0])) for path in members]
+        recipe = (record or {}).get("recipe", "paper")
+        info |= {"checkpoint": str(checkpoint), "members": [str(p) for p in members], "recipe": recipe, "train": record}
+        result = infer(adatas, models, device, info=_flatten(info))
         metrics = None
         if not args.no_cluster:
-            metrics = _cluster_and_score(args, spec, result, checkpoint, result_path)
+            metrics = _cluster_and_score(args, spec, result, checkpoint, result_path, recipe)
         out = write_result(result, result_path / "gist.h5ad")
     except GistInputError as err:
         parser.exit(2, f"test.py: error: {err}\n")
     if metrics is not None and "ari" in metrics:
         print(f"{metrics['method']} clusters: {metrics['n_clusters']}, ARI {metrics['ari']:.3f}, NMI {metrics['nmi']:.3f} "
               f"(selection: {args.select}) -> {result_path / 'metrics.json'}")
-    branch = "image + gene branches" if model.has_image else "gene branch alone (no image features)"
+    branch = "image + gene branches" if models[0].has_image else "gene branch alone (no image features)"
+    ensemble = f"ensemble of {len(models)}" if len(models) > 1 else f"checkpoint {checkpoint.name}"
     print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, {branch}, "
-          f"selection: {args.select}, checkpoint {checkpoint.name})")
+          f"selection: {args.select}, {ensemble})")
     return 0
 
 
-def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path) -> dict:
+def _read_record(checkpoint: Path) -> dict | None:
+    """The JSON record written beside a checkpoint, or ``None`` (the original's checkpoints have none)."""
+    path = checkpoint.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise GistInputError(f"{path} is not valid JSON ({err})") from None
+
+
+def _ensemble_members(checkpoint: Path, record: dict | None) -> list[Path]:
+    """The member checkpoints of the ensemble ``checkpoint`` belongs to (itself alone without a record)."""
+    members = (record or {}).get("ensemble", {}).get("members") or []
+    if len(members) <= 1:
+        return [checkpoint]
+    paths = [checkpoint.with_name(f"final_{r}.pth") for r in members]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise GistInputError(
+            f"{checkpoint.with_suffix('.json')} names an ensemble of {len(members)} models but {', '.join(missing)} "
+            f"is missing in {checkpoint.parent} (finish training with train.py --resume, or pass --pretrain FILE "
+            "to use one model)"
+        )
+    return paths
+
+
+def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, recipe: str = "paper") -> dict:
     from gist.evaluate import evaluate, write_metrics
 
     label_key = args.label_key or spec.get("label_key")
@@ -181,12 +249,13 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path) 
         print("no labels and no --ncluster: skipping clustering (pass --label_key or --ncluster)")
         return {}
     method = args.cluster or spec.get("cluster") or "leiden"
-    metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed)
+    smooth = args.smooth == "on" or (args.smooth == "auto" and method == "mclust" and recipe != "paper")
+    metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed, smooth=smooth)
     metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
     if args.baseline and label_key:
         from gist.evaluate import expression_baseline
 
-        base = expression_baseline(result, label_key, metrics["ncluster"], method, seed=args.seed)
+        base = expression_baseline(result, label_key, metrics["ncluster"], method, seed=args.seed, smooth=smooth)
         metrics["baseline_expression"] = {k: base[k] for k in ("ari", "nmi", "n_clusters", "method", "resolution")}
         print(f"expression-only {method}: ARI {base['ari']:.3f}, NMI {base['nmi']:.3f}")
     if args.select == "oracle":
@@ -267,8 +336,14 @@ def extract_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
                         help="foundation-model arithmetic (default: fp32): fp16 autocast on CUDA; int8 = dynamic "
                              "quantisation, ~2x faster on CPU; bf16 only on CPUs with bf16 units")
-    parser.add_argument("--rad_cutoff", type=float, help="graph radius (default: the dataset's: 80 nanostring, 300 breast, 20 colorectal)")
+    parser.add_argument("--rad_cutoff", type=float,
+                        help="graph radius (default: the dataset's: 80 nanostring, 300 breast, 20 colorectal; for --data "
+                             "and --from-pickle 1.5 x the median nearest-neighbour distance)")
     parser.add_argument("--k_cutoff", type=int, help="use a KNN graph with this many neighbours instead of a radius")
+    parser.add_argument("--n_top_genes", type=int,
+                        help="mark the N most variable genes (seurat_v3 on raw counts, all samples pooled) in "
+                             "var['highly_variable'], which train.py then uses (default: mark none; train.py applies "
+                             "its own rule)")
     parser.add_argument("--resume", action="store_true", help="skip samples already written with the same settings")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     return parser
@@ -315,7 +390,7 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     if sum(x is not None for x in (args.dataset, args.data, args.from_pickle)) != 1:
         parser.error("give exactly one of --dataset NAME, --data PATH or --from-pickle PATH")
     name = args.dataset or Path(args.data or args.from_pickle).stem
-    spec = DATASETS.get(args.dataset or "", DATASETS["nanostring"])
+    spec = DATASETS.get(args.dataset or "", {"rad_cutoff": None})
     out = Path(args.out or Path(args.root) / name / "features")
     try:
         adatas = _extract_inputs(args)
@@ -324,6 +399,7 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
             extractor=args.extractor, weights=args.weights, patch_size=patch_size, pad=args.pad, flip_y=args.flip_y,
             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, precision=args.precision,
             rad_cutoff=None if args.k_cutoff else (args.rad_cutoff or spec["rad_cutoff"]), k_cutoff=args.k_cutoff,
+            n_top_genes=args.n_top_genes,
         )
         manifest = extract_samples(adatas, out, config, resume=args.resume, progress=not args.no_progress)
     except GistInputError as err:

@@ -80,14 +80,43 @@ def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = "pred", 
     return labels
 
 
+def neighbour_average(values: np.ndarray, connectivities) -> np.ndarray:
+    """Each cell's ``values`` averaged with those of its graph neighbours (the cell itself included,
+    the graph made symmetric): one row-normalised sparse product."""
+    import scipy.sparse as sp
+
+    adj = sp.csr_matrix(connectivities, dtype=np.float64)
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    adj.setdiag(1.0)
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    return np.asarray(sp.diags(1.0 / degree) @ adj @ np.asarray(values, dtype=np.float64), dtype=np.float32)
+
+
+def smooth_rep(adata: AnnData, use_rep: str = "pred", key_added: str | None = None) -> str:
+    """Write ``obsm[key_added]`` (default ``'<use_rep>_smoothed'``): ``obsm[use_rep]`` averaged over
+    each cell and its neighbours in ``obsp['spatial_connectivities']`` (:func:`neighbour_average`).
+    Returns the key."""
+    if "spatial_connectivities" not in adata.obsp:
+        raise KeyError("smoothing needs the spatial graph in obsp['spatial_connectivities']")
+    key = key_added or f"{use_rep}_smoothed"
+    adata.obsm[key] = neighbour_average(adata.obsm[use_rep], adata.obsp["spatial_connectivities"])
+    return key
+
+
 def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = "pred",
-            key_added: str = "gist_cluster") -> dict:
+            key_added: str = "gist_cluster", smooth: bool = False) -> dict:
     """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search) or
-    ``mclust`` (tied Gaussian mixture); writes ``obs[key_added]`` and returns the run's parameters."""
+    ``mclust`` (tied Gaussian mixture); writes ``obs[key_added]`` and returns the run's parameters.
+
+    With ``smooth`` the representation is first averaged over each cell's spatial neighbourhood
+    (:func:`smooth_rep`; the ``gist`` recipe does this for domain detection with ``mclust``)."""
+    if method not in ("leiden", "mclust"):
+        raise ValueError(f"cluster method must be 'leiden' or 'mclust', got {method!r}")
+    rep = smooth_rep(adata, use_rep) if smooth else use_rep
     if method == "leiden":
-        resolution = res_search(adata, ncluster, seed=seed, use_rep=use_rep, key_added=key_added)
-        return {"method": "leiden", "resolution": resolution, "n_clusters": int(adata.obs[key_added].nunique())}
-    if method == "mclust":
-        mclust(adata, ncluster, seed=seed, use_rep=use_rep, key_added=key_added)
-        return {"method": "mclust", "resolution": None, "n_clusters": int(adata.obs[key_added].nunique())}
-    raise ValueError(f"cluster method must be 'leiden' or 'mclust', got {method!r}")
+        resolution = res_search(adata, ncluster, seed=seed, use_rep=rep, key_added=key_added)
+    else:
+        mclust(adata, ncluster, seed=seed, use_rep=rep, key_added=key_added)
+        resolution = None
+    return {"method": method, "resolution": resolution, "n_clusters": int(adata.obs[key_added].nunique()),
+            "smoothed": bool(smooth), "rep": rep}

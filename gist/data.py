@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from anndata import AnnData, read_h5ad
 from gist.errors import GistInputError
 from gist.features import IMG_KEY, add_patch_stats
 from gist.graph import Cal_Spatial_Net, edge_index
+from gist.nn import Graph
 
 #: Paper defaults per dataset: graph radius (px, or scaled units for colorectal), label column,
 #: number of clusters and clustering method.
@@ -35,9 +36,17 @@ class SampleGraph:
     x: torch.Tensor  # (cells, genes) normalised log expression
     img: torch.Tensor  # (cells, img_dim) image features
     edge_index: torch.Tensor  # (2, edges)
+    graph: Graph | None = field(default=None, repr=False)  # CSR layout, built once on first use
+
+    def prepared(self) -> Graph:
+        """The edges as a :class:`gist.nn.Graph` (built on first use, then reused every step)."""
+        if self.graph is None:
+            self.graph = Graph(self.edge_index, self.x.shape[0])
+        return self.graph
 
     def to(self, device: torch.device | str) -> "SampleGraph":
-        return SampleGraph(self.name, self.x.to(device), self.img.to(device), self.edge_index.to(device))
+        return SampleGraph(self.name, self.x.to(device), self.img.to(device), self.edge_index.to(device),
+                           self.prepared().to(device))
 
 
 def log_normalize(counts) -> np.ndarray:
@@ -60,6 +69,60 @@ def ensure_graph(adata: AnnData, rad_cutoff: float) -> AnnData:
     if "spatial_connectivities" not in adata.obsp:
         Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
     return adata
+
+
+def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutoff: int | None = None,
+                 rebuild: bool = False, verbose: bool = True) -> str:
+    """Give every sample its spatial graph with one rule for all of them.
+
+    Samples that already carry ``obsp['spatial_connectivities']`` keep it unless ``rebuild``. With
+    neither ``rad_cutoff`` nor ``k_cutoff`` the radius is :data:`gist.graph.RADIUS_FACTOR` times the
+    median nearest-neighbour distance of all samples' cells (within samples), so that every sample
+    gets the same radius. Prints (and returns) the rule and the neighbours per cell.
+
+    Raises
+    ------
+    GistInputError
+        If the graphs have fewer than :data:`gist.graph.MIN_MEAN_NEIGHBOURS` neighbours per cell on
+        average.
+    """
+    from gist.graph import MIN_MEAN_NEIGHBOURS, RADIUS_FACTOR, nn_distances
+
+    todo = [a for a in adatas if rebuild or "spatial_connectivities" not in a.obsp]
+    rule = "the prepared graphs"
+    if todo:
+        if rad_cutoff is not None and k_cutoff is not None:
+            raise GistInputError("give --rad_cutoff or --k_cutoff, not both")
+        if k_cutoff is not None:
+            rule = f"{k_cutoff} nearest neighbours"
+        else:
+            if rad_cutoff is None:
+                distances = np.concatenate([nn_distances(a.obsm["spatial"]) for a in todo])
+                pooled = float(np.median(distances)) if len(distances) else 0.0
+                if not pooled > 0:
+                    raise GistInputError("cannot choose a graph radius from the coordinates (fewer than two distinct "
+                                         "positions per sample); pass --rad_cutoff or --k_cutoff")
+                rad_cutoff = RADIUS_FACTOR * pooled
+                rule = f"radius {rad_cutoff:.4g} = {RADIUS_FACTOR} x median nearest-neighbour distance"
+            else:
+                rule = f"radius {rad_cutoff:.4g}"
+        for adata in todo:
+            if k_cutoff is not None:
+                Cal_Spatial_Net(adata, k_cutoff=k_cutoff, model="KNN", verbose=False)
+            else:
+                Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
+    cells = sum(a.n_obs for a in adatas)
+    mean = sum(a.obsp["spatial_connectivities"].nnz for a in adatas) / max(cells, 1)
+    if mean < MIN_MEAN_NEIGHBOURS:
+        raise GistInputError(
+            f"the spatial graph ({rule}) has {mean:.2f} neighbours per cell on average, fewer than "
+            f"{MIN_MEAN_NEIGHBOURS:g}: the radius is too small for these coordinates (units of obsm['spatial']); "
+            "pass a larger --rad_cutoff or --k_cutoff N"
+        )
+    summary = f"spatial graph: {rule}; {mean:.2f} neighbours per cell on average"
+    if verbose:
+        print(summary)
+    return summary
 
 
 def to_graph(adata: AnnData, name: str) -> SampleGraph:
@@ -128,16 +191,21 @@ def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
     return [add_patch_stats(a) for a in make_demo(n_fovs=n_fovs, seed=seed)]
 
 
-def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset") -> tuple[list[AnnData], dict]:
+def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset",
+                 rad_cutoff: float | None = None, k_cutoff: int | None = None,
+                 verbose: bool = True) -> tuple[list[AnnData], dict]:
     """Samples of a named dataset (or a prepared path), with graphs, and the dataset's defaults.
 
     Names read ``{root}/{name}/features/`` written by ``extract_features.py`` (``demo`` is
     generated in memory when that folder is absent); ``data`` reads any prepared ``.h5ad`` or folder.
+    Samples without a graph get one (:func:`build_graphs`): ``rad_cutoff`` / ``k_cutoff`` when
+    given (they also replace prepared graphs), else the dataset's paper radius, else (``--data``)
+    the radius rule.
     """
     if (dataset is None) == (data is None):
         raise GistInputError("give exactly one of --dataset NAME or --data PATH")
     if data is not None:
-        spec = DATASETS["nanostring"] | {"label_key": None, "ncluster": None}
+        spec = {"rad_cutoff": None, "label_key": None, "ncluster": None, "cluster": None}
         adatas = load_prepared(data)
     elif dataset == "demo" and not (Path(root) / "demo" / "features").is_dir():
         spec, adatas = DATASETS["demo"], load_demo()  # same data extract_features.py --dataset demo writes
@@ -153,6 +221,8 @@ def load_dataset(dataset: str | None = None, data: str | Path | None = None, roo
     else:
         raise GistInputError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)}); use --data PATH for others")
     check_consistent(adatas)
-    for adata in adatas:
-        ensure_graph(adata, spec["rad_cutoff"])
-    return adatas, dict(spec)
+    explicit = rad_cutoff is not None or k_cutoff is not None
+    spec = dict(spec)
+    spec["graph"] = build_graphs(adatas, rad_cutoff if explicit else spec["rad_cutoff"], k_cutoff, rebuild=explicit,
+                                 verbose=verbose)
+    return adatas, spec

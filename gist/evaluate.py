@@ -19,8 +19,9 @@ MATCHED_KEY = "gist_matched"
 
 
 def evaluate(adata: AnnData, label_key: str | None, ncluster: int | None, method: str, seed: int = 0,
-             use_rep: str = "pred") -> tuple[dict, pd.DataFrame | None]:
-    """Cluster ``obsm[use_rep]`` and, when labels exist, score the clusters.
+             use_rep: str = "pred", smooth: bool = False) -> tuple[dict, pd.DataFrame | None]:
+    """Cluster ``obsm[use_rep]`` (averaged over graph neighbourhoods with ``smooth``) and, when
+    labels exist, score the clusters. Cells without a label are clustered but not scored.
 
     Writes ``obs['gist_cluster']`` and, with labels, ``obs['gist_matched']`` (cluster names after
     Hungarian matching). ``ncluster`` defaults to the number of label classes.
@@ -37,25 +38,32 @@ def evaluate(adata: AnnData, label_key: str | None, ncluster: int | None, method
         if label_key is None:
             raise GistInputError("clustering needs --ncluster N when the data has no --label_key")
         ncluster = int(adata.obs[label_key].nunique())
-    run = cluster(adata, method, int(ncluster), seed=seed, use_rep=use_rep, key_added=CLUSTER_KEY)
+    run = cluster(adata, method, int(ncluster), seed=seed, use_rep=use_rep, key_added=CLUSTER_KEY, smooth=smooth)
     metrics = run | {"ncluster": int(ncluster), "seed": seed, "label_key": label_key or "", "cluster_key": CLUSTER_KEY,
                      "use_rep": use_rep}
     if label_key is None:
         return metrics, None
-    summary, table, matched = score(adata.obs[label_key].to_numpy(), adata.obs[CLUSTER_KEY].to_numpy())
-    adata.obs[MATCHED_KEY] = pd.Categorical(matched.astype(str))
+    labelled = adata.obs[label_key].notna().to_numpy()
+    summary, table, matched = score(adata.obs[label_key].to_numpy()[labelled], adata.obs[CLUSTER_KEY].to_numpy()[labelled])
+    names = np.full(adata.n_obs, None, dtype=object)
+    names[labelled] = matched.astype(str)
+    adata.obs[MATCHED_KEY] = pd.Categorical(names)
     metrics |= summary | {"matched_key": MATCHED_KEY}
     return metrics, table
 
 
-def expression_baseline(adata: AnnData, label_key: str, ncluster: int, method: str, seed: int = 0) -> dict:
+def expression_baseline(adata: AnnData, label_key: str, ncluster: int, method: str, seed: int = 0,
+                        smooth: bool = False) -> dict:
     """Scanpy's standard expression-only route on the same cells: PCA (30) of the log-normalised
-    input, then the same clustering. Leaves ``adata`` untouched."""
+    input, then the same clustering (with the same neighbour averaging when ``smooth``). Leaves
+    ``adata`` untouched."""
     import scanpy as sc
 
     work = AnnData(X=np.asarray(adata.X, dtype=np.float32), obs=adata.obs[[label_key]].copy())
+    if smooth:
+        work.obsp["spatial_connectivities"] = adata.obsp["spatial_connectivities"]
     sc.pp.pca(work, n_comps=min(30, work.n_vars - 1, work.n_obs - 1), random_state=seed)
-    metrics, _ = evaluate(work, label_key, ncluster, method, seed=seed, use_rep="X_pca")
+    metrics, _ = evaluate(work, label_key, ncluster, method, seed=seed, use_rep="X_pca", smooth=smooth)
     return metrics
 
 

@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from gist.data import sample_name
 from gist.errors import GistInputError
 from gist.features import IMG_KEY, patch_stats
-from gist.graph import Cal_Spatial_Net
 from gist.io.image import get_image, image_coordinates
 from gist.patches import PAD_MODES, PatchDataset, warn_outside
 from gist.utils import atomic_path
@@ -43,8 +42,9 @@ class ExtractConfig:
     num_workers: int = 0
     device: str = "auto"
     precision: str = "fp32"
-    rad_cutoff: float | None = 80.0
+    rad_cutoff: float | None = None  # None (and no k_cutoff): the radius rule of gist.data.build_graphs
     k_cutoff: int | None = None
+    n_top_genes: int | None = None  # mark this many most variable genes in var['highly_variable']
 
     def key(self) -> dict:
         """The settings that change the features (used by ``resume``)."""
@@ -107,8 +107,18 @@ def extract_samples(
         raise GistInputError(f"unknown extractor {config.extractor!r} (choose from {', '.join(EXTRACTORS)})")
     if config.pad not in PAD_MODES:
         raise GistInputError(f"--pad must be one of {PAD_MODES}, got {config.pad!r}")
-    if (config.rad_cutoff is None) == (config.k_cutoff is None):
-        raise GistInputError("give exactly one of --rad_cutoff or --k_cutoff for the spatial graph")
+    if config.rad_cutoff is not None and config.k_cutoff is not None:
+        raise GistInputError("give --rad_cutoff or --k_cutoff for the spatial graph, not both")
+    # graphs and genes are decided over all samples before anything is written
+    from gist.data import build_graphs
+    from gist.genes import HVG_KEY, seurat_v3_genes
+
+    graph_rule = build_graphs(adatas, config.rad_cutoff, config.k_cutoff, rebuild=True, verbose=progress)
+    hvg = None
+    if config.n_top_genes is not None:
+        if config.n_top_genes < 1:
+            raise GistInputError(f"--n_top_genes must be a positive number, got {config.n_top_genes}")
+        hvg = set(seurat_v3_genes(adatas, config.n_top_genes)) if config.n_top_genes < adatas[0].n_vars else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -135,11 +145,9 @@ def extract_samples(
             features = np.asarray(adata.obsm[IMG_KEY])
         if features is not None:
             adata.obsm[IMG_KEY] = np.ascontiguousarray(features, dtype=np.float32)
-        adata.uns["gist_features"] = {k: ("" if v is None else v) for k, v in config.key().items()}
-        if config.rad_cutoff is not None:
-            Cal_Spatial_Net(adata, rad_cutoff=config.rad_cutoff, verbose=False)
-        else:
-            Cal_Spatial_Net(adata, k_cutoff=config.k_cutoff, model="KNN", verbose=False)
+        adata.uns["gist_features"] = {k: ("" if v is None else v) for k, v in config.key().items()} | {"graph": graph_rule}
+        if hvg is not None:
+            adata.var[HVG_KEY] = adata.var_names.isin(hvg)
         with atomic_path(target) as tmp:
             adata.write_h5ad(tmp)
         rate = adata.n_obs / seconds if seconds > 0 else float("inf")

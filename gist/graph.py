@@ -22,6 +22,12 @@ from gist.errors import GistInputError
 from gist.io._validate import check_coordinates
 
 DEFAULT_LIBRARY_KEY = "sample"
+#: The radius rule: this many times the median nearest-neighbour distance. On a hexagonal lattice
+#: (Visium) that is the first ring of 6 (the second lies at sqrt(3) = 1.73 times the pitch); on a
+#: square lattice the 8-neighbourhood (diagonals at 1.41).
+RADIUS_FACTOR = 1.5
+#: Below this mean number of neighbours per cell a graph is refused.
+MIN_MEAN_NEIGHBOURS = 1.0
 
 
 def _sample_groups(adata: AnnData, library_key: str | None) -> list[np.ndarray]:
@@ -33,6 +39,113 @@ def _sample_groups(adata: AnnData, library_key: str | None) -> list[np.ndarray]:
     order = np.argsort(codes, kind="stable")
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
     return np.split(order, bounds)
+
+
+def nn_distances(coords: np.ndarray) -> np.ndarray:
+    """Distance from each cell to its nearest other cell (empty for fewer than two cells)."""
+    coords = np.asarray(coords, dtype=np.float64)
+    if len(coords) < 2:
+        return np.empty(0)
+    d, _ = cKDTree(coords).query(coords, k=2, workers=-1)
+    return d[:, 1]
+
+
+def median_nn_distance(coords: np.ndarray, groups: list[np.ndarray] | None = None) -> float:
+    """Median distance from each cell to its nearest other cell of the same sample (``groups``:
+    the cell indices of each sample; default one sample)."""
+    coords = np.asarray(coords, dtype=np.float64)
+    parts = [nn_distances(coords[m]) for m in (groups if groups is not None else [np.arange(len(coords))])]
+    distances = np.concatenate(parts) if parts else np.empty(0)
+    if not len(distances):
+        raise GistInputError("cannot choose a graph radius: no sample has two or more cells")
+    return float(np.median(distances))
+
+
+def auto_radius(adata: AnnData, library_key: str | None = DEFAULT_LIBRARY_KEY, spatial_key: str = "spatial",
+                factor: float = RADIUS_FACTOR) -> float:
+    """The graph radius chosen from the coordinates alone: ``factor`` x the median nearest-neighbour
+    distance within samples (see :data:`RADIUS_FACTOR`). No label is involved.
+
+    Raises
+    ------
+    GistInputError
+        If coincident cells make the median distance 0.
+    """
+    if library_key == DEFAULT_LIBRARY_KEY and library_key not in adata.obs:
+        library_key = None
+    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    median = median_nn_distance(coords, _sample_groups(adata, library_key))
+    if not median > 0:
+        raise GistInputError(
+            f"cannot choose a graph radius: the median distance between neighbouring cells in obsm[{spatial_key!r}] "
+            "is 0 (duplicated coordinates?); pass a radius or a number of neighbours"
+        )
+    return factor * median
+
+
+def spatial_graph(
+    adata: AnnData,
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+    radius: float | None = None,
+    n_neighs: int | None = None,
+    spatial_key: str = "spatial",
+    verbose: bool = True,
+) -> AnnData:
+    """Build each sample's spatial graph, choosing the radius from the data when none is given.
+
+    Parameters
+    ----------
+    adata
+        Cells with coordinates in ``obsm[spatial_key]``.
+    library_key
+        obs column naming each cell's sample; edges never cross samples.
+    radius
+        Connect cells within this distance (the coordinates' units).
+    n_neighs
+        Connect each cell to its ``n_neighs`` nearest cells instead.
+    spatial_key
+        Key of the coordinates in ``obsm``.
+    verbose
+        Print the rule, the radius and the neighbours per cell.
+
+    Returns
+    -------
+    AnnData
+        ``adata`` with the graph (see :func:`Cal_Spatial_Net`); ``uns['spatial_neighbors']['params']``
+        records the radius and how it was chosen.
+
+    Raises
+    ------
+    GistInputError
+        If the graph has fewer than :data:`MIN_MEAN_NEIGHBOURS` neighbours per cell on average.
+
+    Notes
+    -----
+    With neither ``radius`` nor ``n_neighs`` the radius is :func:`auto_radius`: 1.5 times the median
+    nearest-neighbour distance, the first ring of a Visium lattice (6 neighbours).
+    """
+    if radius is not None and n_neighs is not None:
+        raise GistInputError("give a radius or a number of neighbours (n_neighs), not both")
+    rule = "given"
+    if n_neighs is None and radius is None:
+        radius = auto_radius(adata, library_key, spatial_key)
+        rule = f"{RADIUS_FACTOR} x median nearest-neighbour distance"
+    if n_neighs is not None:
+        Cal_Spatial_Net(adata, k_cutoff=n_neighs, model="KNN", verbose=False, library_key=library_key, spatial_key=spatial_key)
+    else:
+        Cal_Spatial_Net(adata, rad_cutoff=radius, verbose=False, library_key=library_key, spatial_key=spatial_key)
+    mean = adata.obsp["spatial_connectivities"].nnz / max(adata.n_obs, 1)
+    adata.uns["spatial_neighbors"]["params"] |= {"rule": rule, "neighbours_per_cell": round(float(mean), 3)}
+    what = f"{n_neighs} nearest neighbours" if n_neighs is not None else f"radius {radius:.4g} ({rule})"
+    if mean < MIN_MEAN_NEIGHBOURS:
+        raise GistInputError(
+            f"the spatial graph with {what} has {mean:.2f} neighbours per cell on average (at least "
+            f"{MIN_MEAN_NEIGHBOURS:g} needed): the radius is too small for these coordinates; pass a larger radius "
+            "or a number of neighbours"
+        )
+    if verbose:
+        print(f"spatial graph: {what}; {mean:.2f} neighbours per cell on average")
+    return adata
 
 
 def radius_edges(coords: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:

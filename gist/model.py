@@ -1,21 +1,32 @@
 """The GIST hybrid graph-transformer autoencoder (the original's ``TransImg``).
 
 Parameter names and shapes follow the original exactly, so its published state dicts load with
-``strict=True``. Every layer is a single-head PyG ``TransformerConv``.
+``strict=True``. Every layer is a single-head graph transformer layer, computed by
+:class:`gist.nn.TransformerConv` (PyG's ``TransformerConv`` numbers, faster for wide layers).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-with warnings.catch_warnings():  # PyG 2.8 still calls torch.jit.script at import time
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    from torch_geometric.nn import TransformerConv
+from gist.nn import Graph, TransformerConv, as_graph
+
+
+class GistOutput(NamedTuple):
+    """Everything one forward pass computes (the original returned the first six as a tuple)."""
+
+    gene_z: Tensor  # gene-branch latent (h2)
+    img_z: Tensor | None  # image-branch latent (img2)
+    fused_z: Tensor  # fused latent (c2): what GIST clusters
+    gene_recon: Tensor  # gene-branch reconstruction of expression (h4)
+    img_recon: Tensor | None  # image-branch reconstruction (img4): expression, or image features with use_img_loss
+    fused_recon: Tensor  # fused reconstruction of expression (c4): the denoised expression
+    fused_img_recon: Tensor | None = None  # fused reconstruction of the image features (fused_img_head only)
 
 
 class TransImg(nn.Module):
@@ -28,21 +39,36 @@ class TransImg(nn.Module):
     use_img_loss
         When true the image branch reconstructs the image features (``imgconv4`` outputs
         ``img_dim``); otherwise it reconstructs expression, as in the paper.
+    fused_img_head
+        Add ``c4_img``, a layer that reconstructs the image features from the fused branch, so that
+        image information that does not predict expression still has to pass through the fused
+        latent (the ``gist`` recipe; not in the original). Needs ``img_dim > 0``.
+    standardize_img
+        Z-score the image features inside the model with stored statistics (buffers ``img_center``
+        and ``img_scale``, set by :meth:`set_image_scaling` from the training cells), so that
+        features of any scale (the 0-1 ``stats`` descriptor, 1,024-d foundation embeddings) enter
+        alike and a checkpoint carries its own scaling. The ``gist`` recipe; not in the original.
 
     Notes
     -----
     ``norm1`` and ``norm2`` are defined but unused, as in the original, so that state-dict keys match.
     ``img_dim = 0`` builds the gene branch alone (for data without an image): no ``imgconv*``,
     ``neck*``, ``c3``, ``c4``; the gene latent and reconstruction then stand in for the fused ones.
+    Without ``fused_img_head`` the parameters are exactly the original's, so its published state
+    dicts load with ``strict=True``.
     """
 
-    def __init__(self, hidden_dims: Sequence[int], use_img_loss: bool = False) -> None:
+    def __init__(self, hidden_dims: Sequence[int], use_img_loss: bool = False, fused_img_head: bool = False,
+                 standardize_img: bool = False) -> None:
         super().__init__()
         if len(hidden_dims) != 4:
             raise ValueError(f"hidden_dims must be [n_genes, img_dim, num_hidden, out_dim], got {list(hidden_dims)}")
         in_dim, img_dim, num_hidden, out_dim = (int(d) for d in hidden_dims)
+        if (fused_img_head or standardize_img) and img_dim <= 0:
+            raise ValueError("fused_img_head and standardize_img need image features (img_dim > 0)")
         self.hidden_dims = [in_dim, img_dim, num_hidden, out_dim]
         self.use_img_loss = use_img_loss
+        self.fused_img_head = bool(fused_img_head)
 
         self.conv1 = TransformerConv(in_dim, num_hidden)
         self.conv2 = TransformerConv(num_hidden, out_dim)
@@ -62,22 +88,48 @@ class TransImg(nn.Module):
             self.c4 = TransformerConv(num_hidden, in_dim)
 
         self.norm1 = nn.LayerNorm(num_hidden)
-        self.norm2 = nn.LayerNorm(num_hidden)
+        self.norm2 = nn.LayerNorm(out_dim)
+        if self.fused_img_head:
+            self.c4_img = TransformerConv(num_hidden, img_dim)
+        self.standardize_img = bool(standardize_img)
+        if self.standardize_img:
+            self.register_buffer("img_center", torch.zeros(img_dim))
+            self.register_buffer("img_scale", torch.ones(img_dim))
         self.activate = F.elu
 
-    def forward(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor) -> tuple[Tensor | None, ...]:
-        """Return ``(gene latent, image latent, fused latent, gene recon, image recon, fused recon)``.
+    @torch.no_grad()
+    def set_image_scaling(self, img_feat: Tensor) -> None:
+        """Store the mean and standard deviation of ``img_feat`` (all training cells) for
+        :meth:`standardize`; constant features keep a scale of 1."""
+        if not self.standardize_img:
+            raise ValueError("this model was built without standardize_img")
+        img_feat = img_feat.float()
+        self.img_center.copy_(img_feat.mean(0))
+        scale = img_feat.std(0, unbiased=False)
+        self.img_scale.copy_(torch.where(scale > 1e-8, scale, torch.ones_like(scale)))
 
-        Without an image branch the image outputs are ``None`` and the fused ones are the gene ones.
+    def standardize(self, img_feat: Tensor | None) -> Tensor | None:
+        """The image features as the image branch sees them (z-scored with ``standardize_img``)."""
+        if img_feat is None or not self.standardize_img:
+            return img_feat
+        return (img_feat - self.img_center) / self.img_scale
+
+    def forward(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor | Graph) -> GistOutput:
+        """Run the three branches on one sample.
+
+        ``edge_index`` is a PyG ``(2, edges)`` tensor or a prepared :class:`gist.nn.Graph` (built
+        once per sample and reused). Without an image branch the image outputs are ``None`` and the
+        fused ones are the gene ones.
         """
+        edge_index = as_graph(edge_index, features.shape[0])
         h1 = self.activate(self.conv1(features, edge_index))
         h2 = self.conv2(h1, edge_index)
         h3 = self.activate(self.conv3(h2, edge_index))
         h4 = self.conv4(h3, edge_index)
         if not self.has_image:
-            return h2, None, h2, h4, None, h4
+            return GistOutput(h2, None, h2, h4, None, h4)
 
-        img1 = self.activate(self.imgconv1(img_feat, edge_index))
+        img1 = self.activate(self.imgconv1(self.standardize(img_feat), edge_index))
         img2 = self.imgconv2(img1, edge_index)
         img3 = self.activate(self.imgconv3(img2, edge_index))
         img4 = self.imgconv4(img3, edge_index)
@@ -86,32 +138,40 @@ class TransImg(nn.Module):
         c2 = self.neck2(combine, edge_index)
         c3 = self.activate(self.c3(c2, edge_index))
         c4 = self.c4(c3, edge_index)
-        return h2, img2, c2, h4, img4, c4
+        c4_img = self.c4_img(c3, edge_index) if self.fused_img_head else None
+        return GistOutput(h2, img2, c2, h4, img4, c4, c4_img)
 
 
-def gist_loss(model_out: Sequence[Tensor], x: Tensor, img: Tensor, use_img_loss: bool = False) -> Tensor:
-    """The paper's loss: ``0.1 * MSE(x, gene recon) + 0.1 * MSE(target, image recon) + MSE(x, fused recon)``.
+def gist_loss(out: GistOutput, x: Tensor, img: Tensor | None, use_img_loss: bool = False) -> Tensor:
+    """The paper's loss, plus the fused image term when the model has ``c4_img``.
 
-    The image reconstruction targets ``img`` when ``use_img_loss`` is true, else ``x``. Without an
-    image branch the loss is ``MSE(x, gene recon)``.
+    ``0.1 * MSE(x, gene recon) + 0.1 * MSE(target, image recon) + MSE(x, fused recon)`` where the
+    image reconstruction targets ``img`` when ``use_img_loss`` is true, else ``x``; with
+    ``fused_img_head``, ``+ MSE(img, fused image recon)``. Without an image branch the loss is
+    ``MSE(x, gene recon)``.
     """
-    _, _, _, gene_recon, img_recon, fused_recon = model_out
-    if img_recon is None:
-        return F.mse_loss(gene_recon, x)
+    if out.img_recon is None:
+        return F.mse_loss(out.gene_recon, x)
     img_target = img if use_img_loss else x
-    return 0.1 * F.mse_loss(gene_recon, x) + 0.1 * F.mse_loss(img_recon, img_target) + F.mse_loss(fused_recon, x)
+    loss = 0.1 * F.mse_loss(out.gene_recon, x) + 0.1 * F.mse_loss(out.img_recon, img_target) + F.mse_loss(out.fused_recon, x)
+    if out.fused_img_recon is not None:
+        loss = loss + F.mse_loss(out.fused_img_recon, img)
+    return loss
 
 
-def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], bool]:
-    """Recover ``hidden_dims`` and ``use_img_loss`` from a TransImg state dict."""
+def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], dict[str, bool]]:
+    """Recover ``hidden_dims`` and the options (``use_img_loss``, ``fused_img_head``,
+    ``standardize_img``) of a TransImg state dict, ours or the original's."""
     try:
         num_hidden, in_dim = state["conv1.lin_key.weight"].shape
         out_dim = state["conv2.lin_key.weight"].shape[0]
         if "imgconv1.lin_key.weight" not in state:  # gene branch alone
-            return [int(in_dim), 0, int(num_hidden), int(out_dim)], False
+            return [int(in_dim), 0, int(num_hidden), int(out_dim)], {"use_img_loss": False, "fused_img_head": False,
+                                                                      "standardize_img": False}
         img_dim = state["imgconv1.lin_key.weight"].shape[1]
         img_out = state["imgconv4.lin_key.weight"].shape[0]
     except KeyError as err:
         raise ValueError(f"not a TransImg state dict: key {err} missing") from None
-    use_img_loss = img_out == img_dim and img_out != in_dim
-    return [int(in_dim), int(img_dim), int(num_hidden), int(out_dim)], bool(use_img_loss)
+    options = {"use_img_loss": bool(img_out == img_dim and img_out != in_dim),
+               "fused_img_head": "c4_img.lin_key.weight" in state, "standardize_img": "img_center" in state}
+    return [int(in_dim), int(img_dim), int(num_hidden), int(out_dim)], options

@@ -4,11 +4,17 @@ Files written to ``save_path`` (``R`` = repeat):
 
 - ``final_{epoch}_R.pth`` every ``save_every`` epochs and ``final_R.pth`` at the end: plain
   ``TransImg`` state dicts, as the original writes them, each with a ``.json`` beside it
-  (arguments, data shape, versions, seed, epoch, loss);
-- ``train_state_R.pt``: model, optimiser and shuffling state of the newest checkpoint, for ``resume``;
+  (arguments, recipe, genes, data shape, versions, seed, epoch, loss, ensemble members);
+- ``train_state_R.pt``: model, optimiser and shuffling state of the newest checkpoint, for
+  ``resume`` (tensors and plain types only, loaded with ``weights_only=True``);
 - ``loss_R.csv`` and ``loss_R.png``: loss per epoch.
 
 Every file is written to a temporary name and renamed, so an interrupted run leaves none half-written.
+
+Two recipes (:data:`RECIPES`): ``paper`` is the original's (one model, 1,000 epochs, its loss);
+``gist`` (the default) trains an ensemble of 5 models of 150 epochs (repeats ``R .. R+4``, seeds
+``seed .. seed+4``), standardises the image features inside the model and adds the fused image
+reconstruction (``fused_img_head``). docs/reproduction.md lists each difference and what it gains.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import random
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +39,16 @@ from gist.model import TransImg, gist_loss
 from gist.utils import atomic_path
 
 
+class TrainingDiverged(GistInputError):
+    """The loss or a gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters; defaults are the paper's."""
+    """Training hyper-parameters; the dataclass defaults are the paper's (``recipe='paper'``).
+
+    Use :func:`recipe_config` for a named recipe with overrides.
+    """
 
     epochs: int = 1000
     lr: float = 1e-3
@@ -48,7 +61,27 @@ class TrainConfig:
     repeat: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    recipe: str = "paper"
+    ensemble: int = 1  # models trained (repeats repeat .. repeat + ensemble - 1, seeds seed + k)
+    fused_img_head: bool = False  # the fused branch also reconstructs the image features
+    standardize_img: bool = False  # z-score image features inside the model (statistics of the training cells)
     extra: dict = field(default_factory=dict)  # recorded in the JSON, e.g. the CLI arguments
+
+
+#: Named recipes: the settings that differ from :class:`TrainConfig`'s (the paper's) defaults.
+RECIPES: dict[str, dict] = {
+    "paper": {},
+    "gist": {"epochs": 150, "ensemble": 5, "fused_img_head": True, "standardize_img": True, "save_every": 50},
+}
+DEFAULT_RECIPE = "gist"
+
+
+def recipe_config(recipe: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` for a named recipe; ``overrides`` that are ``None`` are ignored."""
+    if recipe not in RECIPES:
+        raise GistInputError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
+    settings = RECIPES[recipe] | {k: v for k, v in overrides.items() if v is not None}
+    return TrainConfig(recipe=recipe, **settings)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,9 +126,21 @@ def data_shape(graphs: list[SampleGraph]) -> dict:
             "edges": int(sum(g.edge_index.shape[1] for g in graphs))}
 
 
+def ensemble_record(config: TrainConfig) -> dict:
+    """``{'size': M, 'members': [repeats]}`` of the ensemble a (member) configuration belongs to."""
+    first = config.repeat - int(config.extra.get("member", 0))
+    return {"size": config.ensemble, "members": list(range(first, first + config.ensemble))}
+
+
 def build_model(graphs: list[SampleGraph], config: TrainConfig) -> TransImg:
+    """The model for these samples; with ``standardize_img`` its image scaling is set from them."""
     dims = [graphs[0].x.shape[1], graphs[0].img.shape[1], *config.hidden]
-    return TransImg(dims, use_img_loss=config.use_img_loss)
+    has_image = dims[1] > 0
+    model = TransImg(dims, use_img_loss=config.use_img_loss, fused_img_head=config.fused_img_head and has_image,
+                     standardize_img=config.standardize_img and has_image)
+    if model.standardize_img:
+        model.set_image_scaling(torch.cat([g.img for g in graphs]))
+    return model
 
 
 def _save_json(path: Path, payload: dict) -> None:
@@ -183,7 +228,11 @@ def train(
     start_epoch = 1
     state_path = save_path / f"train_state_{config.repeat}.pt"
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception as err:  # pickle/zip errors come in many types
+            raise GistInputError(f"--resume: {state_path} is not a readable training state ({err}); delete it to "
+                                 "resume from the newest final_<epoch> checkpoint instead") from None
         if state["hidden_dims"] != model.hidden_dims:
             raise GistInputError(
                 f"{state_path} was trained with hidden_dims {state['hidden_dims']}, this run has {model.hidden_dims}"
@@ -206,10 +255,11 @@ def train(
 
     graphs_on_device = [g.to(device) for g in graphs]
     shape = data_shape(graphs)
-    if not model.has_image:
+    if not model.has_image and config.extra.get("member", 0) == 0:
         print("no image features (obsm['imgs']): training the gene branch alone (expression + graph)")
-    meta_base = {"config": asdict(config), "data": shape, "versions": versions(), "seed": config.seed,
-                 "device": str(device)}
+    meta_base = {"config": asdict(config), "recipe": config.recipe, "data": shape, "versions": versions(),
+                 "seed": config.seed, "device": str(device),
+                 "ensemble": ensemble_record(config)}
     bar = tqdm(range(start_epoch, config.epochs + 1), disable=not progress, desc="train", unit="epoch")
     started = time.perf_counter()
     for epoch in bar:
@@ -219,12 +269,22 @@ def train(
             g = graphs_on_device[i]
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, config.precision):
-                out = model(g.x, g.img if model.has_image else None, g.edge_index)
-            loss = gist_loss([None if o is None else o.float() for o in out], g.x, g.img, config.use_img_loss)
+                out = model(g.x, g.img if model.has_image else None, g.prepared())
+            out = type(out)(*(None if o is None else o.float() for o in out))
+            target_img = model.standardize(g.img) if model.has_image else g.img
+            loss = gist_loss(out, g.x, target_img, config.use_img_loss)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
+            value = float(loss.detach())
+            if not (np.isfinite(value) and torch.isfinite(norm)):
+                what = "loss" if not np.isfinite(value) else "gradient norm"
+                raise TrainingDiverged(
+                    f"training diverged: the {what} is {value if what == 'loss' else float(norm)} at epoch {epoch}, "
+                    f"sample {g.name!r} (check the input for extreme values, or lower --lr); the last good "
+                    f"checkpoint in {save_path} is kept"
+                )
             optimizer.step()
-            total += float(loss.detach())
+            total += value
         losses.append(total / len(graphs_on_device))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if config.save_every and epoch % config.save_every == 0:
@@ -243,3 +303,31 @@ def train(
     _save_checkpoint(save_path, f"final_{config.repeat}", model, meta)
     _write_losses(save_path, config.repeat, losses)
     return model.cpu(), losses
+
+
+def train_ensemble(
+    graphs: list[SampleGraph],
+    config: TrainConfig,
+    save_path: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[list[TransImg], list[list[float]]]:
+    """Train ``config.ensemble`` models: member ``k`` is repeat ``config.repeat + k`` with seed
+    ``config.seed + k`` (each its own files, each resumable). One model when ``ensemble`` is 1.
+
+    Returns
+    -------
+    (list of TransImg, list of list of float)
+        The trained members (on CPU) and each member's loss per epoch.
+    """
+    if config.ensemble < 1:
+        raise GistInputError(f"ensemble must be >= 1, got {config.ensemble}")
+    models, curves = [], []
+    for k in range(config.ensemble):
+        member = replace(config, seed=config.seed + k, repeat=config.repeat + k, extra=config.extra | {"member": k})
+        if progress and config.ensemble > 1:
+            print(f"ensemble member {k + 1}/{config.ensemble} (repeat {member.repeat}, seed {member.seed})")
+        model, losses = train(graphs, member, save_path, resume=resume, progress=progress)
+        models.append(model)
+        curves.append(losses)
+    return models, curves

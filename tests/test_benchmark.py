@@ -18,7 +18,7 @@ from gist.benchmark import (
     offset_coordinates,
     representation,
     run_clustering,
-    select_genes,
+    smoothed_expression_rep,
 )
 from gist.benchmark_report import START, END, clustering_table, summarise, update_markdown
 from gist.errors import GistInputError
@@ -36,25 +36,34 @@ def test_offset_coordinates_never_link_two_samples(demo_small):
 
 
 def test_image_methods_only_where_there_is_an_image(demo_small):
-    with_image = methods_for(demo_small, ["stats"])
-    assert with_image == ["expression", "image_stats", "gist_noimg", "gist_stats", "gist_stats_imgloss", "graphst"]
+    with_image = methods_for(demo_small, ["stats", "uni"])
+    assert with_image == ["expression", "expression_smoothed", "image_stats", "image_uni", "gist", "gist_noimg",
+                          "gist_uni", "gist_paper", "graphst"]
     bare = [a.copy() for a in demo_small]
     for adata in bare:
         del adata.uns["spatial"]
-    assert methods_for(bare, ["stats"]) == ["expression", "gist_noimg", "graphst"]
+    assert methods_for(bare, ["stats"]) == ["expression", "expression_smoothed", "gist", "gist_paper", "graphst"]
 
 
-@pytest.mark.parametrize("method", ["gist-full", "gist_stats_fancy", "image_"])
+@pytest.mark.parametrize("method", ["gist-full", "image_", "expression_fancy"])
 def test_unknown_method_is_named(demo_small, method):
     with pytest.raises(GistInputError, match=f"'{method}'"):
-        representation(demo_small, method, seed=0, epochs=1)
+        representation(demo_small, method, seed=0, paper_epochs=1)
 
 
-def test_select_genes_keeps_the_same_top_genes_in_every_sample(demo_small):
-    kept = select_genes(demo_small, max_genes=50)
-    assert [a.n_vars for a in kept] == [50, 50]
-    assert list(kept[0].var_names) == list(kept[1].var_names)
-    assert select_genes(demo_small, max_genes=1000) is demo_small
+def test_smoothed_expression_is_the_neighbour_average_of_the_pca(demo_small):
+    plain = expression_rep(demo_small, seed=0).obsm["bench_rep"]
+    smoothed = smoothed_expression_rep(demo_small, seed=0).obsm["bench_rep"]
+    first = demo_small[0]
+    coords = first.obsm["spatial"]
+    _, idx = cKDTree(coords).query(coords[5], k=7)  # the cell and its 6 nearest
+    members = set(idx.tolist())
+    # the graph is made symmetric: cells that count cell 5 among their 6 nearest join its average
+    for j in range(first.n_obs):
+        _, near = cKDTree(coords).query(coords[j], k=7)
+        if 5 in near[1:]:
+            members.add(j)
+    np.testing.assert_allclose(smoothed[5], plain[sorted(members)].mean(axis=0), rtol=1e-4, atol=1e-5)
 
 
 def test_expression_and_image_representations(demo_small):
@@ -106,7 +115,7 @@ def test_update_markdown_replaces_only_the_marked_block(tmp_path):
 def test_real_lung5_expression_baseline_scores_the_merged_classes():
     path = shared_path("cosmx_lung5_subset", "CosMx_subset.h5ad")
     dataset = BenchDataset("cosmx_lung5", str(path), "merge_cell_type", "leiden", 8, 80.0, merge_from="cell_type")
-    record = run_clustering(dataset, "expression", seed=0, epochs=0)
+    record = run_clustering(dataset, "expression", seed=0, paper_epochs=0)
     assert record["cells"] == 2814 and record["n_clusters"] == 8 and record["selection"] == "final"
     assert 0.15 < record["ari"] < 0.9 and 0.2 < record["nmi"] < 0.9
     assert record["peak_mb"] >= record["loaded_mb"] > 0
@@ -121,13 +130,15 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     markdown.write_text(f"# mine\n{START}\n{END}\n")
     out = tmp_path / "bench.json"
     command = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--data", str(data), "--label_key", "domain",
-               "--library_key", "sample", "--cluster", "mclust", "--methods", "expression", "gist_noimg", "--seeds", "0",
-               "--epochs", "2", "--out", str(out), "--markdown", str(markdown)]
+               "--library_key", "sample", "--cluster", "mclust", "--methods", "expression", "gist", "--seeds", "0",
+               "--gist_epochs", "2", "--gist_ensemble", "2", "--out", str(out), "--markdown", str(markdown)]
     result = subprocess.run(command + ["--no_denoise"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
     records = payload["records"]
-    assert {(r["method"], r["seed"]) for r in records} == {("expression", 0), ("gist_noimg", 0)}
+    assert {(r["method"], r["seed"]) for r in records} == {("expression", 0), ("gist", 0)}
+    gist = next(r for r in records if r["method"] == "gist")
+    assert gist["ensemble"] == 2 and gist["epochs"] == 2 and gist["smoothed"] and gist["recipe"] == "gist"
     for r in records:
         assert r["dataset"] == "mine" and r["selection"] == "final" and -1 <= r["ari"] <= 1 and 0 <= r["nmi"] <= 1
         assert r["seconds"] > 0 and r["peak_mb"] > 0 and r["cells"] == pooled.n_obs
@@ -140,10 +151,10 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     payload = json.loads(out.read_text())
     assert len(payload["records"]) == 2
     (denoise,) = payload["denoising"]
-    assert denoise["method"] == "gist_noimg" and denoise["held_out"] > 0 and denoise["neighbour_mean_rmse"] > 0
+    assert denoise["method"] == "gist" and denoise["held_out"] > 0 and denoise["neighbour_mean_rmse"] > 0
     assert 0 <= denoise["model_auc"] <= 1
     text = markdown.read_text()
-    assert "| expression | 1 |" in text and "| gist_noimg | 1 |" in text and "neighbour-mean" in text
+    assert "| expression | 1 |" in text and "| gist | 1 |" in text and "neighbour-mean" in text
 
 
 def test_reproduce_help_explains_every_flag():
@@ -156,5 +167,5 @@ def test_reproduce_help_explains_every_flag():
     finally:
         sys.path.remove(str(ROOT / "bench"))
     flags = {a.option_strings[-1]: a.help for a in reproduce.build_parser()._actions if a.option_strings}
-    assert {"--data", "--label_key", "--image", "--seeds", "--epochs", "--methods", "--weights", "--resume"} <= set(flags)
+    assert {"--data", "--label_key", "--image", "--seeds", "--paper_epochs", "--methods", "--weights", "--resume"} <= set(flags)
     assert all(text and len(text) > 10 for text in flags.values()), flags

@@ -145,3 +145,50 @@ def test_nan_coordinates_are_named():
     a.obsm["spatial"][7, 1] = np.nan
     with pytest.raises(GistInputError, match="cell7"):
         Cal_Spatial_Net(a, rad_cutoff=10, verbose=False)
+
+
+def _lattice_adata(kind: str, pitch: float = 137.0, n: int = 12, jitter: float = 0.0) -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:n, 0:n]
+    if kind == "hex":  # Visium: rows offset by half a pitch, row spacing pitch * sqrt(3) / 2
+        xy = np.column_stack([(cols + 0.5 * (rows % 2)).ravel() * pitch, rows.ravel() * pitch * np.sqrt(3) / 2])
+    else:
+        xy = np.column_stack([cols.ravel() * pitch, rows.ravel() * pitch])
+    xy = xy + rng.normal(0, jitter * pitch, xy.shape)
+    return ad.AnnData(X=np.ones((len(xy), 3), np.float32), obsm={"spatial": xy})
+
+
+@pytest.mark.parametrize("kind,ring", [("hex", 6), ("square", 8)])
+def test_radius_rule_gives_the_first_ring_of_a_lattice(kind, ring):
+    from gist.graph import auto_radius, spatial_graph
+
+    adata = _lattice_adata(kind)
+    assert auto_radius(adata) == pytest.approx(1.5 * 137.0)
+    spatial_graph(adata, verbose=False)
+    degree = np.diff(adata.obsp["spatial_connectivities"].indptr).reshape(12, 12)
+    assert (degree[2:-2, 2:-2] == ring).all()  # every interior spot: exactly its first ring
+    assert adata.uns["spatial_neighbors"]["params"]["rule"].startswith("1.5 x median")
+
+
+def test_a_graph_without_neighbours_is_an_error():
+    from gist.data import build_graphs
+    from gist.graph import spatial_graph
+
+    adata = _lattice_adata("hex")
+    with pytest.raises(GistInputError, match="neighbours per cell on average"):
+        spatial_graph(adata, radius=80.0, verbose=False)  # the CosMx radius on Visium pixels: no neighbour
+    with pytest.raises(GistInputError, match="--rad_cutoff"):
+        build_graphs([adata.copy()], rad_cutoff=80.0, verbose=False)
+
+
+def test_build_graphs_uses_one_radius_for_all_samples(capsys):
+    from gist.data import build_graphs
+
+    small, large = _lattice_adata("hex", pitch=100.0), _lattice_adata("hex", pitch=100.0, n=20)
+    summary = build_graphs([small, large])
+    assert "radius 150 = 1.5 x median nearest-neighbour distance" in summary and "neighbours per cell" in capsys.readouterr().out
+    radii = [a.uns["spatial_neighbors"]["params"]["rad_cutoff"] for a in (small, large)]
+    assert radii[0] == radii[1] == pytest.approx(150.0)
+    kept = build_graphs([small], k_cutoff=3)  # graphs already there are kept unless rebuilt
+    assert kept.startswith("spatial graph: the prepared graphs")
+    assert "3 nearest" in build_graphs([small], k_cutoff=3, rebuild=True)

@@ -4,6 +4,7 @@ import torch
 from gist.model import TransImg, dims_from_state_dict, gist_loss
 
 G, D, H, Z = 37, 11, 512, 30
+PAPER_OPTIONS = {"use_img_loss": False, "fused_img_head": False, "standardize_img": False}
 
 
 def _conv(i, o):
@@ -19,8 +20,44 @@ def _expected(use_img_loss):
         "neck": (2 * Z, Z), "neck2": (Z, Z), "c3": (Z, H), "c4": (H, G),
     }
     table = {f"{name}.{k}": v for name, (i, o) in layers.items() for k, v in _conv(i, o).items()}
-    table |= {"norm1.weight": (H,), "norm1.bias": (H,), "norm2.weight": (H,), "norm2.bias": (H,)}
+    table |= {"norm1.weight": (H,), "norm1.bias": (H,), "norm2.weight": (Z,), "norm2.bias": (Z,)}
     return table
+
+
+def _original_class():
+    """The original's ``TransImg.__init__`` as published (PyG ``TransformerConv`` and PyG
+    ``LayerNorm``; ``imgconv4`` reconstructs expression), for key and shape parity."""
+    from torch_geometric.nn import LayerNorm, TransformerConv
+
+    class OriginalTransImg(torch.nn.Module):
+        def __init__(self, hidden_dims):
+            super().__init__()
+            in_dim, img_dim, num_hidden, out_dim = hidden_dims
+            self.conv1 = TransformerConv(in_dim, num_hidden)
+            self.conv2 = TransformerConv(num_hidden, out_dim)
+            self.conv3 = TransformerConv(out_dim, num_hidden)
+            self.conv4 = TransformerConv(num_hidden, in_dim)
+            self.imgconv1 = TransformerConv(img_dim, num_hidden)
+            self.imgconv2 = TransformerConv(num_hidden, out_dim)
+            self.imgconv3 = TransformerConv(out_dim, num_hidden)
+            self.imgconv4 = TransformerConv(num_hidden, in_dim)
+            self.neck = TransformerConv(out_dim * 2, out_dim)
+            self.neck2 = TransformerConv(out_dim, out_dim)
+            self.c3 = TransformerConv(out_dim, num_hidden)
+            self.c4 = TransformerConv(num_hidden, in_dim)
+            self.norm1 = LayerNorm(num_hidden)
+            self.norm2 = LayerNorm(out_dim)
+
+    return OriginalTransImg
+
+
+def test_original_state_dict_loads_strictly_with_equal_shapes():
+    original = _original_class()([G, D, H, Z]).state_dict()
+    ours = TransImg([G, D, H, Z])
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == {k: tuple(v.shape) for k, v in original.items()}
+    ours.load_state_dict(original, strict=True)
+    assert all(torch.equal(ours.state_dict()[k], v) for k, v in original.items())
+    assert dims_from_state_dict(original) == ([G, D, H, Z], PAPER_OPTIONS)
 
 
 @pytest.mark.parametrize("use_img_loss", [False, True])
@@ -30,7 +67,7 @@ def test_state_dict_keys_and_shapes_match_the_original(use_img_loss):
     assert got == _expected(use_img_loss)
     original = {k: torch.randn(s) for k, s in _expected(use_img_loss).items()}
     TransImg([G, D, H, Z], use_img_loss=use_img_loss).load_state_dict(original, strict=True)
-    assert dims_from_state_dict(original) == ([G, D, H, Z], use_img_loss)
+    assert dims_from_state_dict(original) == ([G, D, H, Z], PAPER_OPTIONS | {"use_img_loss": use_img_loss})
 
 
 def test_forward_shapes_and_loss():
@@ -40,7 +77,8 @@ def test_forward_shapes_and_loss():
     edge_index = torch.randint(0, n, (2, 80))
     model = TransImg([G, D, H, Z])
     out = model(x, img, edge_index)
-    assert [tuple(t.shape) for t in out] == [(n, Z), (n, Z), (n, Z), (n, G), (n, G), (n, G)]
+    assert [tuple(t.shape) for t in out[:6]] == [(n, Z), (n, Z), (n, Z), (n, G), (n, G), (n, G)]
+    assert out.fused_img_recon is None
     loss = gist_loss(out, x, img)
     manual = 0.1 * ((out[3] - x) ** 2).mean() + 0.1 * ((out[4] - x) ** 2).mean() + ((out[5] - x) ** 2).mean()
     assert torch.allclose(loss, manual)
@@ -53,7 +91,34 @@ def test_gene_branch_alone():
     keys = {k.split(".")[0] for k in model.state_dict()}
     assert keys == {"conv1", "conv2", "conv3", "conv4", "norm1", "norm2"}
     x, edge_index = torch.rand(10, G), torch.randint(0, 10, (2, 30))
-    h2, img2, c2, h4, img4, c4 = model(x, None, edge_index)
-    assert img2 is None and img4 is None and c2 is h2 and c4 is h4
-    assert torch.allclose(gist_loss((h2, img2, c2, h4, img4, c4), x, None), ((h4 - x) ** 2).mean())
-    assert dims_from_state_dict(model.state_dict()) == ([G, 0, H, Z], False)
+    out = model(x, None, edge_index)
+    h2, img2, c2, h4, img4, c4, c4_img = out
+    assert img2 is None and img4 is None and c4_img is None and c2 is h2 and c4 is h4
+    assert torch.allclose(gist_loss(out, x, None), ((h4 - x) ** 2).mean())
+    assert dims_from_state_dict(model.state_dict()) == ([G, 0, H, Z], PAPER_OPTIONS)
+
+
+def test_fused_image_head_and_standardisation():
+    """The gist recipe's extensions: c4_img reconstructs the (standardised) image from the fused
+    branch, and the image scaling travels in the state dict."""
+    torch.manual_seed(0)
+    n = 25
+    x, img = torch.rand(n, G), 5 + 3 * torch.rand(n, D)
+    edge_index = torch.randint(0, n, (2, 80))
+    model = TransImg([G, D, H, Z], fused_img_head=True, standardize_img=True)
+    model.set_image_scaling(img)
+    z = model.standardize(img)
+    assert torch.allclose(z.mean(0), torch.zeros(D), atol=1e-5) and torch.allclose(z.std(0, unbiased=False), torch.ones(D), atol=1e-4)
+    out = model(x, img, edge_index)
+    assert tuple(out.fused_img_recon.shape) == (n, D)
+    paper_terms = 0.1 * ((out.gene_recon - x) ** 2).mean() + 0.1 * ((out.img_recon - x) ** 2).mean() + ((out.fused_recon - x) ** 2).mean()
+    assert torch.allclose(gist_loss(out, x, z), paper_terms + ((out.fused_img_recon - z) ** 2).mean())
+    state = model.state_dict()
+    assert {"c4_img.lin_key.weight", "img_center", "img_scale"} <= set(state)
+    dims, options = dims_from_state_dict(state)
+    assert dims == [G, D, H, Z] and options == {"use_img_loss": False, "fused_img_head": True, "standardize_img": True}
+    again = TransImg(dims, **options)
+    again.load_state_dict(state, strict=True)
+    assert torch.allclose(again(x, img, edge_index).fused_z, out.fused_z)
+    with pytest.raises(ValueError, match="need image features"):
+        TransImg([G, 0, H, Z], fused_img_head=True)

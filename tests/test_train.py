@@ -95,18 +95,37 @@ def _run(script, *args):
 def test_cli_train_then_test_writes_results(tmp_path):
     ckpt, res = tmp_path / "ckpt", tmp_path / "res"
     out = _run("train.py", "--dataset", "demo", "--test_only", "0", "--epochs", "2", "--save_every", "1", "--seed", "1",
-               "--hidden", "64", "8", "--save_path", str(ckpt), "--no_progress")
+               "--hidden", "64", "8", "--ensemble", "2", "--save_path", str(ckpt), "--no_progress")
     assert out.returncode == 0, out.stderr
-    assert {p.name for p in ckpt.glob("final_*.pth")} == {"final_1_0.pth", "final_2_0.pth", "final_0.pth"}
+    assert {p.name for p in ckpt.glob("final_*.pth")} == {"final_1_0.pth", "final_2_0.pth", "final_0.pth",
+                                                          "final_1_1.pth", "final_2_1.pth", "final_1.pth"}
+    record = json.loads((ckpt / "final_1.json").read_text())
+    assert record["recipe"] == "gist" and record["ensemble"] == {"size": 2, "members": [0, 1]}
+    assert record["seed"] == 2 and record["config"]["fused_img_head"] and len(record["config"]["extra"]["genes"]) == 300
+    assert "c4_img.lin_key.weight" in torch.load(ckpt / "final_1.pth", weights_only=True)
     out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res), "--no_cluster")
     assert out.returncode == 0, out.stderr
+    assert "ensemble of 2" in out.stdout
     result = ad.read_h5ad(res / "gist.h5ad")
+    assert result.uns["gist"]["ensemble_size"] == 2 and result.uns["gist"]["recipe"] == "gist"
     assert result.obsm["pred"].shape == (result.n_obs, 8)
     assert result.obsm["gene_pred"].shape == result.obsm["img_pred"].shape == (result.n_obs, 8)
     assert result.layers["recon"].shape == result.shape and result.layers["recon"].min() >= 0
     assert {"cell_type", "merge_cell_type", "sample", "fov"} <= set(result.obs.columns)
     assert len(result.uns["spatial"]) == 4 and result.uns["gist"]["select"] == "final"
     assert result.obs["sample"].nunique() == 4
+
+
+def test_cli_paper_recipe_trains_one_original_layout_model(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    out = _run("train.py", "--dataset", "demo", "--recipe", "paper", "--epochs", "1", "--hidden", "64", "8",
+               "--save_path", str(ckpt), "--no_progress")
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in ckpt.glob("final_*.pth")} == {"final_0.pth"}
+    state = torch.load(ckpt / "final_0.pth", weights_only=True)
+    assert set(state) == set(TransImg([300, 54, 64, 8]).state_dict())  # exactly the original's parameters
+    record = json.loads((ckpt / "final_0.json").read_text())
+    assert record["recipe"] == "paper" and record["ensemble"]["size"] == 1
 
 
 def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path):

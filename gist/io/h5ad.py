@@ -27,6 +27,30 @@ def _check_counts_matrix(adata: AnnData, source: str) -> None:
         check_counts(data, source, list(adata.var_names))
 
 
+def _embedded_image(adata: AnnData, source: str) -> dict | None:
+    """The ``uns['spatial']`` entry for an image stored in the file (scanpy's Visium layout), or None."""
+    spatial = adata.uns.get("spatial")
+    if not isinstance(spatial, dict) or len(spatial) != 1:
+        return None
+    entry = next(iter(spatial.values()))
+    images = entry.get("images", {}) if isinstance(entry, dict) else {}
+    factors = dict(entry.get("scalefactors", {})) if isinstance(entry, dict) else {}
+    for resolution in ("hires", "lowres"):
+        if resolution in images and f"tissue_{resolution}_scalef" in factors:
+            image = np.asarray(images[resolution])
+            if image.dtype != np.uint8:  # scanpy stores floats in [0, 1]
+                image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+            if image.ndim != 3 or image.shape[2] < 3:
+                raise GistInputError(f"{source}: uns['spatial'] image {resolution!r} has shape {image.shape}; expected (h, w, 3)")
+            return spatial_entry(
+                source="h5ad", images={resolution: image[..., :3]}, image_shape=image.shape,
+                image_scalef=float(factors[f"tissue_{resolution}_scalef"]),
+                spot_diameter_fullres=factors.get("spot_diameter_fullres"),
+                scalefactors={k: float(v) for k, v in factors.items() if isinstance(v, (int, float))},
+            )
+    return None
+
+
 def read_h5ad(
     path: str | Path,
     *,
@@ -59,6 +83,14 @@ def read_h5ad(
     image_scalef
         Factor from ``obsm['spatial']`` to pixels of ``image_path``.
 
+    Notes
+    -----
+    Without ``image_path``, an image the file itself holds in scanpy's Visium layout
+    (``uns['spatial'][library]['images']['hires' or 'lowres']`` with ``scalefactors``) is used:
+    the hires image when present, else the lowres one, with its ``tissue_<res>_scalef`` as the
+    factor from ``obsm['spatial']`` (full-resolution pixels) to the image, and
+    ``spot_diameter_fullres`` kept for the patch size.
+
     Returns
     -------
     list of AnnData
@@ -89,6 +121,7 @@ def read_h5ad(
         adata.obs["merge_cell_type"] = merge_cell_types(adata.obs[label_key].astype(object).to_numpy())
     shape = image_shape(image_path) if image_path is not None else None
     resolved = Path(image_path).resolve() if image_path is not None else None
+    embedded = _embedded_image(adata, source) if image_path is None else None
 
     if library_key is None:
         groups = [(sample or path.stem, adata)]
@@ -99,8 +132,11 @@ def read_h5ad(
     out = []
     for name, part in groups:
         part.obs["sample"] = pd.Categorical([name] * part.n_obs)
-        part.uns["spatial"] = {
-            name: spatial_entry(source="h5ad", image_path=resolved, image_shape=shape, image_scalef=image_scalef)
-        }
+        if embedded is not None:
+            part.uns["spatial"] = {name: embedded}
+        else:
+            part.uns["spatial"] = {
+                name: spatial_entry(source="h5ad", image_path=resolved, image_shape=shape, image_scalef=image_scalef)
+            }
         out.append(part)
     return out
