@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", choices=["leiden", "mclust"], default="leiden", help="with --data: clustering method")
     p.add_argument("--ncluster", type=int, default=None, help="with --data: target cluster count (default: label classes)")
     p.add_argument("--rad_cutoff", type=float, default=None,
-                   help="with --data: spatial graph radius in obsm['spatial'] units (default: 1.5 x the median "
-                        "nearest-neighbour distance)")
+                   help="with --data: spatial graph radius in obsm['spatial'] units (default: 1.1 x the median "
+                        "distance to the 6th nearest cell)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of: expression expression_smoothed image_<extractor> gist gist_noimg gist_<extractor> "
                         "gist_paper graphst (default: all that apply)")

@@ -85,9 +85,8 @@ def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     cosmx_radius = DATASETS["nanostring"]["rad_cutoff"]  # CosMx pixels, as in the paper
     found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, cosmx_radius)]
     lung5 = root / "cosmx_lung5_subset" / "CosMx_subset.h5ad"
-    if lung5.is_file():
-        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, cosmx_radius,
-                                  merge_from="cell_type"))
+    if lung5.is_file():  # a user's .h5ad, not the paper's Lung13: the radius rule, as train.py --data
+        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, merge_from="cell_type"))
     for section in ("B1", "G2", "H1"):
         path = root / "her2st_spots" / f"her2st_{section}.h5ad"
         if path.is_file():

@@ -32,7 +32,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     graph = parser.add_argument_group("spatial graph (used when the data carry none, or to replace it)")
     graph.add_argument("--rad_cutoff", type=float,
                        help="connect cells within this distance (obsm['spatial'] units; default: the dataset's paper "
-                            "radius, else 1.5 x the median nearest-neighbour distance)")
+                            "radius, else 1.1 x the median distance to the 6th nearest cell)")
     graph.add_argument("--k_cutoff", type=int, help="connect each cell to its K nearest cells instead of a radius")
 
 
@@ -338,7 +338,7 @@ def extract_parser() -> argparse.ArgumentParser:
                              "quantisation, ~2x faster on CPU; bf16 only on CPUs with bf16 units")
     parser.add_argument("--rad_cutoff", type=float,
                         help="graph radius (default: the dataset's: 80 nanostring, 300 breast, 20 colorectal; for --data "
-                             "and --from-pickle 1.5 x the median nearest-neighbour distance)")
+                             "and --from-pickle 1.1 x the median distance to the 6th nearest cell)")
     parser.add_argument("--k_cutoff", type=int, help="use a KNN graph with this many neighbours instead of a radius")
     parser.add_argument("--n_top_genes", type=int,
                         help="mark the N most variable genes (seurat_v3 on raw counts, all samples pooled) in "

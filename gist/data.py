@@ -76,9 +76,9 @@ def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutof
     """Give every sample its spatial graph with one rule for all of them.
 
     Samples that already carry ``obsp['spatial_connectivities']`` keep it unless ``rebuild``. With
-    neither ``rad_cutoff`` nor ``k_cutoff`` the radius is :data:`gist.graph.RADIUS_FACTOR` times the
-    median nearest-neighbour distance of all samples' cells (within samples), so that every sample
-    gets the same radius. Prints (and returns) the rule and the neighbours per cell.
+    neither ``rad_cutoff`` nor ``k_cutoff`` the radius is :func:`gist.graph.rule_radius` of all
+    samples' cells pooled (neighbours sought within samples), so that every sample gets the same
+    radius. Prints (and returns) the rule and the neighbours per cell.
 
     Raises
     ------
@@ -86,7 +86,7 @@ def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutof
         If the graphs have fewer than :data:`gist.graph.MIN_MEAN_NEIGHBOURS` neighbours per cell on
         average.
     """
-    from gist.graph import MIN_MEAN_NEIGHBOURS, RADIUS_FACTOR, nn_distances
+    from gist.graph import MIN_MEAN_NEIGHBOURS, RULE, rule_radius
 
     todo = [a for a in adatas if rebuild or "spatial_connectivities" not in a.obsp]
     rule = "the prepared graphs"
@@ -97,13 +97,8 @@ def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutof
             rule = f"{k_cutoff} nearest neighbours"
         else:
             if rad_cutoff is None:
-                distances = np.concatenate([nn_distances(a.obsm["spatial"]) for a in todo])
-                pooled = float(np.median(distances)) if len(distances) else 0.0
-                if not pooled > 0:
-                    raise GistInputError("cannot choose a graph radius from the coordinates (fewer than two distinct "
-                                         "positions per sample); pass --rad_cutoff or --k_cutoff")
-                rad_cutoff = RADIUS_FACTOR * pooled
-                rule = f"radius {rad_cutoff:.4g} = {RADIUS_FACTOR} x median nearest-neighbour distance"
+                rad_cutoff = rule_radius([np.asarray(a.obsm["spatial"], dtype=np.float64) for a in todo])
+                rule = f"radius {rad_cutoff:.4g} = {RULE}"
             else:
                 rule = f"radius {rad_cutoff:.4g}"
         for adata in todo:

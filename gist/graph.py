@@ -22,10 +22,14 @@ from gist.errors import GistInputError
 from gist.io._validate import check_coordinates
 
 DEFAULT_LIBRARY_KEY = "sample"
-#: The radius rule: this many times the median nearest-neighbour distance. On a hexagonal lattice
-#: (Visium) that is the first ring of 6 (the second lies at sqrt(3) = 1.73 times the pitch); on a
-#: square lattice the 8-neighbourhood (diagonals at 1.41).
-RADIUS_FACTOR = 1.5
+#: The radius rule: :data:`RADIUS_FACTOR` times the median distance from a cell to its
+#: :data:`RADIUS_NEIGHBOUR`-th nearest cell. On a hexagonal lattice (Visium) that is the first ring of
+#: 6 (the 6th neighbour lies at the pitch, the second ring at 1.73 pitches); on a square lattice the
+#: 8-neighbourhood (the 6th neighbour is a diagonal at 1.41, the next ring at 2); on irregular cells
+#: 6-7 neighbours on average (squidpy's default of 6 neighbours, as a radius).
+RADIUS_NEIGHBOUR = 6
+RADIUS_FACTOR = 1.1
+RULE = f"{RADIUS_FACTOR} x median distance to the {RADIUS_NEIGHBOUR}th nearest cell"
 #: Below this mean number of neighbours per cell a graph is refused.
 MIN_MEAN_NEIGHBOURS = 1.0
 
@@ -41,46 +45,45 @@ def _sample_groups(adata: AnnData, library_key: str | None) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def nn_distances(coords: np.ndarray) -> np.ndarray:
-    """Distance from each cell to its nearest other cell (empty for fewer than two cells)."""
+def kth_neighbour_distances(coords: np.ndarray, k: int = RADIUS_NEIGHBOUR) -> np.ndarray:
+    """Distance from each cell to its ``k``-th nearest other cell (its farthest when it has fewer;
+    empty for fewer than two cells)."""
     coords = np.asarray(coords, dtype=np.float64)
     if len(coords) < 2:
         return np.empty(0)
-    d, _ = cKDTree(coords).query(coords, k=2, workers=-1)
-    return d[:, 1]
+    k_eff = min(k, len(coords) - 1)
+    d, _ = cKDTree(coords).query(coords, k=k_eff + 1, workers=-1)
+    return d.reshape(len(coords), -1)[:, k_eff]
 
 
-def median_nn_distance(coords: np.ndarray, groups: list[np.ndarray] | None = None) -> float:
-    """Median distance from each cell to its nearest other cell of the same sample (``groups``:
-    the cell indices of each sample; default one sample)."""
-    coords = np.asarray(coords, dtype=np.float64)
-    parts = [nn_distances(coords[m]) for m in (groups if groups is not None else [np.arange(len(coords))])]
-    distances = np.concatenate(parts) if parts else np.empty(0)
-    if not len(distances):
-        raise GistInputError("cannot choose a graph radius: no sample has two or more cells")
-    return float(np.median(distances))
-
-
-def auto_radius(adata: AnnData, library_key: str | None = DEFAULT_LIBRARY_KEY, spatial_key: str = "spatial",
-                factor: float = RADIUS_FACTOR) -> float:
-    """The graph radius chosen from the coordinates alone: ``factor`` x the median nearest-neighbour
-    distance within samples (see :data:`RADIUS_FACTOR`). No label is involved.
+def rule_radius(parts: list[np.ndarray]) -> float:
+    """The radius rule (:data:`RADIUS_FACTOR` x the median :data:`RADIUS_NEIGHBOUR`-th neighbour
+    distance) over the coordinates of one or more samples, pooled. No label is involved.
 
     Raises
     ------
     GistInputError
-        If coincident cells make the median distance 0.
+        If no sample has two cells, or coincident cells make the distance 0.
     """
+    distances = [kth_neighbour_distances(c) for c in parts]
+    pooled = np.concatenate(distances) if distances else np.empty(0)
+    if not len(pooled):
+        raise GistInputError("cannot choose a graph radius: no sample has two or more cells")
+    median = float(np.median(pooled))
+    if not median > 0:
+        raise GistInputError(
+            "cannot choose a graph radius: the median distance to the 6th nearest cell is 0 (duplicated "
+            "coordinates?); pass a radius or a number of neighbours"
+        )
+    return RADIUS_FACTOR * median
+
+
+def auto_radius(adata: AnnData, library_key: str | None = DEFAULT_LIBRARY_KEY, spatial_key: str = "spatial") -> float:
+    """:func:`rule_radius` of ``adata``'s coordinates, neighbours sought within samples."""
     if library_key == DEFAULT_LIBRARY_KEY and library_key not in adata.obs:
         library_key = None
     coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-    median = median_nn_distance(coords, _sample_groups(adata, library_key))
-    if not median > 0:
-        raise GistInputError(
-            f"cannot choose a graph radius: the median distance between neighbouring cells in obsm[{spatial_key!r}] "
-            "is 0 (duplicated coordinates?); pass a radius or a number of neighbours"
-        )
-    return factor * median
+    return rule_radius([coords[m] for m in _sample_groups(adata, library_key)])
 
 
 def spatial_graph(
@@ -121,15 +124,15 @@ def spatial_graph(
 
     Notes
     -----
-    With neither ``radius`` nor ``n_neighs`` the radius is :func:`auto_radius`: 1.5 times the median
-    nearest-neighbour distance, the first ring of a Visium lattice (6 neighbours).
+    With neither ``radius`` nor ``n_neighs`` the radius is :func:`auto_radius`: 1.1 times the median
+    distance to the 6th nearest cell, the first ring of a Visium lattice (6 neighbours).
     """
     if radius is not None and n_neighs is not None:
         raise GistInputError("give a radius or a number of neighbours (n_neighs), not both")
     rule = "given"
     if n_neighs is None and radius is None:
         radius = auto_radius(adata, library_key, spatial_key)
-        rule = f"{RADIUS_FACTOR} x median nearest-neighbour distance"
+        rule = RULE
     if n_neighs is not None:
         Cal_Spatial_Net(adata, k_cutoff=n_neighs, model="KNN", verbose=False, library_key=library_key, spatial_key=spatial_key)
     else:

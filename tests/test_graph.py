@@ -163,11 +163,21 @@ def test_radius_rule_gives_the_first_ring_of_a_lattice(kind, ring):
     from gist.graph import auto_radius, spatial_graph
 
     adata = _lattice_adata(kind)
-    assert auto_radius(adata) == pytest.approx(1.5 * 137.0)
+    sixth = 137.0 if kind == "hex" else 137.0 * np.sqrt(2)  # the 6th neighbour: ring 1, or a diagonal
+    assert auto_radius(adata) == pytest.approx(1.1 * sixth)
     spatial_graph(adata, verbose=False)
     degree = np.diff(adata.obsp["spatial_connectivities"].indptr).reshape(12, 12)
     assert (degree[2:-2, 2:-2] == ring).all()  # every interior spot: exactly its first ring
-    assert adata.uns["spatial_neighbors"]["params"]["rule"].startswith("1.5 x median")
+    assert adata.uns["spatial_neighbors"]["params"]["rule"].startswith("1.1 x median distance to the 6th")
+
+
+def test_radius_rule_on_irregular_cells_gives_about_six_neighbours():
+    from gist.graph import spatial_graph
+
+    rng = np.random.default_rng(1)
+    adata = ad.AnnData(X=np.ones((2000, 2), np.float32), obsm={"spatial": rng.uniform(0, 2000, (2000, 2))})
+    spatial_graph(adata, verbose=False)
+    assert 5 <= adata.obsp["spatial_connectivities"].nnz / adata.n_obs <= 8
 
 
 def test_a_graph_without_neighbours_is_an_error():
@@ -186,9 +196,10 @@ def test_build_graphs_uses_one_radius_for_all_samples(capsys):
 
     small, large = _lattice_adata("hex", pitch=100.0), _lattice_adata("hex", pitch=100.0, n=20)
     summary = build_graphs([small, large])
-    assert "radius 150 = 1.5 x median nearest-neighbour distance" in summary and "neighbours per cell" in capsys.readouterr().out
+    assert "radius 110 = 1.1 x median distance to the 6th nearest cell" in summary
+    assert "neighbours per cell" in capsys.readouterr().out
     radii = [a.uns["spatial_neighbors"]["params"]["rad_cutoff"] for a in (small, large)]
-    assert radii[0] == radii[1] == pytest.approx(150.0)
+    assert radii[0] == radii[1] == pytest.approx(110.0)
     kept = build_graphs([small], k_cutoff=3)  # graphs already there are kept unless rebuilt
     assert kept.startswith("spatial graph: the prepared graphs")
     assert "3 nearest" in build_graphs([small], k_cutoff=3, rebuild=True)

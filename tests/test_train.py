@@ -165,3 +165,51 @@ def test_gene_branch_alone_without_image_features(graphs, tmp_path):
     result = infer(adatas, loaded, torch.device("cpu"))
     assert "img_pred" not in result.obsm and result.obsm["pred"].shape == (result.n_obs, 8)
     assert result.uns["gist"]["image_branch"] is False or result.uns["gist"]["image_branch"] == 0
+
+
+def test_paper_recipe_is_the_original_unchanged(graphs, tmp_path):
+    """The paper recipe pins the original: its hyper-parameters, one model, the original parameter
+    set (no fused image head, no image scaling buffers) and the original loss."""
+    from gist.model import gist_loss
+    from gist.train import RECIPES, recipe_config
+
+    config = recipe_config("paper")
+    assert RECIPES["paper"] == {}
+    assert (config.epochs, config.lr, config.weight_decay, config.gradient_clipping, config.hidden, config.ensemble) == \
+        (1000, 1e-3, 1e-4, 5.0, (512, 30), 1)
+    assert not config.fused_img_head and not config.standardize_img and not config.use_img_loss
+    model, losses = train(graphs, recipe_config("paper", epochs=1, hidden=(64, 8), save_every=0), tmp_path, progress=False)
+    assert set(model.state_dict()) == set(TransImg([300, 54, 64, 8]).state_dict())
+    g = graphs[0]
+    out = model(g.x, g.img, g.edge_index)
+    manual = 0.1 * ((out.gene_recon - g.x) ** 2).mean() + 0.1 * ((out.img_recon - g.x) ** 2).mean() + \
+        ((out.fused_recon - g.x) ** 2).mean()
+    assert torch.allclose(gist_loss(out, g.x, g.img), manual)
+
+
+def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
+    from gist.infer import infer
+    from gist.train import recipe_config, train_ensemble
+
+    config = recipe_config("gist", epochs=2, ensemble=3, hidden=(32, 6), save_every=0, seed=5)
+    models, curves = train_ensemble(graphs, config, tmp_path, progress=False)
+    assert len(models) == 3 and [len(c) for c in curves] == [2, 2, 2]
+    assert {p.name for p in tmp_path.glob("final_?.pth")} == {"final_0.pth", "final_1.pth", "final_2.pth"}
+    assert all(m.fused_img_head and m.standardize_img for m in models)
+    assert not torch.equal(models[0].conv1.lin_key.weight, models[1].conv1.lin_key.weight)  # seeds 5, 6, 7
+    records = [json.loads((tmp_path / f"final_{k}.json").read_text()) for k in range(3)]
+    assert [r["seed"] for r in records] == [5, 6, 7] and all(r["ensemble"]["members"] == [0, 1, 2] for r in records)
+    from gist.demo import make_demo
+
+    adatas = [ensure_graph(add_patch_stats(a), 80) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    result = infer(adatas, models, torch.device("cpu"))
+    assert result.obsm["pred"].shape == (result.n_obs, 6) and result.uns["gist"]["ensemble_size"] == 3
+    single = infer(adatas, models[0], torch.device("cpu"))
+    assert not np.allclose(result.obsm["pred"], single.obsm["pred"])
+    # the consensus of one model's latent with itself spans the same space as that latent
+    from gist.infer import consensus_latent
+
+    z = single.obsm["pred"]
+    both = consensus_latent([z, z], 6)
+    coef, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], both, rcond=None)
+    assert np.allclose(np.c_[z, np.ones(len(z))] @ coef, both, atol=1e-3)
