@@ -142,15 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     done = {(section, key(r)) for section in ("records", "denoising") for r in payload[section] if "error" not in r}
     jobs = []
     quick = {"gist_epochs": args.gist_epochs, "gist_ensemble": args.gist_ensemble}
-    for dataset in datasets:
-        applicable = methods_for(load_samples(dataset), args.extractors)
-        methods = [m for m in applicable if args.methods is None or m in args.methods]
-        for method in [] if args.no_cluster else methods:
-            for seed in args.seeds:
+    applicable = {d.name: methods_for(load_samples(d), args.extractors) for d in datasets}
+    # seed by seed, so that a partial run already covers every dataset and method
+    for seed in [] if args.no_cluster else args.seeds:
+        for dataset in datasets:
+            for method in [m for m in applicable[dataset.name] if args.methods is None or m in args.methods]:
                 jobs.append(task_for("cluster", dataset, seed, args.paper_epochs, method, weights=args.weights,
                                      device=args.device, extractors=list(args.extractors), **quick))
-        if not args.no_denoise:
-            jobs.append(task_for("denoise", dataset, args.seeds[0], args.paper_epochs, "gist", device=args.device, **quick))
+    for dataset in [] if args.no_denoise else datasets:
+        jobs.append(task_for("denoise", dataset, args.seeds[0], args.paper_epochs, "gist", device=args.device, **quick))
     for i, task in enumerate(jobs, start=1):
         section = "denoising" if task["kind"] == "denoise" else "records"
         label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"
