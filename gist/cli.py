@@ -29,6 +29,8 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=0, help="repeat index in checkpoint names final_*_<repeat>.pth (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse input whose counts are not whole numbers (default: a warning that raw counts are expected)")
     graph = parser.add_argument_group("spatial graph (used when the data carry none, or to replace it)")
     graph.add_argument("--rad_cutoff", type=float,
                        help="connect cells within this distance (obsm['spatial'] units; default: the dataset's paper "
@@ -51,7 +53,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 def _load(args):
     return load_dataset(dataset=args.dataset, data=args.data, root=args.root, rad_cutoff=args.rad_cutoff,
-                        k_cutoff=args.k_cutoff)
+                        k_cutoff=args.k_cutoff, strict=args.strict)
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -345,6 +347,8 @@ def extract_parser() -> argparse.ArgumentParser:
                              "var['highly_variable'], which train.py then uses (default: mark none; train.py applies "
                              "its own rule)")
     parser.add_argument("--resume", action="store_true", help="skip samples already written with the same settings")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse input whose counts are not whole numbers (default: a warning that raw counts are expected)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -393,7 +397,10 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     spec = DATASETS.get(args.dataset or "", {"rad_cutoff": None})
     out = Path(args.out or Path(args.root) / name / "features")
     try:
-        adatas = _extract_inputs(args)
+        from gist.io._validate import check_samples
+
+        adatas = check_samples(_extract_inputs(args), args.data or args.from_pickle or f"dataset {args.dataset!r}",
+                               strict=args.strict, verbose=not args.no_progress)
         patch_size = args.patch_size or _spot_patch_size(adatas) or 240
         config = ExtractConfig(
             extractor=args.extractor, weights=args.weights, patch_size=patch_size, pad=args.pad, flip_y=args.flip_y,

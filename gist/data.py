@@ -187,7 +187,7 @@ def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
 
 
 def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset",
-                 rad_cutoff: float | None = None, k_cutoff: int | None = None,
+                 rad_cutoff: float | None = None, k_cutoff: int | None = None, strict: bool = False,
                  verbose: bool = True) -> tuple[list[AnnData], dict]:
     """Samples of a named dataset (or a prepared path), with graphs, and the dataset's defaults.
 
@@ -195,8 +195,11 @@ def load_dataset(dataset: str | None = None, data: str | Path | None = None, roo
     generated in memory when that folder is absent); ``data`` reads any prepared ``.h5ad`` or folder.
     Samples without a graph get one (:func:`build_graphs`): ``rad_cutoff`` / ``k_cutoff`` when
     given (they also replace prepared graphs), else the dataset's paper radius, else (``--data``)
-    the radius rule.
+    the radius rule. Every sample is checked first (:func:`gist.io._validate.check_samples`;
+    ``strict`` refuses non-integer counts).
     """
+    from gist.io._validate import check_samples
+
     if (dataset is None) == (data is None):
         raise GistInputError("give exactly one of --dataset NAME or --data PATH")
     if data is not None:
@@ -215,6 +218,7 @@ def load_dataset(dataset: str | None = None, data: str | Path | None = None, roo
         adatas = load_prepared(folder)
     else:
         raise GistInputError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)}); use --data PATH for others")
+    adatas = check_samples(adatas, str(data or f"dataset {dataset!r}"), strict=strict, verbose=verbose)
     check_consistent(adatas)
     explicit = rad_cutoff is not None or k_cutoff is not None
     spec = dict(spec)

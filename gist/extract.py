@@ -22,8 +22,8 @@ from gist.data import sample_name
 from gist.errors import GistInputError
 from gist.features import IMG_KEY, patch_stats
 from gist.io.image import get_image, image_coordinates
-from gist.patches import PAD_MODES, PatchDataset, warn_outside
-from gist.utils import atomic_path
+from gist.patches import PAD_MODES, PatchDataset, check_inside
+from gist.utils import atomic_path, exclusive_folder
 
 EXTRACTORS = ("stats", "uni", "virchow2", "ctranspath", "none")
 MANIFEST = "manifest.json"
@@ -67,7 +67,7 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
     coords = image_coordinates(adata)
     if config.flip_y:
         coords = np.column_stack([coords[:, 0], image.shape[0] - coords[:, 1]])
-    warn_outside(coords, image.shape, name)
+    check_inside(coords, image.shape, name)
     if config.extractor == "stats":
         return patch_stats(image, coords, config.patch_size)
     from gist.extractors import embed_patches
@@ -94,15 +94,14 @@ def extract_samples(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Compute image features and graphs for every sample and write them to ``out_dir``.
+    """Compute image features and graphs for every sample and write them to ``out_dir`` (locked
+    against a second run meanwhile, see :func:`gist.utils.exclusive_folder`).
 
     Returns
     -------
     dict
         The manifest: settings and, per sample, file, cells, feature width, seconds and cells/s.
     """
-    from gist.train import resolve_device
-
     if config.extractor not in EXTRACTORS:
         raise GistInputError(f"unknown extractor {config.extractor!r} (choose from {', '.join(EXTRACTORS)})")
     if config.pad not in PAD_MODES:
@@ -111,7 +110,7 @@ def extract_samples(
         raise GistInputError("give --rad_cutoff or --k_cutoff for the spatial graph, not both")
     # graphs and genes are decided over all samples before anything is written
     from gist.data import build_graphs
-    from gist.genes import HVG_KEY, seurat_v3_genes
+    from gist.genes import seurat_v3_genes
 
     graph_rule = build_graphs(adatas, config.rad_cutoff, config.k_cutoff, rebuild=True, verbose=progress)
     hvg = None
@@ -120,7 +119,15 @@ def extract_samples(
             raise GistInputError(f"--n_top_genes must be a positive number, got {config.n_top_genes}")
         hvg = set(seurat_v3_genes(adatas, config.n_top_genes)) if config.n_top_genes < adatas[0].n_vars else None
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_folder(out_dir, "extract_features.py"):
+        return _extract(adatas, out_dir, config, resume, progress, graph_rule, hvg)
+
+
+def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume: bool, progress: bool,
+             graph_rule: str, hvg: set | None) -> dict:
+    from gist.genes import HVG_KEY
+    from gist.train import resolve_device
+
     device = resolve_device(config.device)
     extractor = None
     if config.extractor not in ("stats", "none"):

@@ -9,12 +9,13 @@ gets a warning and a padded patch, never a crash.
 
 from __future__ import annotations
 
-import warnings
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from gist.errors import GistInputError
 
 PAD_MODES = ("reflect", "constant")
 
@@ -50,15 +51,16 @@ def crop_patch(image: np.ndarray, col: float, row: float, size: int, pad: str = 
     return crop
 
 
-def warn_outside(coords: np.ndarray, shape: tuple[int, ...], sample: str) -> None:
-    """Warn once per sample about cells whose centre lies outside the image."""
+def check_inside(coords: np.ndarray, shape: tuple[int, ...], sample: str) -> None:
+    """Refuse cells whose centre lies outside the image: their patches would be padding only, which
+    means the coordinates do not belong to this image (wrong file, scale factor or y direction)."""
     coords = np.asarray(coords)
     outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= shape[1]) | (coords[:, 1] >= shape[0])
     if outside.any():
-        warnings.warn(
-            f"sample {sample!r}: {int(outside.sum())} cell(s) lie outside the {shape[1]}x{shape[0]} px image "
-            f"(first at {coords[outside][0].round(1).tolist()}); their patches are padding",
-            stacklevel=2,
+        raise GistInputError(
+            f"sample {sample!r}: {int(outside.sum())} of {len(coords)} cell(s) lie outside the {shape[1]} x {shape[0]} px "
+            f"image (first at column, row {coords[outside][0].round(1).tolist()}); expected pixel positions inside it: "
+            "check --image, --image_scalef and --flip_y"
         )
 
 

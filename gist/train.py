@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from gist.data import SampleGraph
 from gist.errors import GistInputError
 from gist.model import TransImg, gist_loss
-from gist.utils import atomic_path
+from gist.utils import atomic_path, exclusive_folder
 
 
 class TrainingDiverged(GistInputError):
@@ -194,7 +194,8 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> tuple[TransImg, list[float]]:
-    """Train ``TransImg`` on per-sample graphs, one sample per mini-batch.
+    """Train ``TransImg`` on per-sample graphs, one sample per mini-batch (``save_path`` is locked
+    against a second run for the duration, see :func:`gist.utils.exclusive_folder`).
 
     Parameters
     ----------
@@ -217,8 +218,15 @@ def train(
     """
     if not graphs:
         raise GistInputError("no samples to train on")
+    if config.epochs < 1:
+        raise GistInputError(f"epochs must be >= 1, got {config.epochs}")
     save_path = Path(save_path)
-    save_path.mkdir(parents=True, exist_ok=True)
+    with exclusive_folder(save_path, "train.py"):
+        return _train(graphs, config, save_path, resume, progress)
+
+
+def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resume: bool,
+           progress: bool) -> tuple[TransImg, list[float]]:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     model = build_model(graphs, config).to(device)
@@ -249,7 +257,11 @@ def train(
             "shuffling start afresh, so the run will not equal an uninterrupted one",
             stacklevel=2,
         )
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        try:
+            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        except Exception as err:  # a damaged file, or another model's
+            raise GistInputError(f"--resume: {path} cannot be loaded into this model ({err}); delete it or start "
+                                 "without --resume") from None
         losses = [float("nan")] * epoch
         start_epoch = epoch + 1
 
@@ -323,11 +335,12 @@ def train_ensemble(
     if config.ensemble < 1:
         raise GistInputError(f"ensemble must be >= 1, got {config.ensemble}")
     models, curves = [], []
-    for k in range(config.ensemble):
-        member = replace(config, seed=config.seed + k, repeat=config.repeat + k, extra=config.extra | {"member": k})
-        if progress and config.ensemble > 1:
-            print(f"ensemble member {k + 1}/{config.ensemble} (repeat {member.repeat}, seed {member.seed})")
-        model, losses = train(graphs, member, save_path, resume=resume, progress=progress)
-        models.append(model)
-        curves.append(losses)
+    with exclusive_folder(save_path, "train.py"):
+        for k in range(config.ensemble):
+            member = replace(config, seed=config.seed + k, repeat=config.repeat + k, extra=config.extra | {"member": k})
+            if progress and config.ensemble > 1:
+                print(f"ensemble member {k + 1}/{config.ensemble} (repeat {member.repeat}, seed {member.seed})")
+            model, losses = train(graphs, member, save_path, resume=resume, progress=progress)
+            models.append(model)
+            curves.append(losses)
     return models, curves

@@ -28,7 +28,101 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if SLOW_WRITES_ENV in os.environ:  # fault injection for the crash-safety tests: kill mid-write
+            import time
+
+            time.sleep(float(os.environ[SLOW_WRITES_ENV]))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: Environment variable: seconds every :func:`atomic_path` waits between writing and renaming
+#: (tests use it to kill a run in the middle of a checkpoint write).
+SLOW_WRITES_ENV = "GIST_SLOW_WRITES"
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files an interrupted :func:`atomic_path` left in ``folder`` (a killed
+    process never reaches its cleanup). Only call it while holding the folder's lock."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp*"):
+        if tmp.is_file() and tmp.name != LOCK_NAME:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+LOCK_NAME = ".gist.lock"
+_held: dict[Path, int] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | Path, what: str = "this run") -> Iterator[Path]:
+    """Hold ``folder/.gist.lock`` while the block runs, so that two runs never write into one folder.
+
+    A lock left by a process that no longer exists (a killed run) is taken over with a warning; a
+    lock held by a live process is an error naming its pid. Nested use in one process is allowed.
+
+    Raises
+    ------
+    GistInputError
+        If another live process holds the folder.
+    """
+    import socket
+    import time
+    import warnings
+
+    from gist.errors import GistInputError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (folder / LOCK_NAME).resolve()
+    if _held.get(lock):
+        _held[lock] += 1
+        try:
+            yield lock
+        finally:
+            _held[lock] -= 1
+        return
+    host = socket.gethostname()
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = dict(line.split("=", 1) for line in lock.read_text().splitlines() if "=" in line)
+                pid = int(owner.get("pid", "0"))
+            except (OSError, ValueError):
+                owner, pid = {}, 0
+            if pid and owner.get("host") == host and not _pid_alive(pid):
+                warnings.warn(f"{folder}: taking over the lock of process {pid}, which no longer runs (killed?)",
+                              stacklevel=3)
+                lock.unlink(missing_ok=True)
+                continue
+            raise GistInputError(
+                f"{folder} is in use by another run (pid {owner.get('pid', '?')} on {owner.get('host', '?')} since "
+                f"{owner.get('since', '?')}): wait for it to finish or write to another folder; if no such run "
+                f"exists, delete {lock}"
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"pid={os.getpid()}\nhost={host}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\nwhat={what}\n")
+        break
+    _held[lock] = 1
+    remove_stale_temporaries(folder)
+    try:
+        yield lock
+    finally:
+        _held.pop(lock, None)
+        lock.unlink(missing_ok=True)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from gist.patches import PatchDataset, crop_patch, warn_outside
+from gist.errors import GistInputError
+from gist.patches import PatchDataset, check_inside, crop_patch
 
 
 def _image(h=50, w=60):
@@ -34,11 +35,12 @@ def test_reflect_mirrors_the_border():
     np.testing.assert_array_equal(patch[:, 5], image[20:30, 0])
 
 
-def test_cell_outside_the_image_gets_a_padded_patch_and_a_warning():
+def test_cell_outside_the_image_is_refused_with_the_count_and_size():
     image = _image()
-    assert (crop_patch(image, -100, -100, 16) == 0).all()
-    with pytest.warns(UserWarning, match="1 cell\\(s\\) lie outside"):
-        warn_outside(np.array([[5.0, 5.0], [-100.0, 10.0]]), image.shape, "s1")
+    assert (crop_patch(image, -100, -100, 16) == 0).all()  # the crop itself never fails
+    check_inside(np.array([[5.0, 5.0], [0.0, 0.0]]), image.shape, "s1")
+    with pytest.raises(GistInputError, match=r"1 of 2 cell\(s\) lie outside the 60 x 50 px image"):
+        check_inside(np.array([[5.0, 5.0], [-100.0, 10.0]]), image.shape, "s1")
 
 
 def test_dataset_items_are_resized_unit_range_tensors():

@@ -101,3 +101,118 @@ def check_unique(frame: pd.DataFrame, keys: Sequence[str], source: str) -> None:
             f"{source}: duplicate cell id {first} ({int(dup.sum())} rows share an id); "
             f"expected each ({', '.join(keys)}) once"
         )
+
+
+#: Samples with fewer cells are refused (a graph, a batch and a clustering need more).
+MIN_CELLS_PER_SAMPLE = 10
+
+
+def _sample_label(adata, index: int) -> str:
+    if "sample" in adata.obs and adata.n_obs:
+        return str(adata.obs["sample"].iloc[0])
+    return f"#{index}"
+
+
+def check_count_matrix(x, source: str, genes: Sequence[str], cells: Sequence[str], strict: bool = False) -> None:
+    """Raw counts: numeric, finite and non-negative (errors naming the first gene and cell), and
+    whole numbers (a warning that raw counts are expected, an error with ``strict``)."""
+    import warnings
+
+    import scipy.sparse as sp
+
+    values = x.data if sp.issparse(x) else np.asarray(x)
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+        raise GistInputError(f"{source}: X has dtype {values.dtype}; expected numeric raw counts")
+    if sp.issparse(x):
+        coo = sp.coo_matrix(x)
+        bad = ~np.isfinite(coo.data) | (coo.data < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            value, row, col = coo.data[i], coo.row[i], coo.col[i]
+            kind = "negative" if np.isfinite(value) else "missing or infinite"
+            raise GistInputError(
+                f"{source}: gene {genes[col]!r} has a {kind} count ({value}) in cell {cells[row]!r} "
+                f"({int(bad.sum())} such value(s)); expected finite, non-negative raw counts"
+            )
+        fractional = coo.data != np.round(coo.data)
+    else:
+        dense = np.asarray(x)
+        bad = ~np.isfinite(dense) | (dense < 0)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            value = dense[row, col]
+            kind = "negative" if np.isfinite(value) else "missing or infinite"
+            raise GistInputError(
+                f"{source}: gene {genes[col]!r} has a {kind} count ({value}) in cell {cells[row]!r} "
+                f"({int(bad.sum())} such value(s)); expected finite, non-negative raw counts"
+            )
+        fractional = dense != np.round(dense)
+    if fractional.any():
+        message = (f"{source}: X holds non-integer values ({int(fractional.sum())} entries); GIST expects raw "
+                   "counts (it normalises and log-transforms them itself)")
+        if strict:
+            raise GistInputError(message + " - refused under --strict")
+        warnings.warn(message + "; pass the raw counts, or --strict to refuse such input", stacklevel=3)
+
+
+def check_samples(adatas: list, source: str, strict: bool = False, min_cells: int = MIN_CELLS_PER_SAMPLE,
+                  verbose: bool = True) -> list:
+    """Every check on samples before they reach the model; returns the samples to use.
+
+    Errors (:class:`GistInputError` naming the sample, the field, the first offending cell and what
+    was expected): no sample; non-numeric, NaN/Inf or negative counts; a sample without counts;
+    fewer than ``min_cells`` cells; duplicated gene names; missing or non-finite coordinates;
+    non-finite image features; other genes than the first sample. Non-integer counts warn (error
+    with ``strict``). Fixed with a message: cells without any count are dropped (with how many);
+    duplicated cell names are made unique (as scanpy's ``obs_names_make_unique``) with a warning.
+    """
+    import warnings
+
+    if not adatas:
+        raise GistInputError(f"{source}: no samples to use")
+    out = []
+    seen: set[str] = set()
+    for i, adata in enumerate(adatas):
+        name = _sample_label(adata, i)
+        where = f"{source}, sample {name!r}"
+        if not adata.var_names.is_unique:
+            dup = adata.var_names[adata.var_names.duplicated()][0]
+            raise GistInputError(f"{where}: gene {dup!r} appears more than once in var_names; expected unique gene names")
+        if "spatial" not in adata.obsm:
+            raise GistInputError(f"{where}: obsm has no 'spatial' coordinates (has {list(adata.obsm)})")
+        check_coordinates(np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2], f"{where} obsm['spatial']",
+                          adata.obs_names)
+        check_count_matrix(adata.X, where, list(adata.var_names), list(adata.obs_names), strict=strict)
+        totals = np.asarray(adata.X.sum(axis=1)).ravel()
+        if not (totals > 0).any():
+            raise GistInputError(f"{where}: every cell has zero counts; expected raw counts")
+        if (totals <= 0).any():
+            empty = int((totals <= 0).sum())
+            if verbose:
+                print(f"{where}: dropped {empty} cell(s) with no counts (first {adata.obs_names[totals <= 0][0]!r})")
+            adata = adata[totals > 0].copy()
+        if adata.n_obs < min_cells:
+            raise GistInputError(f"{where}: {adata.n_obs} cell(s) with counts; at least {min_cells} are needed per sample")
+        if "imgs" in adata.obsm:
+            img = np.asarray(adata.obsm["imgs"])
+            if img.ndim != 2 or not np.isfinite(img).all():
+                raise GistInputError(f"{where}: obsm['imgs'] must be (cells, features) finite numbers, got shape "
+                                     f"{img.shape}{'' if img.ndim != 2 else ' with NaN/Inf'}")
+        if not adata.obs_names.is_unique or seen.intersection(adata.obs_names):
+            if not adata.is_view:
+                adata = adata.copy()
+            clash = adata.obs_names[adata.obs_names.duplicated() | adata.obs_names.isin(list(seen))][0]
+            warnings.warn(f"{where}: cell name {clash!r} is not unique; names are made unique (prefixed with the "
+                          "sample and numbered)", stacklevel=2)
+            adata.obs_names = [f"{name}:{c}" if c in seen else c for c in adata.obs_names]
+            adata.obs_names_make_unique()
+        seen.update(adata.obs_names)
+        out.append(adata)
+    genes = list(out[0].var_names)
+    for i, adata in enumerate(out[1:], start=1):
+        if list(adata.var_names) != genes:
+            raise GistInputError(
+                f"{source}, sample {_sample_label(adata, i)!r} has other genes than sample "
+                f"{_sample_label(out[0], 0)!r} ({adata.n_vars} vs {len(genes)}); expected one gene panel"
+            )
+    return out

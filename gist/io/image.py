@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 from anndata import AnnData
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from gist.errors import GistInputError
 
@@ -43,13 +43,17 @@ def image_shape(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError) as err:
+    except Exception as err:  # PIL raises many types (ValueError, SyntaxError, ...) for damaged headers
         raise GistInputError(f"image {path} is unreadable: {err} (expected a JPEG, PNG or TIFF image)") from None
     return int(height), int(width)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as an RGB ``uint8`` array of shape ``(height, width, 3)``.
+
+    Grayscale images are repeated into three channels, an alpha channel is dropped, 16-bit and
+    float images are scaled to 0-255 by their maximum, and a multi-page TIFF gives its first page
+    (with a warning).
 
     Raises
     ------
@@ -59,17 +63,59 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise GistInputError(f"image not found: {path} (expected an existing image file)")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        try:
-            with Image.open(path) as img:
-                image = np.asarray(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise GistInputError(
-                f"image {path} is unreadable: {err} (expected a JPEG, PNG or TIFF image)"
-            ) from None
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            image = _read_tiff(path)
+        else:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is not None and image.ndim == 3:
+                image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+            if image is None:
+                with Image.open(path) as img:
+                    image = np.asarray(img)
+    except GistInputError:
+        raise
+    except Exception as err:  # decoders raise many types for damaged files
+        raise GistInputError(f"image {path} is unreadable: {err} (expected a JPEG, PNG or TIFF image)") from None
+    return to_rgb8(image, str(path))
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import warnings
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = len(tif.pages)
+        image = tif.pages[0].asarray()
+    if pages > 1:
+        warnings.warn(f"image {path} is a multi-page TIFF ({pages} pages); using the first page", stacklevel=3)
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+        image = np.moveaxis(image, 0, -1)  # channels first (some microscopy exports)
+    return image
+
+
+def to_rgb8(image: np.ndarray, source: str = "image") -> np.ndarray:
+    """Any 2-D grayscale, RGB or RGBA array (uint8, uint16, float) as RGB ``uint8``."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.size == 0:
+        raise GistInputError(f"{source}: image of shape {image.shape} is not supported (expected grayscale, RGB or RGBA)")
+    image = image[..., :3]
+    if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.dtype == bool or not np.issubdtype(image.dtype, np.number):
+        raise GistInputError(f"{source}: image pixels of type {image.dtype} are not supported")
+    values = image.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise GistInputError(f"{source}: image holds NaN or infinite pixels")
+    low = min(values.min(), 0.0)
+    high = values.max()
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.ascontiguousarray(((values - low) * scale).round().astype(np.uint8))
 
 
 def spatial_entry(
