@@ -1,7 +1,8 @@
 """GIST: Gene expression and histology Integration for SpaTial cellular profiling.
 
-Submodules load on first use (``gist.io``, ``gist.graph``, ``gist.demo``, ``gist.celltypes``),
-so ``import gist`` is cheap and ``python -m gist.demo`` runs cleanly.
+In scanpy's split: ``gist.io`` (readers, one AnnData per dataset), ``gist.pp`` (spatial graph,
+image features, genes), ``gist.tl`` (fit, embed, cluster, score) and ``gist.pl`` (figures). Key
+names are in ``gist.keys``. Submodules load on first use, so ``import gist`` is cheap.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("celltypes", "demo", "errors", "graph", "io", "utils")
+_SUBMODULES = ("celltypes", "datasets", "demo", "device", "errors", "genes", "graph", "io", "keys", "model", "nn", "pl",
+               "pp", "tl", "train", "utils")
 __all__ = [*_SUBMODULES, "__version__"]
 
 

@@ -49,7 +49,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from gist.errors import GistInputError
-from gist.features import IMG_KEY
+from gist.keys import DENOISED_LAYER, IMG_KEY, LATENT_KEY
 
 REP_KEY = "bench_rep"
 SELECTION = "final"
@@ -79,10 +79,10 @@ class BenchDataset:
 
 def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     """The demo and the labelled real datasets under ``data_root`` (``../shared/data``) that exist."""
-    from gist.data import DATASETS
+    from gist.datasets import COSMX_RADIUS
 
     root = Path(data_root)
-    cosmx_radius = DATASETS["nanostring"]["rad_cutoff"]  # CosMx pixels, as in the paper
+    cosmx_radius = COSMX_RADIUS  # CosMx pixels, as in the paper
     found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, cosmx_radius)]
     lung5 = root / "cosmx_lung5_subset" / "CosMx_subset.h5ad"
     if lung5.is_file():  # a user's .h5ad, not the paper's Lung13: the radius rule, as train.py --data
@@ -101,12 +101,12 @@ def load_samples(dataset: BenchDataset) -> list[AnnData]:
     """The dataset's samples with raw counts in ``X``, labels, coordinates and radius graphs."""
     from gist.data import build_graphs
     from gist.demo import make_demo
-    from gist.io import read_h5ad
+    from gist.io import read_h5ad_samples
 
     if dataset.path is None:
         adatas = make_demo(seed=0)
     else:
-        adatas = read_h5ad(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
+        adatas = read_h5ad_samples(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
                            label_key=dataset.merge_from or dataset.label_key, merge=dataset.merge_from is not None,
                            image_scalef=dataset.image_scalef)
     for adata in adatas:
@@ -197,7 +197,7 @@ def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int 
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Per-sample image features with ``stats`` or a foundation model (local ``weights``)."""
     from gist.extract import ExtractConfig, sample_features
-    from gist.train import resolve_device
+    from gist.device import resolve_device
 
     config = ExtractConfig(extractor=extractor, weights=weights, device=device)
     model = None
@@ -230,7 +230,8 @@ def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: i
     """
     from gist.data import check_consistent, sample_name, to_graph
     from gist.infer import infer
-    from gist.train import recipe_config, resolve_device, train_ensemble
+    from gist.device import resolve_device
+    from gist.train import recipe_config, train_ensemble
 
     check_consistent(adatas)
     graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
@@ -255,7 +256,7 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
         for adata, feats in zip(adatas, features):
             adata.obsm[IMG_KEY] = np.asarray(feats, dtype=np.float32)
     result = train_gist(adatas, seed, recipe, epochs, device, ensemble)
-    result.obsm[REP_KEY] = result.obsm["pred"]
+    result.obsm[REP_KEY] = result.obsm[LATENT_KEY]
     return result
 
 
@@ -283,7 +284,7 @@ def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600
     import torch
     from sklearn.decomposition import PCA
 
-    from gist.train import resolve_device
+    from gist.device import resolve_device
 
     adata = _concat(adatas)
     if adata.n_obs > max_cells:
@@ -433,7 +434,7 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble)
     seconds = time.perf_counter() - start
     held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
-    scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers["recon"]),
+    scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers[DENOISED_LAYER]),
                               result.obsp["spatial_connectivities"])
     return {"dataset": dataset.name, "method": "gist", "seed": seed, "image": image,
             "epochs": recorded_epochs("denoise", "gist", 0, gist_epochs), "fraction": fraction, "held_out": scores["held_out"],

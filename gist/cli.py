@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gist.data import DATASETS, feature_dims, load_dataset, sample_name, to_graph
+from gist.data import feature_dims, load_dataset, sample_name, to_graph
+from gist.datasets import DATASETS, dataset_spec
 from gist.errors import GistInputError
 from gist.train import DEFAULT_RECIPE, RECIPES
 
@@ -99,31 +100,31 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(parser, argv)
     if args.test_only:
         return test_main(_forward_to_test(args))
-    from gist.genes import select_genes
-    from gist.train import recipe_config, train_ensemble
+    from gist import pp, tl
+    from gist.samples import join_samples
 
-    save_path = args.checkpoint_dir
     epochs = args.epochs
     if epochs is None and args.recipe == "paper":
         epochs = PAPER_RECIPE_EPOCHS.get(args.dataset)
+    overrides = {"lr": args.lr, "weight_decay": args.weight_decay, "gradient_clipping": args.gradient_clipping,
+                 "hidden": tuple(args.hidden) if args.hidden else None, "save_every": args.save_every,
+                 "use_img_loss": None if args.use_img_loss is None else bool(args.use_img_loss),
+                 "repeat": args.repeat, "precision": args.precision}
     try:
-        config = recipe_config(
-            args.recipe, epochs=epochs, ensemble=args.ensemble, lr=args.lr, weight_decay=args.weight_decay,
-            gradient_clipping=args.gradient_clipping, hidden=tuple(args.hidden) if args.hidden else None,
-            use_img_loss=None if args.use_img_loss is None else bool(args.use_img_loss), seed=args.seed,
-            save_every=args.save_every, repeat=args.repeat, device=args.device, precision=args.precision,
-        )
-        adatas, spec = _load(args)
-        adatas, genes = select_genes(adatas, args.n_top_genes)
-        config.extra = {"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data,
-                        "graph": spec["graph"], "gene_rule": genes.rule, "genes": genes.genes}
-        graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
-        _, curves = train_ensemble(graphs, config, save_path, resume=args.resume, progress=not args.no_progress)
+        adatas, _, graph = _load(args)
+        adata = pp.select_genes(join_samples(adatas), args.n_top_genes)
+        record = {"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data,
+                  "graph": graph, "gene_rule": adata.uns["gist"]["genes"]["rule"]}
+        models = tl.fit(adata, args.recipe, epochs=epochs, ensemble=args.ensemble, seed=args.seed,
+                        save_path=args.checkpoint_dir, device=args.device, resume=args.resume,
+                        progress=not args.no_progress, embed_cells=False, record=record,
+                        **{k: v for k, v in overrides.items() if v is not None})
     except GistInputError as err:
         parser.exit(2, f"train.py: error: {err}\n")
-    finals = ", ".join(f"{c[-1]:.4f}" for c in curves)
-    print(f"trained {len(curves)} model(s) ({args.recipe} recipe) for {config.epochs} epochs, final loss {finals}; "
-          f"checkpoints in {save_path}/")
+    trained = adata.uns["gist"]
+    finals = ", ".join(f"{loss:.4f}" for loss in trained["final_loss"])
+    print(f"trained {len(models)} model(s) ({args.recipe} recipe) for {trained['settings']['epochs']} epochs, "
+          f"final loss {finals}; checkpoints in {args.checkpoint_dir}/")
     return 0
 
 
@@ -170,7 +171,7 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     """``test.py``: inference with a checkpoint (or an ensemble's); writes ``gist.h5ad``."""
     from gist.genes import restrict_genes, select_genes
     from gist.infer import infer, load_checkpoint, write_result
-    from gist.train import resolve_device
+    from gist.device import resolve_device
 
     parser = test_parser()
     args = _parse(parser, argv)
@@ -178,7 +179,7 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     result_path = Path(args.result_path or f"results/{_name(args)}")
     try:
         device = resolve_device(args.device)
-        adatas, spec = _load(args)
+        adatas, spec, _ = _load(args)
         checkpoint = Path(args.pretrain or save_path / f"final_{args.repeat}.pth")
         info = {"select": args.select, "dataset": args.dataset, "data": args.data}
         record = _read_record(checkpoint)
@@ -241,16 +242,16 @@ def _ensemble_members(checkpoint: Path, record: dict | None) -> list[Path]:
 def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, recipe: str = "paper") -> dict:
     from gist.evaluate import evaluate, write_metrics
 
-    label_key = args.label_key or spec.get("label_key")
+    label_key = args.label_key or spec.label_key
     if label_key and label_key not in result.obs:
         if args.label_key:
             raise GistInputError(f"--label_key {label_key!r} is not a column of obs (have {list(result.obs.columns)})")
         label_key = None  # the dataset default does not apply to this data
-    ncluster = args.ncluster or (spec.get("ncluster") if label_key else None)
+    ncluster = args.ncluster or (spec.ncluster if label_key else None)
     if label_key is None and ncluster is None:
         print("no labels and no --ncluster: skipping clustering (pass --label_key or --ncluster)")
         return {}
-    method = args.cluster or spec.get("cluster") or "leiden"
+    method = args.cluster or spec.cluster or "leiden"
     smooth = args.smooth == "on" or (args.smooth == "auto" and method == "mclust" and recipe != "paper")
     metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed, smooth=smooth)
     metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
@@ -271,13 +272,13 @@ def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
     from gist.infer import oracle_select
     from gist.train import epoch_checkpoints
 
-    label_key = args.label_key or spec.get("label_key")
-    ncluster = args.ncluster or spec.get("ncluster")
+    label_key = args.label_key or spec.label_key
+    ncluster = args.ncluster or spec.ncluster
     if not label_key or not ncluster:
         raise GistInputError("--select oracle needs --label_key and --ncluster for this data")
     candidates = epoch_checkpoints(save_path, args.repeat)
     late = [(e, p) for e, p in candidates if e >= 200]
-    method = args.cluster or spec.get("cluster") or "leiden"
+    method = args.cluster or spec.cluster or "leiden"
     epoch, path, scores = oracle_select(adatas, late or candidates, label_key, int(ncluster), device, seed=args.seed,
                                         method=method)
     print(f"oracle selection (uses the labels in obs[{label_key!r}]): epoch {epoch}, ARI {scores[epoch]:.3f}")
@@ -365,47 +366,38 @@ def _extract_inputs(args) -> list:
                 a.obs["sample"] = f"sample{i}"
         return adatas
     if args.data:
-        return io.read_h5ad(args.data, image_path=args.image, library_key=args.library_key)
+        return io.read_h5ad_samples(args.data, image_path=args.image, library_key=args.library_key)
     if args.dataset == "demo":
         return make_demo(n_fovs=4, seed=0)
     folder = Path(args.root) / args.dataset
     if args.dataset == "nanostring":
         folder = folder if folder.is_dir() else Path(args.root)
         annotation = args.annotation or (folder / "matched_annotation_all.csv")
-        return io.read_cosmx(folder, annotation_file=annotation if Path(annotation).is_file() else None)
+        return io.read_cosmx_fovs(folder, annotation_file=annotation if Path(annotation).is_file() else None)
     return [io.read_visium(folder, fullres_image=args.image, labels=args.labels, label_key=args.label_key)]
-
-
-def _spot_patch_size(adatas) -> int | None:
-    for a in adatas:
-        for entry in a.uns.get("spatial", {}).values():
-            diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
-            if diameter:
-                return max(8, int(round(diameter * entry.get("metadata", {}).get("image_scalef", 1.0))))
-    return None
 
 
 def extract_main(argv: Sequence[str] | None = None) -> int:
     """``extract_features.py``: per-cell image features and graphs -> prepared per-sample files."""
-    from gist.extract import ExtractConfig, extract_samples
+    from gist.extract import ExtractConfig, default_patch_size, extract_samples
 
     parser = extract_parser()
     args = parser.parse_args(argv)
     if sum(x is not None for x in (args.dataset, args.data, args.from_pickle)) != 1:
         parser.error("give exactly one of --dataset NAME, --data PATH or --from-pickle PATH")
     name = args.dataset or Path(args.data or args.from_pickle).stem
-    spec = DATASETS.get(args.dataset or "", {"rad_cutoff": None})
+    spec = dataset_spec(args.dataset)
     out = Path(args.out or Path(args.root) / name / "features")
     try:
         from gist.io._validate import check_samples
 
         adatas = check_samples(_extract_inputs(args), args.data or args.from_pickle or f"dataset {args.dataset!r}",
                                strict=args.strict, verbose=not args.no_progress)
-        patch_size = args.patch_size or _spot_patch_size(adatas) or 240
+        patch_size = args.patch_size or default_patch_size(adatas)
         config = ExtractConfig(
             extractor=args.extractor, weights=args.weights, patch_size=patch_size, pad=args.pad, flip_y=args.flip_y,
             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, precision=args.precision,
-            rad_cutoff=None if args.k_cutoff else (args.rad_cutoff or spec["rad_cutoff"]), k_cutoff=args.k_cutoff,
+            rad_cutoff=None if args.k_cutoff else (args.rad_cutoff or spec.rad_cutoff), k_cutoff=args.k_cutoff,
             n_top_genes=args.n_top_genes,
         )
         manifest = extract_samples(adatas, out, config, resume=args.resume, progress=not args.no_progress)

@@ -8,7 +8,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from gist.keys import LATENT_KEY
+
 LEIDEN_KWARGS = {"flavor": "igraph", "n_iterations": 2, "directed": False}
+#: leiden runs at the found resolution; the partition of highest modularity is kept (label-free).
+LEIDEN_RESTARTS = 5
 
 
 def _leiden(adata: AnnData, resolution: float, seed: int, key: str) -> int:
@@ -18,20 +22,52 @@ def _leiden(adata: AnnData, resolution: float, seed: int, key: str) -> int:
     return int(adata.obs[key].nunique())
 
 
+def _modularity(adata: AnnData, labels: np.ndarray, resolution: float) -> float:
+    """Modularity (with ``resolution``) of ``labels`` on the neighbour graph leiden optimises."""
+    import scanpy as sc
+
+    graph = sc._utils.get_igraph_from_adjacency(adata.obsp["connectivities"], directed=False)
+    codes = pd.factorize(labels)[0].tolist()
+    return float(graph.modularity(codes, weights=graph.es["weight"], resolution=resolution))
+
+
+def best_of_restarts(adata: AnnData, resolution: float, ncluster: int, seed: int, key: str,
+                     restarts: int = LEIDEN_RESTARTS) -> float:
+    """Run leiden ``restarts`` times at ``resolution`` (random states derived from ``seed``) and keep
+    in ``obs[key]`` the partition with ``ncluster`` clusters of highest modularity (the current one
+    when none has that count). Leiden with few iterations lands in different partitions from
+    different starts; the objective it optimises, not the labels, picks one. Returns the modularity."""
+    best = (_modularity(adata, adata.obs[key].to_numpy(), resolution), adata.obs[key].copy())
+    trial = f"{key}__restart"
+    for r in range(1, restarts):
+        count = _leiden(adata, resolution, seed * 1009 + r, trial)
+        if count == ncluster:
+            quality = _modularity(adata, adata.obs[trial].to_numpy(), resolution)
+            if quality > best[0]:
+                best = (quality, adata.obs[trial].copy())
+    if trial in adata.obs:
+        del adata.obs[trial]
+    adata.obs[key] = best[1]
+    return best[0]
+
+
 def res_search(
     adata: AnnData,
     ncluster: int,
     seed: int = 0,
-    use_rep: str = "pred",
+    use_rep: str = LATENT_KEY,
     key_added: str = "leiden",
     max_iter: int = 30,
+    restarts: int = LEIDEN_RESTARTS,
 ) -> float:
     """Find a leiden resolution in [0, 3] that gives exactly ``ncluster`` clusters.
 
     Builds ``sc.pp.neighbors(n_neighbors=8, use_rep=use_rep)`` and bisects the resolution. When the
     count cannot be hit within ``max_iter`` steps, the closest resolution is used and a warning
-    says so (the original raises ``NotImplementedError``). ``obs[key_added]`` holds the clusters
-    of the returned resolution.
+    says so (the original raises ``NotImplementedError``). At the resolution found, leiden is
+    restarted ``restarts`` times and the partition of highest modularity kept
+    (:func:`best_of_restarts`; ``restarts=1`` is the original's single run). ``obs[key_added]``
+    holds the clusters.
 
     Returns
     -------
@@ -50,6 +86,7 @@ def res_search(
         count = _leiden(adata, mid, seed, key_added)
         best = min(best, (abs(count - ncluster), mid))
         if count == ncluster:
+            best_of_restarts(adata, mid, ncluster, seed, key_added, restarts)
             return mid
         if count > ncluster:
             high = mid
@@ -63,7 +100,7 @@ def res_search(
     return best[1]
 
 
-def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = "pred", key_added: str = "mclust") -> np.ndarray:
+def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY, key_added: str = "mclust") -> np.ndarray:
     """Gaussian mixture with one covariance shared by all components (mclust's ``EEE``).
 
     mclust's EEE model constrains every component to the same full covariance matrix (equal
@@ -92,7 +129,7 @@ def neighbour_average(values: np.ndarray, connectivities) -> np.ndarray:
     return np.asarray(sp.diags(1.0 / degree) @ adj @ np.asarray(values, dtype=np.float64), dtype=np.float32)
 
 
-def smooth_rep(adata: AnnData, use_rep: str = "pred", key_added: str | None = None) -> str:
+def smooth_rep(adata: AnnData, use_rep: str = LATENT_KEY, key_added: str | None = None) -> str:
     """Write ``obsm[key_added]`` (default ``'<use_rep>_smoothed'``): ``obsm[use_rep]`` averaged over
     each cell and its neighbours in ``obsp['spatial_connectivities']`` (:func:`neighbour_average`).
     Returns the key."""
@@ -103,7 +140,7 @@ def smooth_rep(adata: AnnData, use_rep: str = "pred", key_added: str | None = No
     return key
 
 
-def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = "pred",
+def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY,
             key_added: str = "gist_cluster", smooth: bool = False) -> dict:
     """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search) or
     ``mclust`` (tied Gaussian mixture); writes ``obs[key_added]`` and returns the run's parameters.

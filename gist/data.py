@@ -11,20 +11,14 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData, read_h5ad
 
+from gist.datasets import DATASETS, DatasetSpec, dataset_spec
 from gist.errors import GistInputError
-from gist.features import IMG_KEY, add_patch_stats
+from gist.features import add_patch_stats
+from gist.keys import IMG_KEY, LIBRARY_KEY
 from gist.graph import Cal_Spatial_Net, edge_index
 from gist.nn import Graph
+from gist.samples import join_samples, split_samples  # noqa: F401 (re-exported)
 
-#: Paper defaults per dataset: graph radius (px, or scaled units for colorectal), label column,
-#: number of clusters and clustering method.
-DATASETS: dict[str, dict] = {
-    "nanostring": {"rad_cutoff": 80.0, "label_key": "merge_cell_type", "ncluster": 8, "cluster": "leiden"},
-    "breast": {"rad_cutoff": 300.0, "label_key": "label", "ncluster": 4, "cluster": "mclust"},
-    "breast2": {"rad_cutoff": 300.0, "label_key": "label", "ncluster": 3, "cluster": "mclust"},
-    "colorectal": {"rad_cutoff": 20.0, "label_key": "label", "ncluster": 5, "cluster": "mclust"},
-    "demo": {"rad_cutoff": 80.0, "label_key": "merge_cell_type", "ncluster": 8, "cluster": "leiden"},
-}
 TARGET_SUM = 1e4
 
 
@@ -188,8 +182,9 @@ def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
 
 def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset",
                  rad_cutoff: float | None = None, k_cutoff: int | None = None, strict: bool = False,
-                 verbose: bool = True) -> tuple[list[AnnData], dict]:
-    """Samples of a named dataset (or a prepared path), with graphs, and the dataset's defaults.
+                 verbose: bool = True) -> tuple[list[AnnData], DatasetSpec, str]:
+    """Samples of a named dataset (or a prepared path) with graphs, the dataset's defaults and the
+    graph rule used.
 
     Names read ``{root}/{name}/features/`` written by ``extract_features.py`` (``demo`` is
     generated in memory when that folder is absent); ``data`` reads any prepared ``.h5ad`` or folder.
@@ -202,13 +197,12 @@ def load_dataset(dataset: str | None = None, data: str | Path | None = None, roo
 
     if (dataset is None) == (data is None):
         raise GistInputError("give exactly one of --dataset NAME or --data PATH")
+    spec = dataset_spec(dataset if data is None else None)
     if data is not None:
-        spec = {"rad_cutoff": None, "label_key": None, "ncluster": None, "cluster": None}
         adatas = load_prepared(data)
     elif dataset == "demo" and not (Path(root) / "demo" / "features").is_dir():
-        spec, adatas = DATASETS["demo"], load_demo()  # same data extract_features.py --dataset demo writes
-    elif dataset in DATASETS:
-        spec = DATASETS[dataset]
+        adatas = load_demo()  # same data extract_features.py --dataset demo writes
+    else:
         folder = Path(root) / dataset / "features"
         if not folder.is_dir():
             raise GistInputError(
@@ -216,12 +210,8 @@ def load_dataset(dataset: str | None = None, data: str | Path | None = None, roo
                 f"(run extract_features.py --dataset {dataset} first, or pass --data PATH)"
             )
         adatas = load_prepared(folder)
-    else:
-        raise GistInputError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)}); use --data PATH for others")
     adatas = check_samples(adatas, str(data or f"dataset {dataset!r}"), strict=strict, verbose=verbose)
     check_consistent(adatas)
     explicit = rad_cutoff is not None or k_cutoff is not None
-    spec = dict(spec)
-    spec["graph"] = build_graphs(adatas, rad_cutoff if explicit else spec["rad_cutoff"], k_cutoff, rebuild=explicit,
-                                 verbose=verbose)
-    return adatas, spec
+    graph = build_graphs(adatas, rad_cutoff if explicit else spec.rad_cutoff, k_cutoff, rebuild=explicit, verbose=verbose)
+    return adatas, spec, graph

@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from gist.graph import Cal_Spatial_Net
-    from gist.io import read_cosmx
+    from gist.io import read_cosmx_fovs
 
     if args.n_fovs < 1:
         parser.error(f"--n_fovs must be >= 1, got {args.n_fovs}")
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = write_cosmx_export(adatas, args.out)
     print(f"wrote the demo export ({sum(a.n_obs for a in adatas)} cells, {args.n_fovs} FOVs) to {root}")
     try:
-        loaded = read_cosmx(root)
+        loaded = read_cosmx_fovs(root)
     except GistInputError as err:
         parser.exit(2, f"error: {err}\n")
     rows = []

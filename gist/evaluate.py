@@ -11,15 +11,13 @@ from anndata import AnnData
 
 from gist.cluster import cluster
 from gist.errors import GistInputError
+from gist.keys import CLUSTER_KEY, LATENT_KEY, MATCHED_KEY
 from gist.metrics import score
 from gist.utils import atomic_path
 
-CLUSTER_KEY = "gist_cluster"
-MATCHED_KEY = "gist_matched"
-
 
 def evaluate(adata: AnnData, label_key: str | None, ncluster: int | None, method: str, seed: int = 0,
-             use_rep: str = "pred", smooth: bool = False) -> tuple[dict, pd.DataFrame | None]:
+             use_rep: str = LATENT_KEY, smooth: bool = False) -> tuple[dict, pd.DataFrame | None]:
     """Cluster ``obsm[use_rep]`` (averaged over graph neighbourhoods with ``smooth``) and, when
     labels exist, score the clusters. Cells without a label are clustered but not scored.
 

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from gist.data import sample_name
 from gist.errors import GistInputError
-from gist.features import IMG_KEY, patch_stats
+from gist.features import patch_stats
+from gist.keys import IMG_KEY
 from gist.io.image import get_image, image_coordinates
 from gist.patches import PAD_MODES, PatchDataset, check_inside
 from gist.utils import atomic_path, exclusive_folder
@@ -49,6 +50,21 @@ class ExtractConfig:
     def key(self) -> dict:
         """The settings that change the features (used by ``resume``)."""
         return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "num_workers", "device")}
+
+
+#: The paper's window around a CosMx cell, in pixels.
+PAPER_PATCH_SIZE = 240
+
+
+def default_patch_size(adatas: list[AnnData]) -> int:
+    """The window side in image pixels: a Visium spot's diameter (``spot_diameter_fullres`` times
+    the image's scale factor, at least 8 px) when the samples record one, else the paper's 240."""
+    for adata in adatas:
+        for entry in adata.uns.get("spatial", {}).values():
+            diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
+            if diameter:
+                return max(8, int(round(diameter * entry.get("metadata", {}).get("image_scalef", 1.0))))
+    return PAPER_PATCH_SIZE
 
 
 def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=None, device="cpu") -> np.ndarray | None:
@@ -126,7 +142,7 @@ def extract_samples(
 def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume: bool, progress: bool,
              graph_rule: str, hvg: set | None) -> dict:
     from gist.genes import HVG_KEY
-    from gist.train import resolve_device
+    from gist.device import resolve_device
 
     device = resolve_device(config.device)
     extractor = None

@@ -13,9 +13,8 @@ import numpy as np
 from anndata import AnnData
 
 from gist.io.image import get_image, image_coordinates
+from gist.keys import IMG_KEY
 
-#: Key of the per-cell image features in ``obsm`` (the original's name).
-IMG_KEY = "imgs"
 QUANTILES = (0.1, 0.5, 0.9)
 _CHUNK = 1024
 

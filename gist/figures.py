@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gist.data import DATASETS
+from gist.datasets import dataset_spec
 from gist.errors import GistInputError
-from gist.evaluate import MATCHED_KEY
+from gist.keys import CLUSTER_KEY, DENOISED_LAYER, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY, ORIGINAL_ALIASES, ORIGINAL_DENOISED_LAYER
 from gist.utils import atomic_path
 
 
@@ -34,7 +34,13 @@ def _load(args):
     if not path.is_file():
         raise GistInputError(f"{path} not found: run test.py --dataset {args.dataset} first")
     adata = ad.read_h5ad(path)
-    label_key = args.label_key or DATASETS.get(args.dataset, {}).get("label_key")
+    # results written before the scverse keys carry the original's names only
+    for key, alias in ORIGINAL_ALIASES.items():
+        if key not in adata.obsm and alias in adata.obsm:
+            adata.obsm[key] = adata.obsm[alias]
+    if DENOISED_LAYER not in adata.layers and ORIGINAL_DENOISED_LAYER in adata.layers:
+        adata.layers[DENOISED_LAYER] = adata.layers[ORIGINAL_DENOISED_LAYER]
+    label_key = args.label_key or (dataset_spec(args.dataset).label_key if args.dataset else None)
     if label_key is not None and label_key not in adata.obs:
         if args.label_key:
             raise GistInputError(f"--label_key {label_key!r} is not a column of {path} (have {list(adata.obs.columns)})")
@@ -63,15 +69,15 @@ def _run(main, argv) -> int:
 
 def spatial_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import spatial_domains
+        from gist.pl import spatial
 
         parser = _parser("spatial.py", "Spatial domain maps: one panel pair per FOV/sample, ground truth beside "
                                        "the matched GIST clusters, y as image rows.")
         parser.add_argument("--point_size", type=float, help="marker size (default: from the number of cells)")
         args = parser.parse_args(argv)
         adata, label_key, folder = _load(args)
-        pred = MATCHED_KEY if MATCHED_KEY in adata.obs else ("gist_cluster" if "gist_cluster" in adata.obs else None)
-        _save(spatial_domains(adata, label_key, pred, args.point_size), folder, "spatial", args)
+        pred = MATCHED_KEY if MATCHED_KEY in adata.obs else (CLUSTER_KEY if CLUSTER_KEY in adata.obs else None)
+        _save(spatial(adata, label_key, pred, LIBRARY_KEY, args.point_size), folder, "spatial", args)
         return 0
 
     return _run(main, argv)
@@ -79,16 +85,16 @@ def spatial_main(argv: Sequence[str] | None = None) -> int:
 
 def umap_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import umap_compare
+        from gist.pl import umap
 
         parser = _parser("umap_all.py", "UMAP of the fused GIST latent beside UMAP of the expression, coloured by labels.")
         parser.add_argument("--seed", type=int, default=0, help="random seed of neighbours/UMAP (default: %(default)s)")
         args = parser.parse_args(argv)
         adata, label_key, folder = _load(args)
-        colour = label_key or ("gist_cluster" if "gist_cluster" in adata.obs else None)
+        colour = label_key or (CLUSTER_KEY if CLUSTER_KEY in adata.obs else None)
         if colour is None:
             raise GistInputError("no labels and no clusters in the result to colour by: pass --label_key")
-        _save(umap_compare(adata, colour, seed=args.seed), folder, "umap", args)
+        _save(umap(adata, colour, LATENT_KEY, seed=args.seed), folder, "umap", args)
         return 0
 
     return _run(main, argv)
@@ -96,9 +102,9 @@ def umap_main(argv: Sequence[str] | None = None) -> int:
 
 def violin_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import PAPER_MARKERS, present_genes, stacked_violins
+        from gist.pl import PAPER_MARKERS, present_genes, violin
 
-        parser = _parser("violin.py", "Stacked violins of marker genes, raw vs denoised (layers['recon']), "
+        parser = _parser("violin.py", "Stacked violins of marker genes, raw vs denoised (layers['gist_denoised']), "
                                       "grouped by label and by matched cluster.")
         parser.add_argument("--genes", nargs="+", default=list(PAPER_MARKERS),
                             help="genes to show (default: the paper's 16 markers; absent genes are skipped)")
@@ -107,10 +113,10 @@ def violin_main(argv: Sequence[str] | None = None) -> int:
         genes = present_genes(adata, args.genes)
         if not genes:
             raise GistInputError(f"none of the genes {args.genes} is in the data; choose some with --genes")
-        groupbys = [k for k in (label_key, MATCHED_KEY if MATCHED_KEY in adata.obs else "gist_cluster") if k in adata.obs]
+        groupbys = [k for k in (label_key, MATCHED_KEY if MATCHED_KEY in adata.obs else CLUSTER_KEY) if k in adata.obs]
         if not groupbys:
             raise GistInputError("no labels or clusters to group by: run test.py with labels or --ncluster")
-        _save(stacked_violins(adata, genes, groupbys), folder, "violin", args)
+        _save(violin(adata, genes, groupbys, DENOISED_LAYER), folder, "violin", args)
         return 0
 
     return _run(main, argv)
@@ -127,7 +133,7 @@ def mark_gene_main(argv: Sequence[str] | None = None) -> int:
         adata, _, folder = _load(args)
         if args.gene not in adata.var_names:
             raise GistInputError(f"gene {args.gene!r} is not in {args.result_path or 'the result'}; choose one with --gene")
-        _save(gene_map(adata, args.gene, args.point_size), folder, f"gene_{args.gene}", args)
+        _save(gene_map(adata, args.gene, LIBRARY_KEY, DENOISED_LAYER, args.point_size), folder, f"gene_{args.gene}", args)
         return 0
 
     return _run(main, argv)

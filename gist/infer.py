@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -10,8 +11,19 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from gist.data import SampleGraph, feature_dims, log_normalize, sample_name, to_graph
+from gist.data import SampleGraph, feature_dims, join_samples, log_normalize, sample_name, to_graph
 from gist.errors import GistInputError
+from gist.keys import (
+    COUNTS_LAYER,
+    DENOISED_LAYER,
+    GENE_LATENT_KEY,
+    IMG_LATENT_KEY,
+    LATENT_KEY,
+    ORIGINAL_ALIASES,
+    ORIGINAL_DENOISED_LAYER,
+    SPATIAL_NET_KEY,
+    UNS_KEY,
+)
 from gist.model import TransImg, dims_from_state_dict
 from gist.utils import atomic_path
 
@@ -49,13 +61,14 @@ def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
 
 @torch.inference_mode()
 def embed(model: TransImg, graph: SampleGraph, device: torch.device) -> dict[str, np.ndarray]:
-    """Run the model on one sample; returns the three latents and the fused reconstruction."""
+    """Run the model on one sample: its latents (:data:`~gist.keys.LATENT_KEY`, gene and image
+    latents) and the fused reconstruction clipped at 0 (:data:`~gist.keys.DENOISED_LAYER`)."""
     model.eval()
     g = graph.to(device)
     out = model(g.x, g.img if model.has_image else None, g.prepared())
-    result = {"pred": out.fused_z, "gene_pred": out.gene_z, "recon": out.fused_recon.clamp_min(0)}
+    result = {LATENT_KEY: out.fused_z, GENE_LATENT_KEY: out.gene_z, DENOISED_LAYER: out.fused_recon.clamp_min(0)}
     if out.img_z is not None:
-        result["img_pred"] = out.img_z
+        result[IMG_LATENT_KEY] = out.img_z
     return {k: v.float().cpu().numpy() for k, v in result.items()}
 
 
@@ -81,58 +94,84 @@ def consensus_latent(latents: list[np.ndarray], n_components: int) -> np.ndarray
     return PCA(n_components=k, svd_solver="full").fit_transform(stacked).astype(np.float32)
 
 
-def infer(adatas: list[AnnData], model: TransImg | list[TransImg], device: torch.device, info: dict | None = None) -> AnnData:
-    """Embed every sample with one model or an ensemble and gather them into one AnnData.
+def as_models(model: TransImg | Sequence[TransImg]) -> list[TransImg]:
+    """One model or an ensemble's members as a list (an error if empty)."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise GistInputError("no model to embed with")
+    return models
 
-    Parameters
-    ----------
-    adatas
-        The samples (raw counts, graphs, image features when the model has an image branch).
-    model
-        A trained model, or the members of an ensemble (same data dimensions).
-    device
-        Where to run the models.
-    info
-        Recorded in ``uns['gist']``.
+
+def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device) -> dict[str, np.ndarray]:
+    """Latents and denoised expression of every cell of ``adatas`` (rows in their order, samples
+    one after the other), from one model or an ensemble.
+
+    With an ensemble each latent is the members' :func:`consensus_latent` and the denoised
+    expression their mean (accumulated member by member, so memory holds one reconstruction).
+    """
+    models = [m.to(device) for m in as_models(model)]
+    latents: dict[str, list[list[np.ndarray]]] = {}
+    denoised = []
+    for i, adata in enumerate(adatas):
+        graph = to_graph(adata, sample_name(adata, f"#{i}"))
+        total = None
+        for k, m in enumerate(models):
+            out = embed(m, graph, device)
+            recon = out.pop(DENOISED_LAYER)
+            total = recon if total is None else total + recon
+            for key, value in out.items():
+                latents.setdefault(key, [[] for _ in models])[k].append(value)
+        denoised.append(total / len(models))
+    combined = {key: consensus_latent([np.concatenate(parts) for parts in members], members[0][0].shape[1])
+                for key, members in latents.items()}
+    combined[DENOISED_LAYER] = np.concatenate(denoised)
+    return combined
+
+
+def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
+          info: dict | None = None) -> AnnData:
+    """Embed every sample with one model or an ensemble and gather them into one AnnData (the
+    layout of test.py's ``gist.h5ad``).
 
     Returns
     -------
     AnnData
         All input ``obs``/``uns`` kept; ``X`` = the model input (normalise_total 1e4 + log1p),
-        ``layers['counts']`` = raw counts, ``obsm['pred']`` (fused latent), ``obsm['gene_pred']``,
-        ``obsm['img_pred']``, ``layers['recon']`` (fused reconstruction clipped at 0) and
-        ``uns['gist']`` = ``info`` (checkpoint, selection, ...). With an ensemble each latent is the
-        members' :func:`consensus_latent` and ``recon`` their mean. A gene-branch-only model (no
-        image features) writes no ``img_pred``; ``pred`` is then its gene latent and
-        ``uns['gist']['image_branch']`` is false.
+        ``layers['counts']`` = raw counts, ``obsm['X_gist']`` (fused latent), ``obsm['X_gist_gene']``,
+        ``obsm['X_gist_img']``, ``layers['gist_denoised']`` (fused reconstruction clipped at 0), the
+        original's names for the same (``obsm['pred']``, ``'gene_pred'``, ``'img_pred'``,
+        ``layers['recon']``) and ``uns['gist']`` = ``info`` (checkpoint, selection, ...). A
+        gene-branch-only model (no image features) writes no image latent; the fused latent is then
+        its gene latent and ``uns['gist']['image_branch']`` is false.
     """
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
-    if not models:
-        raise GistInputError("no model to embed with")
-    models = [m.to(device) for m in models]
-    per_member = []
-    for m in models:
-        outputs = [embed(m, to_graph(a, sample_name(a, f"#{i}")), device) for i, a in enumerate(adatas)]
-        per_member.append({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]})
-    combined = {k: consensus_latent([p[k] for p in per_member], per_member[0][k].shape[1])
-                for k in ("pred", "gene_pred", "img_pred") if k in per_member[0]}
-    combined["recon"] = np.mean([p["recon"] for p in per_member], axis=0) if len(models) > 1 else per_member[0]["recon"]
+    models = as_models(model)
+    arrays = embed_samples(adatas, models, device)
     bounds = np.cumsum([0] + [a.n_obs for a in adatas])
     parts = []
     for i, adata in enumerate(adatas):
-        outputs = {k: v[bounds[i]:bounds[i + 1]] for k, v in combined.items()}
         part = adata.copy()
-        part.layers["counts"] = sp.csr_matrix(part.X)
+        part.layers[COUNTS_LAYER] = sp.csr_matrix(part.X)
         part.X = log_normalize(part.X)
-        for key in ("pred", "gene_pred", "img_pred"):
-            if key in outputs:
-                part.obsm[key] = outputs[key]
-        part.layers["recon"] = outputs["recon"]
-        part.uns.pop("Spatial_Net", None)  # per-sample edge tables; obsp keeps the graph
+        write_outputs(part, {k: v[bounds[i]:bounds[i + 1]] for k, v in arrays.items()}, aliases=True)
+        part.uns.pop(SPATIAL_NET_KEY, None)  # per-sample edge tables; obsp keeps the graph
         parts.append(part)
-    merged = ad.concat(parts, merge="same", uns_merge="unique", pairwise=True) if len(parts) > 1 else parts[0]
-    merged.uns["gist"] = dict(info or {}) | {"image_branch": bool(models[0].has_image), "ensemble_size": len(models)}
+    merged = join_samples(parts)
+    merged.uns[UNS_KEY] = dict(info or {}) | {"image_branch": bool(models[0].has_image), "ensemble_size": len(models)}
     return merged
+
+
+def write_outputs(adata: AnnData, arrays: dict[str, np.ndarray], aliases: bool = False) -> None:
+    """Store :func:`embed_samples`' arrays in ``adata`` (rows already in its order); with
+    ``aliases`` also under the original's names."""
+    for key, value in arrays.items():
+        if key == DENOISED_LAYER:
+            adata.layers[DENOISED_LAYER] = value
+            if aliases:
+                adata.layers[ORIGINAL_DENOISED_LAYER] = value
+        else:
+            adata.obsm[key] = value
+            if aliases:
+                adata.obsm[ORIGINAL_ALIASES[key]] = value
 
 
 def write_result(adata: AnnData, path: str | Path) -> Path:
@@ -176,7 +215,7 @@ def oracle_select(
     for epoch, path in checkpoints:
         result = infer(adatas, load_checkpoint(path, genes, img_dim), device)
         labelled = result[result.obs[label_key].notna()].copy()
-        cluster(labelled, method, ncluster, seed=seed, use_rep="pred", key_added="oracle_cluster")
+        cluster(labelled, method, ncluster, seed=seed, use_rep=LATENT_KEY, key_added="oracle_cluster")
         scores[epoch] = float(adjusted_rand_score(labelled.obs[label_key].astype(str), labelled.obs["oracle_cluster"]))
     best = max(scores, key=scores.get)
     return best, dict(checkpoints)[best], scores

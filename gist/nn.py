@@ -28,6 +28,7 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -179,12 +180,16 @@ class TransformerConv(nn.Module):
         ``(2, edges)`` tensor (row 0 source, row 1 target). Cells without incoming edges get the
         skip term alone, as in PyG."""
         graph = as_graph(edge_index, x.shape[0])
-        skip = self.lin_skip(x)
-        query = self.lin_query(x)
+        widening = 2 * self.in_channels <= self.out_channels
+        # one matrix product for all projections of x (the four Linear layers keep PyG's names)
+        lins = (self.lin_query, self.lin_skip) if widening else (self.lin_query, self.lin_key, self.lin_value, self.lin_skip)
+        projected_all = F.linear(x, torch.cat([lin.weight for lin in lins]), torch.cat([lin.bias for lin in lins]))
+        parts = projected_all.split(self.out_channels, dim=-1)
+        query, skip = parts[0], parts[-1]
         scale = 1.0 / math.sqrt(self.out_channels)
         with torch.autocast(x.device.type, enabled=False):
             query = query.float()
-            if 2 * self.in_channels <= self.out_channels:
+            if widening:
                 # widening layer (a decoder's last): scores and aggregation in the narrower input space;
                 # q_i . b_k is the same for every edge of target i and cancels in the softmax, it is kept
                 # so that b_k receives PyG's (zero-sum) gradient and weight decay acts on it alike
@@ -196,8 +201,7 @@ class TransformerConv(nn.Module):
                 pooled = _Aggregate.apply(graph, alpha, xf)
                 message = pooled @ self.lin_value.weight.float().t() + self.lin_value.bias.float() * graph.has_edges
             else:
-                key = self.lin_key(x).float()
-                value = self.lin_value(x).float()
+                key, value = parts[1].float(), parts[2].float()
                 scores = _EdgeDot.apply(graph, query, key) * scale
                 alpha = edge_softmax(scores, graph)
                 message = _Aggregate.apply(graph, alpha, value)

@@ -1,10 +1,15 @@
-"""The paper's figures from ``results/<dataset>/gist.h5ad``: spatial domains, UMAPs, violins, gene maps."""
+"""The paper's figures (``gist.pl``): spatial domains, UMAPs, stacked violins, gene maps.
+
+Each function takes the AnnData (all samples; ``library_key`` splits them into panels), returns
+the matplotlib figure and writes it only when ``save`` names a file.
+"""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -14,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from anndata import AnnData  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+
+from gist.keys import DENOISED_LAYER, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY  # noqa: E402
 
 #: The paper's colours for the 8 Lung13 classes.
 PAPER_COLORS: dict[str, str] = {
@@ -36,16 +43,39 @@ def palette(categories: Sequence[str]) -> dict[str, str]:
             for i, c in enumerate(categories)}
 
 
-def _samples(adata: AnnData) -> list[str]:
-    if "sample" not in adata.obs:
+def _samples(adata: AnnData, library_key: str | None) -> list[str]:
+    if library_key is None or library_key not in adata.obs:
         return ["all"]
-    return [str(s) for s in pd.unique(adata.obs["sample"].astype(str))]
+    return [str(s) for s in pd.unique(adata.obs[library_key].astype(str))]
 
 
-def _members(adata: AnnData, sample: str) -> np.ndarray:
+def _members(adata: AnnData, sample: str, library_key: str | None) -> np.ndarray:
     if sample == "all":
         return np.arange(adata.n_obs)
-    return np.flatnonzero(adata.obs["sample"].astype(str).to_numpy() == sample)
+    return np.flatnonzero(adata.obs[library_key].astype(str).to_numpy() == sample)
+
+
+def log_expression(adata: AnnData) -> np.ndarray:
+    """``X`` on the model's scale (normalize_total 1e4 + log1p): as is when it already is (test.py's
+    gist.h5ad), computed when ``X`` holds raw counts (whole numbers, as after :func:`gist.tl.fit`)."""
+    import scipy.sparse as sp
+
+    from gist.data import log_normalize
+
+    values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+    if values.size and np.array_equal(values, np.round(values)):
+        return log_normalize(adata.X)
+    return adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
+
+
+def _finish(fig: plt.Figure, save: str | Path | None, dpi: int = 150) -> plt.Figure:
+    """Write ``fig`` to ``save`` (atomically) when given; return it."""
+    if save is not None:
+        from gist.utils import atomic_path
+
+        with atomic_path(save) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
+    return fig
 
 
 def _point_size(n: int) -> float:
@@ -58,12 +88,28 @@ def _grid(n_panels: int, per_sample: int) -> tuple[int, int]:
     return rows, samples_per_row * per_sample
 
 
-def spatial_domains(adata: AnnData, label_key: str | None, pred_key: str | None, point_size: float | None = None) -> plt.Figure:
-    """One pair of panels per sample: ground truth and matched prediction, y as image rows (down)."""
-    keys = [k for k in (label_key, pred_key) if k is not None and k in adata.obs]
+def spatial(adata: AnnData, label_key: str | None = None, cluster_key: str | None = MATCHED_KEY,
+            library_key: str | None = LIBRARY_KEY, point_size: float | None = None,
+            save: str | Path | None = None) -> plt.Figure:
+    """Spatial domain maps: per sample, the labels beside the (matched) clusters, y as image rows.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm['spatial']`` and the columns to colour by.
+    label_key, cluster_key
+        obs columns drawn side by side (either may be ``None`` or absent).
+    library_key
+        obs column of the samples (one pair of panels each).
+    point_size
+        Marker size (default: from the number of cells).
+    save
+        File to write the figure to (format from its suffix).
+    """
+    keys = [k for k in (label_key, cluster_key) if k is not None and k in adata.obs]
     if not keys:
         raise ValueError("nothing to colour by: give a label or a prediction column present in obs")
-    samples = _samples(adata)
+    samples = _samples(adata, library_key)
     rows, cols = _grid(len(samples), len(keys))
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 2.2, 2.6 * rows + 0.4), squeeze=False)
     categories = sorted({str(v) for k in keys for v in adata.obs[k].dropna().unique()})
@@ -72,7 +118,7 @@ def spatial_domains(adata: AnnData, label_key: str | None, pred_key: str | None,
     for ax in axes.ravel():
         ax.set_axis_off()
     for i, sample in enumerate(samples):
-        members = _members(adata, sample)
+        members = _members(adata, sample, library_key)
         size = point_size or _point_size(len(members))
         for j, key in enumerate(keys):
             ax = axes[i // (cols // len(keys)), (i % (cols // len(keys))) * len(keys) + j]
@@ -86,16 +132,18 @@ def spatial_domains(adata: AnnData, label_key: str | None, pred_key: str | None,
     handles = [Line2D([], [], marker="o", ls="", color=colours[c], label=c) for c in categories]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
-    return fig
+    return _finish(fig, save)
 
 
-def umap_compare(adata: AnnData, label_key: str, use_rep: str = "pred", seed: int = 0) -> plt.Figure:
-    """UMAP of the fused latent next to UMAP of the expression (PCA 30), coloured by labels."""
+def umap(adata: AnnData, label_key: str, use_rep: str = LATENT_KEY, seed: int = 0,
+         save: str | Path | None = None) -> plt.Figure:
+    """UMAP of ``obsm[use_rep]`` (the fused latent) next to UMAP of the expression (PCA 30 of
+    ``X``), coloured by ``obs[label_key]``; written to ``save`` when given."""
     import scanpy as sc
 
     panels = []
     for title, rep in ((f"GIST ({use_rep})", use_rep), ("expression (PCA)", None)):
-        work = AnnData(X=np.asarray(adata.X, dtype=np.float32), obs=adata.obs[[label_key]].copy())
+        work = AnnData(X=log_expression(adata), obs=adata.obs[[label_key]].copy())
         if rep is None:
             sc.pp.pca(work, n_comps=min(30, work.n_vars - 1, work.n_obs - 1), random_state=seed)
             rep = "X_pca"
@@ -119,7 +167,7 @@ def umap_compare(adata: AnnData, label_key: str, use_rep: str = "pred", seed: in
     handles = [Line2D([], [], marker="o", ls="", color=colours[c], label=c) for c in categories]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
-    return fig
+    return _finish(fig, save)
 
 
 def present_genes(adata: AnnData, genes: Sequence[str]) -> list[str]:
@@ -130,39 +178,46 @@ def present_genes(adata: AnnData, genes: Sequence[str]) -> list[str]:
     return [g for g in genes if g in adata.var_names]
 
 
-def stacked_violins(adata: AnnData, genes: Sequence[str], groupbys: Sequence[str]) -> plt.Figure:
-    """Stacked violins of ``genes``: raw (``X``) vs denoised (``layers['recon']``), per grouping."""
+def violin(adata: AnnData, genes: Sequence[str], groupbys: Sequence[str], layer: str = DENOISED_LAYER,
+           save: str | Path | None = None) -> plt.Figure:
+    """Stacked violins of ``genes``: raw (``X``) beside denoised (``layers[layer]``), one row per
+    obs column in ``groupbys``; written to ``save`` when given."""
     import scanpy as sc
 
     fig, axes = plt.subplots(len(groupbys), 2, figsize=(0.45 * len(genes) * 2 + 5, 3.2 * len(groupbys) + 0.6),
                              squeeze=False)
+    columns = [adata.var_names.get_loc(g) for g in genes]
+    shown = AnnData(X=log_expression(adata)[:, columns], obs=adata.obs[list(groupbys)].copy(),
+                    var=adata.var.loc[list(genes)].copy(), layers={layer: np.asarray(adata[:, list(genes)].layers[layer])})
     for row, groupby in enumerate(groupbys):
-        view = adata[adata.obs[groupby].notna()]
-        for col, (layer, title) in enumerate(((None, "raw (log-normalised)"), ("recon", "denoised (GIST)"))):
+        view = shown[shown.obs[groupby].notna()]
+        for col, (source, title) in enumerate(((None, "raw (log-normalised)"), (layer, "denoised (GIST)"))):
             ax = axes[row, col]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                sc.pl.stacked_violin(view, list(genes), groupby=groupby, layer=layer, ax=ax, show=False,
+                sc.pl.stacked_violin(view, list(genes), groupby=groupby, layer=source, ax=ax, show=False,
                                      dendrogram=False, title=f"{title} by {groupby}")
     fig.tight_layout()
-    return fig
+    return _finish(fig, save)
 
 
-def gene_map(adata: AnnData, gene: str, point_size: float | None = None) -> plt.Figure:
-    """Per-sample spatial map of one gene: raw (``X``) and denoised (``layers['recon']``)."""
+def gene_map(adata: AnnData, gene: str, library_key: str | None = LIBRARY_KEY, layer: str = DENOISED_LAYER,
+             point_size: float | None = None, save: str | Path | None = None) -> plt.Figure:
+    """Per-sample spatial map of one gene: raw (``X``) beside denoised (``layers[layer]``);
+    written to ``save`` when given."""
     if gene not in adata.var_names:
         raise ValueError(f"gene {gene!r} is not in the data")
     column = adata.var_names.get_loc(gene)
-    raw = np.asarray(adata.X[:, column].toarray() if hasattr(adata.X, "toarray") else adata.X[:, column]).ravel()
-    recon = np.asarray(adata.layers["recon"][:, column]).ravel()
-    samples = _samples(adata)
+    raw = log_expression(adata)[:, column].ravel()
+    recon = np.asarray(adata.layers[layer][:, column]).ravel()
+    samples = _samples(adata, library_key)
     rows, cols = _grid(len(samples), 2)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.2, 2.6 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     xy = np.asarray(adata.obsm["spatial"])
     for i, sample in enumerate(samples):
-        members = _members(adata, sample)
+        members = _members(adata, sample, library_key)
         for j, (values, title) in enumerate(((raw, "raw"), (recon, "denoised"))):
             ax = axes[i // (cols // 2), (i % (cols // 2)) * 2 + j]
             vmax = np.percentile(values[members], 99) or 1.0
@@ -173,4 +228,4 @@ def gene_map(adata: AnnData, gene: str, point_size: float | None = None) -> plt.
             ax.set_title(f"{sample}\n{gene} {title}", fontsize=8)
             fig.colorbar(art, ax=ax, fraction=0.046, pad=0.02)
     fig.tight_layout()
-    return fig
+    return _finish(fig, save)

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gist.data import SampleGraph
+from gist.device import autocast, resolve_device
 from gist.errors import GistInputError
 from gist.model import TransImg, gist_loss
 from gist.utils import atomic_path, exclusive_folder
@@ -84,31 +85,10 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
     return TrainConfig(recipe=recipe, **settings)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GistInputError("--device cuda was requested but no CUDA GPU is available (use --device auto or cpu)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise GistInputError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on request (about 2x faster on CPU for TransformerConv); fp32 otherwise."""
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
-    raise GistInputError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
 
 
 def versions() -> dict[str, str]:

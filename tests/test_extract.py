@@ -153,9 +153,9 @@ def test_real_cosmx_extraction_end_to_end(tmp_path):
     result = _run("extract_features.py", "--dataset", "nanostring", "--root", str(root), "--out", str(tmp_path),
                   "--no_progress")
     assert result.returncode == 0, result.stderr
-    from gist.io import read_cosmx
+    from gist.io import read_cosmx_fovs
 
-    expected = read_cosmx(root)
+    expected = read_cosmx_fovs(root)
     written = [ad.read_h5ad(p) for p in sorted(tmp_path.glob("*.h5ad"))]
     assert [a.n_obs for a in written] == [a.n_obs for a in expected]
     assert all(np.isfinite(a.obsm["imgs"]).all() and a.obsm["imgs"].shape[1] == 54 for a in written)

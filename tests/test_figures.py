@@ -65,10 +65,10 @@ def test_figure_scripts_write_images(result, script, args, name):
 def test_spatial_panels_use_image_row_orientation(result):
     import anndata as ad
 
-    from gist.pl import spatial_domains
+    from gist.pl import spatial
 
     res, _ = result
-    fig = spatial_domains(ad.read_h5ad(res / "gist.h5ad"), "merge_cell_type", "gist_matched")
+    fig = spatial(ad.read_h5ad(res / "gist.h5ad"), "merge_cell_type", "gist_matched")
     drawn = [ax for ax in fig.axes if ax.collections]
     assert len(drawn) == 8 and all(ax.get_ylim()[0] > ax.get_ylim()[1] for ax in drawn)
 

@@ -44,7 +44,7 @@ def test_mclust_tied_mixture_on_shared_covariance_blobs():
     means = np.array([[0, 0], [8, 0], [0, 8]])
     x = np.concatenate([rng.multivariate_normal(m, cov, 150) for m in means])
     a = ad.AnnData(X=np.zeros((450, 1), np.float32))
-    a.obsm["pred"] = x
+    a.obsm["X_gist"] = x
     labels = mclust(a, 3, seed=0)
     assert adjusted_rand_score(np.repeat([0, 1, 2], 150), labels) > 0.95
     assert a.obs["mclust"].nunique() == 3
@@ -54,7 +54,21 @@ def test_mclust_tied_mixture_on_shared_covariance_blobs():
 def test_res_search_warns_and_returns_the_closest_when_the_count_is_unreachable():
     rng = np.random.default_rng(3)
     a = ad.AnnData(X=np.zeros((40, 1), np.float32))
-    a.obsm["pred"] = rng.normal(size=(40, 3))
+    a.obsm["X_gist"] = rng.normal(size=(40, 3))
     with pytest.warns(UserWarning, match="no resolution in \\[0, 3\\] gives 39 clusters"):
         resolution = res_search(a, 39, max_iter=6)
     assert 0 <= resolution <= 3 and a.obs["leiden"].nunique() < 39
+
+
+def test_leiden_restarts_keep_the_partition_of_highest_modularity():
+    from gist.cluster import _modularity, res_search
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(c, 1.0, size=(80, 5)) for c in (0, 3, 6, 9)])
+    single, several = (ad.AnnData(X=np.zeros((len(x), 1), np.float32), obsm={"X_gist": x}) for _ in range(2))
+    res_one = res_search(single, 4, seed=2, restarts=1)
+    res_many = res_search(several, 4, seed=2, restarts=6)
+    assert res_one == res_many  # the same search; only the partition kept at the end differs
+    assert several.obs["leiden"].nunique() == 4
+    assert _modularity(several, several.obs["leiden"].to_numpy(), res_many) >= \
+        _modularity(single, single.obs["leiden"].to_numpy(), res_one) - 1e-12

@@ -17,7 +17,7 @@ def test_res_search_hits_the_cluster_count_on_separated_blobs():
     centres = rng.normal(0, 10, size=(5, 6))
     latent = np.concatenate([c + rng.normal(0, 0.5, size=(60, 6)) for c in centres]).astype(np.float32)
     a = ad.AnnData(X=np.zeros((300, 1), np.float32))
-    a.obsm["pred"] = latent
+    a.obsm["X_gist"] = latent
     resolution = res_search(a, 5, seed=0)
     assert 0 < resolution < 3 and a.obs["leiden"].nunique() == 5
     truth = np.repeat(np.arange(5), 60)

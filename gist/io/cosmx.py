@@ -69,7 +69,7 @@ def fov_image_path(image_dir: Path, fov: int) -> Path:
     )
 
 
-def read_cosmx(
+def read_cosmx_fovs(
     root: str | Path,
     *,
     expr_file: str | Path | None = None,
@@ -200,6 +200,20 @@ def read_cosmx(
             )
         )
     return adatas
+
+
+def read_cosmx(root: str | Path, **kwargs) -> AnnData:
+    """Read a CosMx flat-file export as one AnnData, FOVs told apart by ``obs['sample']``.
+
+    Takes the arguments of :func:`read_cosmx_fovs` (which returns one AnnData per FOV); each FOV's
+    image entry is kept in ``uns['spatial'][sample]``.
+    """
+    from gist.samples import join_samples
+
+    fovs = read_cosmx_fovs(root, **kwargs)
+    if not fovs:
+        raise GistInputError(f"no cell of {root} is left after the edge and label filters")
+    return join_samples(fovs)
 
 
 def _cell_table(meta_path: Path | None, annotation_file: str | Path | None) -> pd.DataFrame:

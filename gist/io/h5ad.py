@@ -51,7 +51,7 @@ def _embedded_image(adata: AnnData, source: str) -> dict | None:
     return None
 
 
-def read_h5ad(
+def read_h5ad_samples(
     path: str | Path,
     *,
     image_path: str | Path | None = None,
@@ -140,3 +140,14 @@ def read_h5ad(
             }
         out.append(part)
     return out
+
+
+def read_h5ad(path: str | Path, **kwargs) -> AnnData:
+    """Read a spatial ``.h5ad`` as one AnnData with ``obs['sample']`` (from ``library_key``, or the
+    file's name) and each sample's image entry in ``uns['spatial'][sample]``.
+
+    Takes the arguments of :func:`read_h5ad_samples`, which returns one AnnData per sample.
+    """
+    from gist.samples import join_samples
+
+    return join_samples(read_h5ad_samples(path, **kwargs))

@@ -146,9 +146,13 @@ def _entry(adata: AnnData, sample: str | None) -> tuple[str, dict[str, Any]]:
     if not spatial:
         raise GistInputError("AnnData has no uns['spatial'] entry; read it with a gist.io reader")
     if sample is None:
-        if len(spatial) != 1:
+        present = adata.obs["sample"].astype(str).unique() if "sample" in adata.obs else []
+        if len(spatial) == 1:
+            sample = next(iter(spatial))
+        elif len(present) == 1 and present[0] in spatial:  # one sample's cells, every sample's images
+            sample = str(present[0])
+        else:
             raise GistInputError(f"AnnData holds several samples {sorted(spatial)}; pass sample=")
-        sample = next(iter(spatial))
     if sample not in spatial:
         raise GistInputError(f"sample {sample!r} not in uns['spatial'] (have {sorted(spatial)})")
     return sample, spatial[sample]

@@ -1,0 +1,158 @@
+"""Tools on one AnnData with all samples (scanpy's ``tl``): train, embed, cluster, score.
+
+>>> models = gist.tl.fit(adata)                           # doctest: +SKIP
+>>> gist.tl.cluster(adata, n_clusters=8, method="leiden")  # doctest: +SKIP
+>>> gist.tl.score(adata, label_key="cell_type")            # doctest: +SKIP
+
+:func:`fit` writes ``obsm['X_gist']`` (the fused latent), ``obsm['X_gist_gene']``,
+``obsm['X_gist_img']``, ``layers['gist_denoised']`` and ``uns['gist']``. Samples (``obs['sample']``)
+are split into per-sample graphs only inside training and inference.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from gist.errors import GistInputError
+from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY, UNS_KEY
+from gist.samples import split_samples
+
+__all__ = ["fit", "embed", "cluster", "score"]
+
+
+def _graphs(adata: AnnData, library_key: str):
+    from gist.data import check_consistent, sample_name, to_graph
+
+    if CONNECTIVITIES_KEY not in adata.obsp:
+        raise GistInputError("adata has no spatial graph (obsp['spatial_connectivities']): run gist.pp.spatial_graph first")
+    parts, order = split_samples(adata, library_key)
+    check_consistent(parts)
+    return parts, order, [to_graph(p, sample_name(p, f"#{i}")) for i, p in enumerate(parts)]
+
+
+def fit(
+    adata: AnnData,
+    recipe: str = "gist",
+    epochs: int | None = None,
+    ensemble: int | None = None,
+    seed: int = 1234,
+    library_key: str = LIBRARY_KEY,
+    save_path: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    embed_cells: bool = True,
+    record: dict | None = None,
+    **overrides,
+):
+    """Train GIST on ``adata`` (raw counts, graph, optional ``obsm['imgs']``) and embed it.
+
+    Parameters
+    ----------
+    adata
+        All samples; ``obs[library_key]`` splits them into one graph (mini-batch) each.
+    recipe
+        ``gist`` (default: an ensemble of 5 models of 150 epochs) or ``paper`` (the original).
+    epochs, ensemble
+        Override the recipe's epochs per model and number of models.
+    seed
+        Seed of the first model (member ``k`` uses ``seed + k``).
+    library_key
+        obs column of the samples.
+    save_path
+        Folder for checkpoints (as ``train.py``); default: a temporary folder, removed after.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    resume
+        Continue an interrupted run in ``save_path``.
+    progress
+        Show progress bars.
+    embed_cells
+        Write the embedding into ``adata`` (:func:`embed`) after training.
+    record
+        Extra entries for the checkpoints' JSON records (e.g. the command line).
+    **overrides
+        Other :class:`gist.train.TrainConfig` fields (``lr``, ``hidden``, ``save_every``, ...).
+
+    Returns
+    -------
+    list of TransImg
+        The trained models (the ensemble's members).
+    """
+    from gist.train import recipe_config, train_ensemble, versions
+
+    parts, _, graphs = _graphs(adata, library_key)
+    if save_path is None:
+        overrides.setdefault("save_every", 0)
+    config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, seed=seed, device=device, **overrides)
+    config.extra = dict(config.extra) | dict(record or {}) | {"genes": list(adata.var_names)}
+    with tempfile.TemporaryDirectory(prefix="gist-fit-") as tmp:
+        models, curves = train_ensemble(graphs, config, save_path or tmp, resume=resume, progress=progress)
+    settings = {k: v for k, v in asdict(config).items() if k != "extra"}
+    record = {"recipe": recipe, "settings": settings, "versions": versions(), "final_loss": [c[-1] for c in curves],
+              "checkpoint": str(save_path) if save_path else ""}
+    if embed_cells:
+        embed(adata, models, device=device, library_key=library_key)
+    adata.uns[UNS_KEY] = dict(adata.uns.get(UNS_KEY, {})) | record
+    return models
+
+
+def embed(adata: AnnData, models, device: str = "auto", library_key: str = LIBRARY_KEY) -> AnnData:
+    """Write the latents and the denoised expression of ``models`` (one model or an ensemble) into
+    ``adata``: ``obsm['X_gist']``, ``obsm['X_gist_gene']``, ``obsm['X_gist_img']`` (with an image
+    branch) and ``layers['gist_denoised']``. Returns ``adata``."""
+    from gist.device import resolve_device
+    from gist.infer import as_models, embed_samples, write_outputs
+
+    models = as_models(models)
+    parts, order, _ = _graphs(adata, library_key)
+    arrays = embed_samples(parts, models, resolve_device(device))
+    placed = {}
+    for key, values in arrays.items():
+        out = np.empty_like(values)
+        out[order] = values
+        placed[key] = out
+    write_outputs(adata, placed)
+    adata.uns[UNS_KEY] = dict(adata.uns.get(UNS_KEY, {})) | {"image_branch": bool(models[0].has_image),
+                                                               "ensemble_size": len(models)}
+    return adata
+
+
+def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: str = LATENT_KEY,
+            smooth: bool | str = "auto", seed: int = 0, key_added: str = CLUSTER_KEY) -> dict:
+    """Cluster ``obsm[use_rep]`` into ``n_clusters`` groups; writes ``obs[key_added]``.
+
+    ``method``: ``leiden`` (resolution search to exactly ``n_clusters``; cell types) or ``mclust``
+    (Gaussian mixture with one shared covariance; domains). ``smooth='auto'`` averages the latent
+    over each cell's spatial neighbourhood for ``mclust`` unless the model came from the paper
+    recipe (:func:`gist.cluster.smooth_rep`). Returns the run's parameters.
+    """
+    from gist.cluster import cluster as run
+
+    if smooth == "auto":
+        smooth = method == "mclust" and adata.uns.get(UNS_KEY, {}).get("recipe") != "paper"
+    return run(adata, method, int(n_clusters), seed=seed, use_rep=use_rep, key_added=key_added, smooth=bool(smooth))
+
+
+def score(adata: AnnData, label_key: str, cluster_key: str = CLUSTER_KEY, key_added: str = MATCHED_KEY) -> dict:
+    """Compare ``obs[cluster_key]`` with ``obs[label_key]`` (cells without a label left out): ARI,
+    NMI, accuracy and macro F1 after Hungarian matching; writes the matched names to
+    ``obs[key_added]`` and returns the scores."""
+    import pandas as pd
+
+    from gist.metrics import score as compare
+
+    for key in (label_key, cluster_key):
+        if key not in adata.obs:
+            raise GistInputError(f"obs[{key!r}] not found (have {list(adata.obs.columns)})")
+    labelled = adata.obs[label_key].notna().to_numpy()
+    summary, _, matched = compare(adata.obs[label_key].to_numpy()[labelled], adata.obs[cluster_key].to_numpy()[labelled])
+    names = np.full(adata.n_obs, None, dtype=object)
+    names[labelled] = matched.astype(str)
+    adata.obs[key_added] = pd.Categorical(names)
+    return summary

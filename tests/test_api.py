@@ -1,0 +1,73 @@
+"""The scverse-style API on one AnnData: gist.io -> gist.pp -> gist.tl -> gist.pl."""
+
+import numpy as np
+import pytest
+
+import gist
+from gist.keys import CLUSTER_KEY, DENOISED_LAYER, GENE_LATENT_KEY, IMG_KEY, IMG_LATENT_KEY, LATENT_KEY, MATCHED_KEY
+
+
+@pytest.fixture(scope="module")
+def adata():
+    from gist.demo import make_demo
+    from gist.samples import join_samples
+
+    joined = join_samples(make_demo(n_fovs=2, seed=6, image_size=448))
+    # cells of the two samples interleaved: every step must keep the row order
+    order = np.random.default_rng(0).permutation(joined.n_obs)
+    return joined[order].copy()
+
+
+def test_the_whole_path_on_one_anndata(adata, tmp_path):
+    gist.pp.spatial_graph(adata, verbose=False)
+    features = gist.pp.image_features(adata, extractor="stats")
+    assert features.shape == (adata.n_obs, 54) and adata.obsm[IMG_KEY] is features
+    # features land on their own cells: recompute one sample alone and compare
+    from gist.features import patch_stats
+    from gist.io.image import get_image, image_coordinates
+
+    first = adata.obs["sample"].iloc[0]
+    mask = (adata.obs["sample"] == first).to_numpy()
+    alone = adata[mask]
+    np.testing.assert_allclose(features[mask], patch_stats(get_image(alone, first), image_coordinates(alone, first), 240),
+                               rtol=1e-5)
+    genes = gist.pp.select_genes(adata, n_top_genes=120, verbose=False)
+    assert genes.n_vars == 120 and genes.uns["gist"]["genes"]["n_genes"] == 120
+    models = gist.tl.fit(genes, epochs=2, ensemble=2, hidden=(32, 6), seed=1, progress=False)
+    assert len(models) == 2
+    for key in (LATENT_KEY, GENE_LATENT_KEY, IMG_LATENT_KEY):
+        assert genes.obsm[key].shape == (genes.n_obs, 6)
+    assert genes.layers[DENOISED_LAYER].shape == genes.shape and genes.layers[DENOISED_LAYER].min() >= 0
+    assert genes.uns["gist"]["recipe"] == "gist" and genes.uns["gist"]["ensemble_size"] == 2
+    # embed of one sample alone gives the same rows as within the whole (per-sample graphs)
+    part = genes[mask].copy()
+    single = gist.tl.embed(part, models[0])
+    whole = gist.tl.embed(genes.copy(), models[0])
+    np.testing.assert_allclose(single.obsm[LATENT_KEY], whole.obsm[LATENT_KEY][mask], rtol=1e-4, atol=1e-5)
+    run = gist.tl.cluster(genes, n_clusters=8, method="leiden")
+    assert run["n_clusters"] == 8 and not run["smoothed"] and genes.obs[CLUSTER_KEY].nunique() == 8
+    assert gist.tl.cluster(genes, n_clusters=4, method="mclust")["smoothed"]  # domains: neighbourhood average
+    scores = gist.tl.score(genes, "merge_cell_type")
+    assert 0 < scores["ari"] <= 1 and MATCHED_KEY in genes.obs
+    figures = {"spatial.png": gist.pl.spatial(genes, "merge_cell_type"),
+               "umap.png": gist.pl.umap(genes, "merge_cell_type"),
+               "violin.png": gist.pl.violin(genes, list(genes.var_names[:4]), ["merge_cell_type"]),
+               "gene.png": gist.pl.gene_map(genes, genes.var_names[0])}
+    assert not any(tmp_path.iterdir())  # nothing saved unless asked
+    gist.pl.spatial(genes, "merge_cell_type", save=tmp_path / "spatial.png")
+    assert (tmp_path / "spatial.png").stat().st_size > 1000
+    assert all(hasattr(fig, "savefig") for fig in figures.values())
+
+
+def test_fit_needs_the_graph_first():
+    from gist.demo import make_demo
+
+    from gist.errors import GistInputError
+
+    with pytest.raises(GistInputError, match="run gist.pp.spatial_graph first"):
+        gist.tl.fit(make_demo(n_fovs=1, seed=1, image_size=448)[0], epochs=1, ensemble=1, progress=False)
+
+
+def test_public_submodules():
+    for name in ("io", "pp", "tl", "pl", "model", "train", "graph", "keys"):
+        assert getattr(gist, name).__name__ == f"gist.{name}"
