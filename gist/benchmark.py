@@ -39,7 +39,7 @@ import resource
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import anndata as ad
@@ -236,6 +236,8 @@ def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: i
     check_consistent(adatas)
     graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
     config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, seed=seed, save_every=0, device=device)
+    # benchmark seed s trains members s*M .. s*M+M-1, so that the seeds share no member
+    config = replace(config, seed=seed * config.ensemble)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
         models, _ = train_ensemble(graphs, config, tmp, progress=False)
     return infer(adatas, models, resolve_device(device),
