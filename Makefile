@@ -23,8 +23,8 @@ demo: setup
 	$(PY) test.py --dataset demo --save_path checkpoint/demo --result_path results/demo --baseline
 	$(PY) spatial.py --dataset demo
 	$(PY) umap_all.py --dataset demo
-	$(PY) violin.py --dataset demo --genes EPCAM KRT18 KRT19 COL1A1 PECAM1 VWF CD3E MS4A1 CD68 LYZ S100A8 CSF3R TPSAB1 KIT
-	$(PY) mark_gene.py --dataset demo --gene EPCAM
+	$(PY) violin.py --dataset demo
+	$(PY) mark_gene.py --dataset demo
 	$(PY) -m gist.report results/demo
 
 test: setup

@@ -36,13 +36,15 @@ CELL_TYPES: tuple[str, ...] = PAPER_CLASSES
 #: Expression profile of each type; tumors and epithelial share one on purpose.
 PROFILE_OF: dict[str, str] = {t: t for t in CELL_TYPES} | {"tumors": "epithelial"}
 
+#: Named markers per profile (the first ``markers_per_type`` are used); they include the paper's
+#: 16 figure genes (``gist.pl.PAPER_MARKERS``) where their biology fits the profile.
 NAMED_MARKERS: dict[str, tuple[str, ...]] = {
-    "epithelial": ("KRT19", "KRT8", "EPCAM", "KRT18", "CEACAM6"),
-    "fibroblast": ("COL1A1", "COL1A2", "DCN", "LUM", "FN1"),
-    "endothelial": ("PECAM1", "VWF", "CDH5", "CLDN5", "SPARCL1"),
-    "lymphocyte": ("CD3E", "CD2", "MS4A1", "CD79A", "IGKC"),
-    "myeloid": ("CD68", "CD163", "LYZ", "C1QA", "C1QB"),
-    "neutrophil": ("S100A8", "S100A9", "FCGR3B", "CSF3R", "CXCL8"),
+    "epithelial": ("KRT19", "KRT8", "EPCAM", "KRT18", "CEACAM6", "VEGFA", "KRAS", "ERBB2"),
+    "fibroblast": ("COL1A1", "COL1A2", "DCN", "LUM", "FN1", "VIM", "PDGFRA"),
+    "endothelial": ("PECAM1", "VWF", "CDH5", "CLDN5", "SPARCL1", "VEGFB"),
+    "lymphocyte": ("CD3E", "CD2", "MS4A1", "CD79A", "IGKC", "CD4", "CD8A"),
+    "myeloid": ("CD68", "CD163", "LYZ", "C1QA", "C1QB", "DNMT3A"),
+    "neutrophil": ("S100A8", "S100A9", "FCGR3B", "CSF3R", "CXCL8", "CTSG", "CXCR2"),
     "mast": ("TPSAB1", "CPA3", "KIT", "MS4A2", "HDC"),
 }
 

@@ -117,3 +117,19 @@ def test_export_is_atomic(tmp_path, monkeypatch, demo_small):
     with pytest.raises(OSError, match="disk full"):
         write_cosmx_export(demo_small, tmp_path)
     assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_paper_marker_genes_are_markers_of_their_class(demo):
+    """The 16 genes of the paper's figures are in the demo and highest in the class they mark."""
+    from gist.pl import PAPER_MARKERS
+
+    adata = demo[0]
+    missing = [g for g in PAPER_MARKERS if g not in adata.var_names]
+    assert not missing, f"demo lacks the paper's marker genes {missing}"
+    x = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X, dtype=float)
+    profile_of = {"tumors": "epithelial"}
+    labels = np.array([profile_of.get(t, t) for t in adata.obs["cell_type"].astype(str)])
+    for gene in PAPER_MARKERS:
+        col = x[:, adata.var_names.get_loc(gene)]
+        means = {p: col[labels == p].mean() for p in np.unique(labels)}
+        assert max(means, key=means.get) == adata.var.loc[gene, "marker_of"], (gene, means)
