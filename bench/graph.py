@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gist.datasets import COSMX_RADIUS  # noqa: E402
 from gist.graph import Cal_Spatial_Net  # noqa: E402
 
 CELLS_PER_FOV = 5000
@@ -63,7 +64,7 @@ def run(sizes: list[int], rad_cutoff: float, k_cutoff: int) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="cell counts to time")
-    parser.add_argument("--rad_cutoff", type=float, default=80.0, help="radius in px (paper CosMx: 80)")
+    parser.add_argument("--rad_cutoff", type=float, default=COSMX_RADIUS, help="radius in px (default: %(default)s, the paper's CosMx value)")
     parser.add_argument("--k_cutoff", type=int, default=10, help="neighbours for the KNN model")
     parser.add_argument("--json", default="bench/results/graph.json", help="where to write the results")
     args = parser.parse_args()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gist.benchmark import (  # noqa: E402
+from bench.benchmark import (  # noqa: E402
     BenchDataset,
     load_samples,
     methods_for,
@@ -38,7 +38,7 @@ from gist.benchmark import (  # noqa: E402
     shared_datasets,
     task_for,
 )
-from gist.benchmark_report import read_records, tables, update_markdown, write_records  # noqa: E402
+from bench.benchmark_report import read_records, tables, update_markdown, write_records  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gist.data import ensure_graph, load_dataset, to_graph  # noqa: E402
+from gist.datasets import COSMX_RADIUS  # noqa: E402
 from gist.train import TrainConfig, train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,7 +42,7 @@ def lung13_like(n_fovs: int = 20, cells: int = 4000, genes: int = 960, img_dim: 
         a.obs["sample"] = pd.Categorical([f"fov{f}"] * cells)
         a.obsm["spatial"] = rng.uniform((0, 0), (FOV_SHAPE[1], FOV_SHAPE[0]), size=(cells, 2))
         a.obsm["imgs"] = rng.normal(size=(cells, img_dim)).astype(np.float32)
-        adatas.append(ensure_graph(a, 80.0))
+        adatas.append(ensure_graph(a, COSMX_RADIUS))
     return adatas
 
 

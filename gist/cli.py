@@ -12,6 +12,7 @@ from gist.data import feature_dims, load_dataset, sample_name, to_graph
 from gist.datasets import DATASETS, dataset_spec
 from gist.errors import GistInputError
 from gist.train import DEFAULT_RECIPE, RECIPES
+from gist.utils import h5ad_safe
 
 #: Epochs of the paper recipe when --epochs is not given: the paper's 1000, a demo-sized run for the demo.
 PAPER_RECIPE_EPOCHS = {"demo": 100}
@@ -195,7 +196,7 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         models = [load_checkpoint(path, *feature_dims(adatas[0])) for path in members]
         recipe = (record or {}).get("recipe", "paper")
         info |= {"checkpoint": str(checkpoint), "members": [str(p) for p in members], "recipe": recipe, "train": record}
-        result = infer(adatas, models, device, info=_flatten(info))
+        result = infer(adatas, models, device, info=h5ad_safe(info))
         metrics = None
         if not args.no_cluster:
             metrics = _cluster_and_score(args, spec, result, checkpoint, result_path, recipe)
@@ -264,7 +265,7 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, 
     if args.select == "oracle":
         metrics["note"] = "oracle: the checkpoint was chosen with the same labels these scores use"
     write_metrics(metrics, table, result_path)
-    result.uns["gist_metrics"] = _flatten(metrics)
+    result.uns["gist_metrics"] = h5ad_safe(metrics)
     return metrics
 
 
@@ -276,28 +277,14 @@ def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
     ncluster = args.ncluster or spec.ncluster
     if not label_key or not ncluster:
         raise GistInputError("--select oracle needs --label_key and --ncluster for this data")
-    candidates = epoch_checkpoints(save_path, args.repeat)
-    late = [(e, p) for e, p in candidates if e >= 200]
     method = args.cluster or spec.cluster or "leiden"
-    epoch, path, scores = oracle_select(adatas, late or candidates, label_key, int(ncluster), device, seed=args.seed,
-                                        method=method)
+    epoch, path, scores = oracle_select(adatas, epoch_checkpoints(save_path, args.repeat), label_key, int(ncluster),
+                                        device, seed=args.seed, method=method)
     print(f"oracle selection (uses the labels in obs[{label_key!r}]): epoch {epoch}, ARI {scores[epoch]:.3f}")
     return path, {"label_key": label_key, "ncluster": int(ncluster), "epoch": epoch,
                   "ari_by_epoch": {str(e): s for e, s in scores.items()},
                   "note": "chosen with the ground-truth labels: an oracle score, not an honest estimate"}
 
-
-def _flatten(info: dict) -> dict:
-    """uns values must be h5ad-storable: nested dicts are kept, None becomes ''."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if v is None:
-            return ""
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v] if v else ""
-        return v
-    return clean(info)
 
 
 def extract_parser() -> argparse.ArgumentParser:

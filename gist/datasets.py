@@ -33,12 +33,16 @@ class DatasetSpec:
 
 #: CosMx pixels (0.18 um) of the paper's Lung13 graph.
 COSMX_RADIUS = 80.0
+#: Full-resolution Visium pixels of the paper's breast-cancer graphs.
+BREAST_RADIUS = 300.0
+#: The paper's colorectal Visium graph.
+COLORECTAL_RADIUS = 20.0
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("nanostring", COSMX_RADIUS, "merge_cell_type", 8, "leiden", "cosmx"),
-    DatasetSpec("breast", 300.0, "label", 4, "mclust", "visium"),
-    DatasetSpec("breast2", 300.0, "label", 3, "mclust", "visium"),
-    DatasetSpec("colorectal", 20.0, "label", 5, "mclust", "visium"),
+    DatasetSpec("breast", BREAST_RADIUS, "label", 4, "mclust", "visium"),
+    DatasetSpec("breast2", BREAST_RADIUS, "label", 3, "mclust", "visium"),
+    DatasetSpec("colorectal", COLORECTAL_RADIUS, "label", 5, "mclust", "visium"),
     DatasetSpec("demo", COSMX_RADIUS, "merge_cell_type", 8, "leiden", "demo"),
 )}
 

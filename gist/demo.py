@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from gist.celltypes import PAPER_CLASSES
+from gist.datasets import COSMX_RADIUS
 from gist.errors import GistInputError
 from gist.io.image import spatial_entry
 from gist.utils import atomic_path
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="dataset/demo", help="folder for the CosMx-style export (default: %(default)s)")
     parser.add_argument("--n_fovs", type=int, default=4, help="number of FOVs to generate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generator (default: %(default)s)")
-    parser.add_argument("--rad_cutoff", type=float, default=80.0, help="radius of the spatial graph in px (default: %(default)s, the paper's CosMx value)")
+    parser.add_argument("--rad_cutoff", type=float, default=COSMX_RADIUS, help="radius of the spatial graph in px (default: %(default)s, the paper's CosMx value)")
     args = parser.parse_args(argv)
 
     from gist.graph import Cal_Spatial_Net

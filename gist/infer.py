@@ -182,6 +182,10 @@ def write_result(adata: AnnData, path: str | Path) -> Path:
     return path
 
 
+#: The original scores checkpoints from this epoch on when it picks one with the labels.
+ORACLE_MIN_EPOCH = 200
+
+
 def oracle_select(
     adatas: list[AnnData],
     checkpoints: list[tuple[int, Path]],
@@ -190,8 +194,12 @@ def oracle_select(
     device: torch.device,
     seed: int = 0,
     method: str = "leiden",
+    min_epoch: int = ORACLE_MIN_EPOCH,
 ) -> tuple[int, Path, dict[int, float]]:
     """The original's model selection: the checkpoint whose clusters best match the labels.
+
+    As the original, only checkpoints of epoch ``min_epoch`` or later compete (all of them when
+    none is that late).
 
     This uses the ground-truth labels to choose the model, so any score it yields is an
     ``oracle`` score, not an honest estimate.
@@ -207,6 +215,7 @@ def oracle_select(
 
     if not checkpoints:
         raise GistInputError("--select oracle found no final_<epoch>_<repeat>.pth checkpoints to choose from")
+    checkpoints = [(e, p) for e, p in checkpoints if e >= min_epoch] or list(checkpoints)
     missing = [sample_name(a, f"#{i}") for i, a in enumerate(adatas) if label_key not in a.obs]
     if missing:
         raise GistInputError(f"--select oracle needs labels: obs[{label_key!r}] is missing in sample(s) {missing}")

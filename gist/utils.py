@@ -126,3 +126,17 @@ def exclusive_folder(folder: str | Path, what: str = "this run") -> Iterator[Pat
     finally:
         _held.pop(lock, None)
         lock.unlink(missing_ok=True)
+
+
+def h5ad_safe(info: dict) -> dict:
+    """A copy of ``info`` that ``.h5ad`` can store in ``uns``: nested dicts kept, ``None`` and empty
+    lists become ``''``."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if v is None:
+            return ""
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v] if v else ""
+        return v
+    return clean(info)

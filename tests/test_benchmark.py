@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from conftest import ROOT, shared_path
-from gist.benchmark import (
+from bench.benchmark import (
     BenchDataset,
     expression_rep,
     image_rep,
@@ -20,7 +20,7 @@ from gist.benchmark import (
     run_clustering,
     smoothed_expression_rep,
 )
-from gist.benchmark_report import START, END, clustering_table, summarise, update_markdown
+from bench.benchmark_report import START, END, clustering_table, summarise, update_markdown
 from gist.errors import GistInputError
 
 
@@ -77,7 +77,7 @@ def test_expression_and_image_representations(demo_small):
 
 def test_graphst_embeds_every_cell(demo_small):
     pytest.importorskip("GraphST", reason="GraphST (requirements.txt) is not installed")
-    from gist.benchmark import graphst_rep
+    from bench.benchmark import graphst_rep
 
     out = graphst_rep(demo_small, seed=0, device="cpu", epochs=3)
     assert out.obsm["bench_rep"].shape == (sum(a.n_obs for a in demo_small), 20)
@@ -86,7 +86,7 @@ def test_graphst_embeds_every_cell(demo_small):
 
 def test_graphst_refuses_too_many_cells(demo_small):
     pytest.importorskip("GraphST", reason="GraphST (requirements.txt) is not installed")
-    from gist.benchmark import graphst_rep
+    from bench.benchmark import graphst_rep
 
     with pytest.raises(GistInputError, match="dense"):
         graphst_rep(demo_small, seed=0, device="cpu", epochs=1, max_cells=100)

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from gist.data import log_normalize
-from gist.denoise import HeldOut, denoising_scores, held_out_truth, mask_counts, neighbour_mean, score_prediction
+from bench.denoise import HeldOut, denoising_scores, held_out_truth, mask_counts, neighbour_mean, score_prediction
 from gist.errors import GistInputError
 
 
@@ -79,7 +79,7 @@ def test_score_prediction_checks_shapes():
 def test_real_lung5_neighbours_predict_held_out_counts_better_than_zeros():
     """On real CosMx counts the spatial-smoothing baseline must beat zeros (it is a real baseline)."""
     from conftest import shared_path
-    from gist.benchmark import BenchDataset, load_samples
+    from bench.benchmark import BenchDataset, load_samples
 
     path = shared_path("cosmx_lung5_subset", "CosMx_subset.h5ad")
     (adata,) = load_samples(BenchDataset("lung5", str(path), "merge_cell_type", merge_from="cell_type"))
@@ -91,7 +91,7 @@ def test_real_lung5_neighbours_predict_held_out_counts_better_than_zeros():
 
 
 def test_detection_auc_ranks_held_out_above_true_zeros(counts):
-    from gist.denoise import detection_auc
+    from bench.denoise import detection_auc
 
     masked, held = mask_counts(counts, 0.2, seed=0)
     oracle = np.zeros_like(masked)

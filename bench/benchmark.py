@@ -415,8 +415,8 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
                   gist_epochs: int | None = None, gist_ensemble: int | None = None) -> dict:
     """Hold out ``fraction`` of each cell's non-zero counts, train GIST (the default recipe, with
     the ``stats`` image branch where there is an image) on the rest, and score ``layers['recon']``
-    at the held-out entries against the raw and neighbour-mean baselines (:mod:`gist.denoise`)."""
-    from gist.denoise import HeldOut, denoising_scores, mask_counts
+    at the held-out entries against the raw and neighbour-mean baselines (:mod:`bench.denoise`)."""
+    from bench.denoise import HeldOut, denoising_scores, mask_counts
     from gist.genes import select_genes
 
     adatas, _ = select_genes(load_samples(dataset), verbose=False)
