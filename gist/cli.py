@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gist.data import feature_dims, load_dataset, sample_name, to_graph
+from gist import distributed
+from gist.batches import DEFAULT_MAX_CELLS
 from gist.datasets import DATASETS, dataset_spec
 from gist.errors import GistInputError
 from gist.train import DEFAULT_RECIPE, RECIPES
@@ -89,6 +91,15 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save_path")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="autocast precision (default: fp32; bf16 measured ~7x slower for training on this project's CPU)")
+    parser.add_argument("--max_cells_per_batch", type=int,
+                        help="samples with more cells are split into spatial tiles that carry their halo (exact: every "
+                             "cell sees its whole neighbourhood; loss on the tile's own cells); default "
+                             f"{DEFAULT_MAX_CELLS:,}, sized for a 24 GiB GPU at ~1,000 genes; 0: never tile")
+    parser.add_argument("--patience", type=int,
+                        help="stop early after this many epochs without a relative loss improvement of --min_delta "
+                             "(default: off, train all --epochs); the checkpoint record says when and why it stopped")
+    parser.add_argument("--min_delta", type=float, default=0.0,
+                        help="with --patience: the relative improvement that counts (default: %(default)s, any)")
     parser.add_argument("--test_only", type=int, choices=[0, 1], default=0,
                         help="1: skip training and run inference with the final checkpoint, as test.py does")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -110,7 +121,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     overrides = {"lr": args.lr, "weight_decay": args.weight_decay, "gradient_clipping": args.gradient_clipping,
                  "hidden": tuple(args.hidden) if args.hidden else None, "save_every": args.save_every,
                  "use_img_loss": None if args.use_img_loss is None else bool(args.use_img_loss),
-                 "repeat": args.repeat, "precision": args.precision}
+                 "repeat": args.repeat, "precision": args.precision, "patience": args.patience,
+                 "min_delta": args.min_delta if args.patience else None}
+    if args.max_cells_per_batch is not None:
+        overrides["max_cells_per_batch"] = args.max_cells_per_batch or None
     try:
         adatas, _, graph = _load(args)
         adata = pp.select_genes(join_samples(adatas), args.n_top_genes)
@@ -122,6 +136,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         **{k: v for k, v in overrides.items() if v is not None})
     except GistInputError as err:
         parser.exit(2, f"train.py: error: {err}\n")
+    finally:
+        distributed.teardown()
+    if not distributed.is_main():
+        return 0
     trained = adata.uns["gist"]
     finals = ", ".join(f"{loss:.4f}" for loss in trained["final_loss"])
     print(f"trained {len(models)} model(s) ({args.recipe} recipe) for {trained['settings']['epochs']} epochs, "

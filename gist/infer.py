@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from gist.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
 from gist.data import SampleGraph, feature_dims, join_samples, log_normalize, sample_name, to_graph
 from gist.errors import GistInputError
 from gist.keys import (
@@ -60,17 +61,24 @@ def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
 
 
 @torch.inference_mode()
-def embed(model: TransImg, graph: SampleGraph, device: torch.device) -> dict[str, np.ndarray]:
+def embed(model: TransImg, graph: SampleGraph, device: torch.device,
+          max_cells: int | None = DEFAULT_MAX_CELLS) -> dict[str, np.ndarray]:
     """Run the model on one sample: its latents (:data:`~gist.keys.LATENT_KEY`, gene and image
-    latents) and the fused reconstruction clipped at 0 (:data:`~gist.keys.DENOISED_LAYER`)."""
-    model.eval()
-    g = graph.to(device)
-    out = model(g.x, g.img if model.has_image else None, g.prepared())
-    result = {LATENT_KEY: out.fused_z, GENE_LATENT_KEY: out.gene_z, DENOISED_LAYER: out.fused_recon.clamp_min(0)}
-    if out.img_z is not None:
-        result[IMG_LATENT_KEY] = out.img_z
-    return {k: v.float().cpu().numpy() for k, v in result.items()}
+    latents) and the fused reconstruction clipped at 0 (:data:`~gist.keys.DENOISED_LAYER`).
 
+    A sample of more than ``max_cells`` cells runs tile by tile (each with a halo as deep as the
+    model, see :mod:`gist.batches`), stitched back so that every cell gets its one embedding.
+    """
+    model.eval()
+    parts = []
+    for tile in tile_sample(graph, max_cells, model.depth):
+        g = tile.to(device)
+        out = model(g.dense_x(device), g.img if model.has_image else None, g.prepared())
+        result = {LATENT_KEY: out.fused_z, GENE_LATENT_KEY: out.gene_z, DENOISED_LAYER: out.fused_recon.clamp_min(0)}
+        if out.img_z is not None:
+            result[IMG_LATENT_KEY] = out.img_z
+        parts.append((tile, {k: v.float().cpu().numpy() for k, v in result.items()}))
+    return stitch(parts, graph.n_cells)
 
 def consensus_latent(latents: list[np.ndarray], n_components: int) -> np.ndarray:
     """One latent from several models' latents of the same cells.

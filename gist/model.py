@@ -97,6 +97,12 @@ class TransImg(nn.Module):
             self.register_buffer("img_scale", torch.ones(img_dim))
         self.activate = F.elu
 
+    @property
+    def depth(self) -> int:
+        """Graph layers between an input and the last output (message-passing depth): a cell's
+        outputs depend on the cells within this many edges (4 for the gene branch, 6 when fused)."""
+        return 6 if self.has_image else 4
+
     @torch.no_grad()
     def set_image_scaling(self, img_feat: Tensor) -> None:
         """Store the mean and standard deviation of ``img_feat`` (all training cells) for

@@ -19,6 +19,7 @@ reconstruction (``fused_img_head``). docs/reproduction.md lists each difference 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import random
@@ -33,6 +34,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from gist import distributed
+from gist.batches import DEFAULT_MAX_CELLS, make_batches, own_rows
 from gist.data import SampleGraph
 from gist.device import autocast, resolve_device
 from gist.errors import GistInputError
@@ -66,6 +69,9 @@ class TrainConfig:
     ensemble: int = 1  # models trained (repeats repeat .. repeat + ensemble - 1, seeds seed + k)
     fused_img_head: bool = False  # the fused branch also reconstructs the image features
     standardize_img: bool = False  # z-score image features inside the model (statistics of the training cells)
+    max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.batches); None: never
+    patience: int | None = None  # stop after this many epochs without a relative loss improvement of min_delta
+    min_delta: float = 0.0
     extra: dict = field(default_factory=dict)  # recorded in the JSON, e.g. the CLI arguments
 
 
@@ -101,8 +107,8 @@ def versions() -> dict[str, str]:
 
 
 def data_shape(graphs: list[SampleGraph]) -> dict:
-    return {"samples": len(graphs), "cells": int(sum(g.x.shape[0] for g in graphs)),
-            "genes": int(graphs[0].x.shape[1]), "img_dim": int(graphs[0].img.shape[1]),
+    return {"samples": len(graphs), "cells": int(sum(g.n_cells for g in graphs)),
+            "genes": int(graphs[0].n_genes), "img_dim": int(graphs[0].img.shape[1]),
             "edges": int(sum(g.edge_index.shape[1] for g in graphs))}
 
 
@@ -114,13 +120,32 @@ def ensemble_record(config: TrainConfig) -> dict:
 
 def build_model(graphs: list[SampleGraph], config: TrainConfig) -> TransImg:
     """The model for these samples; with ``standardize_img`` its image scaling is set from them."""
-    dims = [graphs[0].x.shape[1], graphs[0].img.shape[1], *config.hidden]
+    dims = [graphs[0].n_genes, graphs[0].img.shape[1], *config.hidden]
     has_image = dims[1] > 0
     model = TransImg(dims, use_img_loss=config.use_img_loss, fused_img_head=config.fused_img_head and has_image,
                      standardize_img=config.standardize_img and has_image)
     if model.standardize_img:
         model.set_image_scaling(torch.cat([g.img for g in graphs]))
     return model
+
+
+def stop_reason(losses: list[float], patience: int | None, min_delta: float) -> str | None:
+    """Why training should stop after these epochs' losses, or ``None`` to go on.
+
+    Stops when the last ``patience`` epochs brought no loss below ``(1 - min_delta)`` times the best
+    loss before them (a relative improvement rule, so the scale of the loss does not matter).
+    """
+    if not patience or len(losses) <= patience:
+        return None
+    before = [v for v in losses[:-patience] if np.isfinite(v)]
+    recent = [v for v in losses[-patience:] if np.isfinite(v)]
+    if not before or not recent:
+        return None
+    best = min(before)
+    if min(recent) < best * (1 - min_delta):
+        return None
+    return (f"early stop: no relative loss improvement of {min_delta:g} in {patience} epochs "
+            f"(best {best:.6g}, last {losses[-1]:.6g})")
 
 
 def _save_json(path: Path, payload: dict) -> None:
@@ -201,13 +226,19 @@ def train(
     if config.epochs < 1:
         raise GistInputError(f"epochs must be >= 1, got {config.epochs}")
     save_path = Path(save_path)
-    with exclusive_folder(save_path, "train.py"):
+    with _folder_lock(save_path):
         return _train(graphs, config, save_path, resume, progress)
+
+
+def _folder_lock(save_path: Path):
+    """The run's lock on ``save_path``: taken by rank 0 alone under torchrun (one run, many ranks)."""
+    return exclusive_folder(save_path, "train.py") if distributed.is_main() else contextlib.nullcontext()
 
 
 def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resume: bool,
            progress: bool) -> tuple[TransImg, list[float]]:
-    device = resolve_device(config.device)
+    device = distributed.setup(resolve_device(config.device))
+    main = distributed.is_main()
     seed_everything(config.seed)
     model = build_model(graphs, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -245,57 +276,85 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
         losses = [float("nan")] * epoch
         start_epoch = epoch + 1
 
-    graphs_on_device = [g.to(device) for g in graphs]
-    shape = data_shape(graphs)
-    if not model.has_image and config.extra.get("member", 0) == 0:
+    # samples (large ones tiled with their halo) as batches; dense once when they fit, else per step
+    batches = [b.to(device) for b in make_batches(graphs, config.max_cells_per_batch, model.depth)]
+    shape = data_shape(graphs) | {"batches": len(batches)}
+    if not model.has_image and config.extra.get("member", 0) == 0 and main:
         print("no image features (obsm['imgs']): training the gene branch alone (expression + graph)")
+    runner = model
+    if distributed.active():  # gradients averaged over ranks; rank 0's weights broadcast first
+        # the original's norm1/norm2 take no part in forward: DDP must expect parameters without gradients
+        runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                           find_unused_parameters=True)
     meta_base = {"config": asdict(config), "recipe": config.recipe, "data": shape, "versions": versions(),
                  "seed": config.seed, "device": str(device),
                  "ensemble": ensemble_record(config)}
-    bar = tqdm(range(start_epoch, config.epochs + 1), disable=not progress, desc="train", unit="epoch")
+    if distributed.active():
+        meta_base["distributed"] = {"world_size": distributed.world_size(), "backend": torch.distributed.get_backend()}
+    bar = tqdm(range(start_epoch, config.epochs + 1), disable=not (progress and main), desc="train", unit="epoch")
     started = time.perf_counter()
+    stopped, last_epoch = None, start_epoch - 1
     for epoch in bar:
         model.train()
-        total = 0.0
-        for i in torch.randperm(len(graphs_on_device), generator=shuffler).tolist():
-            g = graphs_on_device[i]
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, config.precision):
-                out = model(g.x, g.img if model.has_image else None, g.prepared())
-            out = type(out)(*(None if o is None else o.float() for o in out))
-            target_img = model.standardize(g.img) if model.has_image else g.img
-            loss = gist_loss(out, g.x, target_img, config.use_img_loss)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
-            value = float(loss.detach())
-            if not (np.isfinite(value) and torch.isfinite(norm)):
-                what = "loss" if not np.isfinite(value) else "gradient norm"
-                raise TrainingDiverged(
-                    f"training diverged: the {what} is {value if what == 'loss' else float(norm)} at epoch {epoch}, "
-                    f"sample {g.name!r} (check the input for extreme values, or lower --lr); the last good "
-                    f"checkpoint in {save_path} is kept"
-                )
-            optimizer.step()
-            total += value
-        losses.append(total / len(graphs_on_device))
+        order = torch.randperm(len(batches), generator=shuffler).tolist()
+        total, steps = 0.0, 0
+        with runner.join() if distributed.active() else contextlib.nullcontext():
+            for i in distributed.shard(order):
+                total += _step(runner, model, optimizer, batches[i], config, epoch, save_path, device)
+                steps += 1
+        total, steps = distributed.all_sum([total, steps], device)
+        losses.append(total / steps)
+        last_epoch = epoch
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if config.save_every and epoch % config.save_every == 0:
+        if main and config.save_every and epoch % config.save_every == 0:
             meta = meta_base | {"epoch": epoch, "loss": losses[-1]}
             _save_checkpoint(save_path, f"final_{epoch}_{config.repeat}", model, meta)
             with atomic_path(state_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "shuffler": shuffler.get_state(), "losses": losses, "epoch": epoch,
                             "hidden_dims": model.hidden_dims}, tmp)
+        if (stopped := stop_reason(losses, config.patience, config.min_delta)) is not None:
+            if main:
+                print(f"{stopped}; stopped after epoch {epoch} of {config.epochs}")
+            break
     seconds = time.perf_counter() - started
-    trained_epochs = config.epochs - start_epoch + 1
+    trained_epochs = max(last_epoch - start_epoch + 1, 0)
     meta = meta_base | {
-        "epoch": config.epochs, "loss": losses[-1] if losses else None, "train_seconds": round(seconds, 3),
+        "epoch": last_epoch, "loss": losses[-1] if losses else None, "train_seconds": round(seconds, 3),
         "cell_epochs_per_second": round(shape["cells"] * trained_epochs / seconds, 1) if seconds > 0 else None,
+        "stopped": {"epoch": last_epoch, "reason": stopped or f"reached --epochs {config.epochs}"},
     }
-    _save_checkpoint(save_path, f"final_{config.repeat}", model, meta)
-    _write_losses(save_path, config.repeat, losses)
+    if distributed.active():
+        meta["distributed"] = meta_base["distributed"] | {"weights_identical": distributed.weights_identical(model, device)}
+    if main:
+        _save_checkpoint(save_path, f"final_{config.repeat}", model, meta)
+        _write_losses(save_path, config.repeat, losses)
+    distributed.barrier()
     return model.cpu(), losses
 
+
+def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optimizer, batch: SampleGraph,
+          config: TrainConfig, epoch: int, save_path: Path, device: torch.device) -> float:
+    """One optimiser step on one batch (loss on its own cells); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    x = batch.dense_x(device)
+    with autocast(device, config.precision):
+        out = runner(x, batch.img if model.has_image else None, batch.prepared())
+    out = type(out)(*(None if o is None else own_rows(o.float(), batch) for o in out))
+    target_img = model.standardize(batch.img) if model.has_image else batch.img
+    loss = gist_loss(out, own_rows(x, batch), own_rows(target_img, batch), config.use_img_loss)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
+    value = float(loss.detach())
+    if not (np.isfinite(value) and torch.isfinite(norm)):
+        what = "loss" if not np.isfinite(value) else "gradient norm"
+        raise TrainingDiverged(
+            f"training diverged: the {what} is {value if what == 'loss' else float(norm)} at epoch {epoch}, "
+            f"sample {batch.name!r} (check the input for extreme values, or lower --lr); the last good "
+            f"checkpoint in {save_path} is kept"
+        )
+    optimizer.step()
+    return value
 
 def train_ensemble(
     graphs: list[SampleGraph],
@@ -315,7 +374,7 @@ def train_ensemble(
     if config.ensemble < 1:
         raise GistInputError(f"ensemble must be >= 1, got {config.ensemble}")
     models, curves = [], []
-    with exclusive_folder(save_path, "train.py"):
+    with _folder_lock(Path(save_path)):
         for k in range(config.ensemble):
             member = replace(config, seed=config.seed + k, repeat=config.repeat + k, extra=config.extra | {"member": k})
             if progress and config.ensemble > 1:

@@ -153,7 +153,7 @@ def test_gene_branch_alone_without_image_features(graphs, tmp_path):
     from gist.data import SampleGraph
     from gist.infer import infer
 
-    no_image = [SampleGraph(g.name, g.x, g.x[:, :0], g.edge_index) for g in graphs]
+    no_image = [SampleGraph(g.name, g.x, g.img[:, :0], g.edge_index) for g in graphs]
     model, losses = train(no_image, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
     assert not model.has_image and not any(k.startswith(("imgconv", "neck", "c3", "c4")) for k in model.state_dict())
     assert losses[-1] < losses[0]
@@ -180,7 +180,7 @@ def test_paper_recipe_is_the_original_unchanged(graphs, tmp_path):
     assert not config.fused_img_head and not config.standardize_img and not config.use_img_loss
     model, losses = train(graphs, recipe_config("paper", epochs=1, hidden=(64, 8), save_every=0), tmp_path, progress=False)
     assert set(model.state_dict()) == set(TransImg([300, 54, 64, 8]).state_dict())
-    g = graphs[0]
+    g = graphs[0].densified()
     out = model(g.x, g.img, g.edge_index)
     manual = 0.1 * ((out.gene_recon - g.x) ** 2).mean() + 0.1 * ((out.img_recon - g.x) ** 2).mean() + \
         ((out.fused_recon - g.x) ** 2).mean()
