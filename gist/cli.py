@@ -12,6 +12,7 @@ from gist.data import feature_dims, load_dataset, sample_name, to_graph
 from gist import distributed
 from gist.batches import DEFAULT_MAX_CELLS
 from gist.datasets import DATASETS, dataset_spec
+from gist.device import PRECISIONS
 from gist.errors import GistInputError
 from gist.train import DEFAULT_RECIPE, RECIPES
 from gist.utils import h5ad_safe
@@ -89,8 +90,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_every", type=int,
                         help="write final_<epoch>_<repeat>.pth every N epochs (default: gist 50, paper 100)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save_path")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                        help="autocast precision (default: fp32; bf16 measured ~7x slower for training on this project's CPU)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                        help="fp32 (default); tf32: fp32 with TF32 matmuls on CUDA (not yet timed by this project); "
+                             "bf16/fp16 autocast (measured slower than fp32: ~7x on this project's CPU, 1.2x on an H200)")
     parser.add_argument("--max_cells_per_batch", type=int,
                         help="samples with more cells are split into spatial tiles that carry their halo (exact: every "
                              "cell sees its whole neighbourhood; loss on the tile's own cells); default "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from gist.errors import GistInputError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -22,12 +24,31 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+@contextlib.contextmanager
+def _tf32_matmuls(device: torch.device):
+    """fp32 tensors, TF32 tensor-core matmuls on CUDA (Ampere and later); the CPU is unchanged."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on request; fp32 otherwise. Measure before using: on this project's CPU
-    bf16 training was ~7x slower than fp32 (docs/reproduction.md)."""
+    """The precision of a forward pass: ``fp32``; ``tf32`` (fp32 storage, TF32 matmuls on CUDA,
+    plain fp32 on the CPU); ``bf16``/``fp16`` autocast. Measure before using: on this project's CPU
+    bf16 training was ~7x slower than fp32, and on an H200 bf16 was slower than fp32 too
+    (docs/reproduction.md); tf32 has not been timed on a GPU by this project yet."""
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
+    if precision == "tf32":
+        return _tf32_matmuls(device)
     if precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device.type, dtype=dtype)
-    raise GistInputError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    raise GistInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -23,7 +23,7 @@ from gist.errors import GistInputError
 from gist.features import patch_stats
 from gist.keys import IMG_KEY
 from gist.io.image import get_image, image_coordinates
-from gist.patches import PAD_MODES, PatchDataset, check_inside
+from gist.patches import PAD_MODES, DevicePatches, PatchDataset, check_inside
 from gist.utils import atomic_path, exclusive_folder
 
 EXTRACTORS = ("stats", "uni", "virchow2", "ctranspath", "none")
@@ -88,7 +88,9 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
         return patch_stats(image, coords, config.patch_size)
     from gist.extractors import embed_patches
 
-    dataset = PatchDataset(image, coords, config.patch_size, 224, config.pad)
+    # on a GPU the windows are cut and resized there (image uploaded once); on the CPU by loader workers
+    dataset = (DevicePatches(image, coords, config.patch_size, 224, config.pad, device) if device.type == "cuda"
+               else PatchDataset(image, coords, config.patch_size, 224, config.pad))
     return embed_patches(extractor, dataset, batch_size=config.batch_size, num_workers=config.num_workers,
                          device=device, precision=config.precision, desc=name).numpy()
 

@@ -209,7 +209,8 @@ def embed_patches(
     """Embed every patch of ``dataset`` in batches under ``inference_mode``.
 
     Patches come from a ``DataLoader`` (``num_workers`` processes load the next batches while the
-    model runs; pinned memory on CUDA). ``precision``: ``fp32``; ``bf16``/``fp16`` autocast (fp16
+    model runs; pinned memory on CUDA), or, for a :class:`gist.patches.DevicePatches`, are cut and
+    resized on the device batch by batch. ``precision``: ``fp32``; ``bf16``/``fp16`` autocast (fp16
     for CUDA; bf16 only pays on CPUs with bf16 units - on this project's AVX2 CPU it is ~5x
     slower); ``int8`` = dynamic int8 quantisation of the Linear layers, the fast CPU path
     (~2x fp32 for ViT-L here). The model runs channels_last.
@@ -225,8 +226,11 @@ def embed_patches(
     if precision not in PRECISIONS:
         raise GistInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cuda = device.type == "cuda"
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=cuda, persistent_workers=False)
+    if hasattr(dataset, "batches"):  # gist.patches.DevicePatches: batches made on the device
+        loader = dataset.batches(batch_size)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            pin_memory=cuda, persistent_workers=False)
     model = extractor.to(device).to(memory_format=torch.channels_last).eval()
     if precision == "int8":
         if cuda:

@@ -96,3 +96,46 @@ class PatchDataset(Dataset):
         if patch.shape[0] != self.out_size:
             patch = cv2.resize(patch, (self.out_size, self.out_size), interpolation=cv2.INTER_LINEAR)
         return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)
+
+
+class DevicePatches:
+    """The patches of :class:`PatchDataset`, cut and resized on ``device`` a batch at a time.
+
+    The image is decoded once, padded once (by half a window, so every window is a plain slice)
+    and uploaded once; each batch of windows is gathered with one indexing operation and resized
+    with bilinear interpolation (half-pixel centres, as ``cv2.INTER_LINEAR``) on the device. On a
+    GPU this removes the per-patch CPU crop and resize that bounds :class:`PatchDataset`.
+    """
+
+    def __init__(self, image: np.ndarray, coords: np.ndarray, patch_size: int = 240, out_size: int = 224,
+                 pad: str = "reflect", device: torch.device | str = "cpu") -> None:
+        if pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
+        self.coords = np.asarray(coords, dtype=np.float64)
+        self.patch_size, self.out_size, self.device = int(patch_size), int(out_size), torch.device(device)
+        margin = self.patch_size // 2 + 1
+        widths = ((margin, margin), (margin, margin)) + ((0, 0),) * (image.ndim - 2)
+        padded = np.pad(image, widths, mode=pad)
+        self.margin = margin
+        self.image = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Patches ``start:stop`` as ``(n, 3, out_size, out_size)`` float32 in [0, 1] on the device."""
+        size = self.patch_size
+        xy = torch.as_tensor(np.rint(self.coords[start:stop]).astype(np.int64) - size // 2 + self.margin, device=self.device)
+        offsets = torch.arange(size, device=self.device)
+        rows = (xy[:, 1:2] + offsets)[:, :, None]  # (n, size, 1)
+        cols = (xy[:, 0:1] + offsets)[:, None, :]  # (n, 1, size)
+        patches = self.image[rows, cols].permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, size, size)
+        if size != self.out_size:
+            patches = torch.nn.functional.interpolate(patches, size=(self.out_size, self.out_size), mode="bilinear",
+                                                      align_corners=False)
+        return patches
+
+    def batches(self, batch_size: int):
+        """Every patch, ``batch_size`` at a time, in order."""
+        for start in range(0, len(self), batch_size):
+            yield self.batch(start, min(start + batch_size, len(self)))

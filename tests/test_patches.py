@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gist.errors import GistInputError
-from gist.patches import PatchDataset, check_inside, crop_patch
+from gist.patches import DevicePatches, PatchDataset, check_inside, crop_patch
 
 
 def _image(h=50, w=60):
@@ -49,3 +49,30 @@ def test_dataset_items_are_resized_unit_range_tensors():
     items = [ds[i] for i in range(len(ds))]
     assert all(t.shape == (3, 224, 224) and t.dtype == torch.float32 for t in items)
     assert all(0.0 <= float(t.min()) and float(t.max()) <= 1.0 for t in items)
+
+
+@pytest.mark.parametrize("pad", ["reflect", "constant"])
+@pytest.mark.parametrize("out_size", [224, 60])
+def test_device_patches_match_the_loader_patches(pad, out_size):
+    """Patches cut and resized on the device (GPU path) equal the CPU loader's, edges included."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(500, 600, 3), dtype=np.uint8)
+    coords = np.column_stack([rng.uniform(0, 600, 40), rng.uniform(0, 500, 40)])
+    coords[:3] = [[598.6, 499.2], [3.6, 250.0], [300.0, 1.0]]  # windows that leave the image
+    size = 240 if out_size == 224 else 60
+    loader = torch.stack([PatchDataset(image, coords, size, out_size, pad)[i] for i in range(len(coords))])
+    device = torch.cat(list(DevicePatches(image, coords, size, out_size, pad, "cpu").batches(16)))
+    assert device.shape == loader.shape == (40, 3, out_size, out_size)
+    tolerance = 0.0 if size == out_size else 0.01  # bilinear: cv2 and torch round differently
+    assert (device - loader).abs().max() <= tolerance + 1e-6
+    assert (device - loader).abs().mean() < 2e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_patches_on_cuda_equal_the_cpu_ones():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8)
+    coords = rng.uniform(0, 300, size=(20, 2))
+    cpu = torch.cat(list(DevicePatches(image, coords, 240, 224, "reflect", "cpu").batches(8)))
+    gpu = torch.cat(list(DevicePatches(image, coords, 240, 224, "reflect", "cuda").batches(8))).cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-5)

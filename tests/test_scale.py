@@ -144,3 +144,10 @@ def test_cuda_training_and_tiled_embedding_match_the_cpu(graphs, tmp_path):
     on_gpu = embed(gpu_model, graphs[0], torch.device("cuda"), max_cells=120)
     on_cpu = embed(gpu_model, graphs[0], torch.device("cpu"), max_cells=None)
     np.testing.assert_allclose(on_gpu[LATENT_KEY], on_cpu[LATENT_KEY], rtol=1e-3, atol=1e-4)
+
+
+def test_tf32_precision_is_plain_fp32_on_the_cpu(graphs, tmp_path):
+    config = TrainConfig(epochs=2, hidden=(32, 6), save_every=0, seed=4)
+    _, fp32 = train(graphs, config, tmp_path / "a", progress=False)
+    _, tf32 = train(graphs, TrainConfig(**{**config.__dict__, "precision": "tf32"}), tmp_path / "b", progress=False)
+    assert fp32 == tf32 and torch.get_float32_matmul_precision() == "highest"
