@@ -62,9 +62,10 @@ def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
 
 @torch.inference_mode()
 def embed(model: TransImg, graph: SampleGraph, device: torch.device,
-          max_cells: int | None = DEFAULT_MAX_CELLS) -> dict[str, np.ndarray]:
+          max_cells: int | None = DEFAULT_MAX_CELLS, denoise: bool = True) -> dict[str, np.ndarray]:
     """Run the model on one sample: its latents (:data:`~gist.keys.LATENT_KEY`, gene and image
-    latents) and the fused reconstruction clipped at 0 (:data:`~gist.keys.DENOISED_LAYER`).
+    latents) and the fused reconstruction clipped at 0 (:data:`~gist.keys.DENOISED_LAYER`);
+    ``denoise=False``: the fused latent alone (encoder layers only, no cells x genes output).
 
     A sample of more than ``max_cells`` cells runs tile by tile (each with a halo as deep as the
     model, see :mod:`gist.batches`), stitched back so that every cell gets its one embedding.
@@ -73,6 +74,10 @@ def embed(model: TransImg, graph: SampleGraph, device: torch.device,
     parts = []
     for tile in tile_sample(graph, max_cells, model.depth):
         g = tile.to(device)
+        if not denoise:
+            z = model.encode(g.dense_x(device), g.img if model.has_image else None, g.prepared())
+            parts.append((tile, {LATENT_KEY: z.float().cpu().numpy()}))
+            continue
         out = model(g.dense_x(device), g.img if model.has_image else None, g.prepared())
         result = {LATENT_KEY: out.fused_z, GENE_LATENT_KEY: out.gene_z, DENOISED_LAYER: out.fused_recon.clamp_min(0)}
         if out.img_z is not None:

@@ -122,3 +122,14 @@ def test_fused_image_head_and_standardisation():
     assert torch.allclose(again(x, img, edge_index).fused_z, out.fused_z)
     with pytest.raises(ValueError, match="need image features"):
         TransImg([G, 0, H, Z], fused_img_head=True)
+
+
+@pytest.mark.parametrize("img_dim", [12, 0])
+def test_encode_is_the_fused_latent_of_forward(img_dim):
+    torch.manual_seed(0)
+    model = TransImg([20, img_dim, 16, 4], fused_img_head=bool(img_dim), standardize_img=bool(img_dim)).eval()
+    x, img = torch.rand(30, 20), torch.rand(30, img_dim)
+    edges = torch.randint(0, 30, (2, 120))
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x, img if img_dim else None, edges),
+                              model(x, img if img_dim else None, edges).fused_z, atol=1e-6)
