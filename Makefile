@@ -34,8 +34,9 @@ bench: setup
 	$(PY) bench/graph.py
 	$(PY) bench/train.py
 	$(PY) bench/extract.py
+	$(PY) bench/scale.py
 
-# The real-data benchmark behind BENCHMARKS.md (about 1.5 h on 2 CPU cores): docs/benchmarks.json + tables.
+# The real-data benchmark behind BENCHMARKS.md (about 12 h on 2 CPU cores, 5 seeds; see BENCHMARKS.md for subsets): docs/benchmarks.json + tables.
 reproduce: setup
 	$(PY) bench/reproduce.py
 

@@ -196,10 +196,11 @@ def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int 
 
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Per-sample image features with ``stats`` or a foundation model (local ``weights``)."""
-    from gist.extract import ExtractConfig, sample_features
+    from gist.extract import ExtractConfig, default_patch_size, sample_features
     from gist.device import resolve_device
 
-    config = ExtractConfig(extractor=extractor, weights=weights, device=device)
+    # the window: a Visium spot's diameter on the image used (DLPFC's lowres), else the paper's 240 px
+    config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=default_patch_size(adatas))
     model = None
     if extractor != "stats":
         from gist.extractors import create_extractor
