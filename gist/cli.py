@@ -16,6 +16,7 @@ from gist.device import PRECISIONS
 from gist.errors import GistInputError
 from gist.train import DEFAULT_RECIPE, RECIPES
 from gist.utils import h5ad_safe
+from gist.keys import LIBRARY_KEY
 
 #: Epochs of the paper recipe when --epochs is not given: the paper's 1000, a demo-sized run for the demo.
 PAPER_RECIPE_EPOCHS = {"demo": 100}
@@ -370,7 +371,7 @@ def _extract_inputs(args) -> list:
         adatas = read_pickled_adatas(args.from_pickle)
         for i, a in enumerate(adatas):
             if "sample" not in a.obs:
-                a.obs["sample"] = f"sample{i}"
+                a.obs[LIBRARY_KEY] = f"sample{i}"
         return adatas
     if args.data:
         return io.read_h5ad_samples(args.data, image_path=args.image, library_key=args.library_key)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from gist.keys import LATENT_KEY
+from gist.keys import CLUSTER_KEY, LATENT_KEY
 
 LEIDEN_KWARGS = {"flavor": "igraph", "n_iterations": 2, "directed": False}
 #: leiden runs at the found resolution; the partition of highest modularity is kept (label-free).
@@ -141,7 +141,7 @@ def smooth_rep(adata: AnnData, use_rep: str = LATENT_KEY, key_added: str | None 
 
 
 def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY,
-            key_added: str = "gist_cluster", smooth: bool = False) -> dict:
+            key_added: str = CLUSTER_KEY, smooth: bool = False) -> dict:
     """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search) or
     ``mclust`` (tied Gaussian mixture); writes ``obs[key_added]`` and returns the run's parameters.
 

@@ -96,8 +96,8 @@ def log_normalize(counts) -> np.ndarray:
 
 
 def sample_name(adata: AnnData, fallback: str) -> str:
-    if "sample" in adata.obs and adata.n_obs:
-        return str(adata.obs["sample"].iloc[0])
+    if LIBRARY_KEY in adata.obs and adata.n_obs:
+        return str(adata.obs[LIBRARY_KEY].iloc[0])
     return fallback
 
 
@@ -209,9 +209,9 @@ def load_prepared(path: str | Path) -> list[AnnData]:
         except Exception as err:  # h5py/anndata raise many types for a damaged file
             raise GistInputError(f"{file} is not a readable .h5ad file: {err}") from None
         if "sample" not in adata.obs:
-            adata.obs["sample"] = pd.Categorical([file.stem] * adata.n_obs)
-        for name in adata.obs["sample"].astype(str).unique():
-            part = adata[adata.obs["sample"].astype(str) == name].copy() if adata.obs["sample"].nunique() > 1 else adata
+            adata.obs[LIBRARY_KEY] = pd.Categorical([file.stem] * adata.n_obs)
+        for name in adata.obs[LIBRARY_KEY].astype(str).unique():
+            part = adata[adata.obs[LIBRARY_KEY].astype(str) == name].copy() if adata.obs[LIBRARY_KEY].nunique() > 1 else adata
             adatas.append(part)
     return adatas
 

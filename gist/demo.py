@@ -32,6 +32,7 @@ from gist.datasets import COSMX_RADIUS
 from gist.errors import GistInputError
 from gist.io.image import spatial_entry
 from gist.utils import atomic_path
+from gist.keys import LIBRARY_KEY
 
 CELL_TYPES: tuple[str, ...] = PAPER_CLASSES
 #: Expression profile of each type; tumors and epithelial share one on purpose.
@@ -258,7 +259,7 @@ def write_cosmx_export(adatas: Sequence[AnnData], root: str | Path, prefix: str 
     root = Path(root)
     expr_parts, meta_parts = [], []
     for adata in adatas:
-        sample = adata.obs["sample"].iloc[0]
+        sample = adata.obs[LIBRARY_KEY].iloc[0]
         image = adata.uns["spatial"][sample]["images"]["hires"]
         fov = int(adata.obs["fov"].iloc[0])
         counts = pd.DataFrame(adata.X.toarray().astype(np.int64), columns=adata.var_names)
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_edges = adata.obsp["spatial_connectivities"].nnz
         rows.append(
             {
-                "sample": adata.obs["sample"].iloc[0],
+                "sample": adata.obs[LIBRARY_KEY].iloc[0],
                 "cells": adata.n_obs,
                 "genes": adata.n_vars,
                 "edges": n_edges,

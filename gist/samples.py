@@ -7,19 +7,32 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from gist.keys import LIBRARY_KEY
+from gist.keys import LIBRARY_KEY, SPATIAL_NET_KEY, SPATIAL_UNS_KEY
 
 
 def split_samples(adata: AnnData, library_key: str = LIBRARY_KEY) -> tuple[list[AnnData], np.ndarray]:
     """One AnnData per sample (``obs[library_key]``, in order of first appearance; the whole object
     when the column is absent) and the row order of their concatenation in ``adata``
-    (``adata[order]`` lines up with the parts one after the other)."""
+    (``adata[order]`` lines up with the parts one after the other).
+
+    Each part keeps its own ``uns['spatial'][sample]`` entry (the same arrays, not copies) and no
+    ``uns['Spatial_Net']`` (its graph is in ``obsp``)."""
     if library_key not in adata.obs:
         return [adata], np.arange(adata.n_obs)
-    codes, _ = pd.factorize(adata.obs[library_key].astype(str), use_na_sentinel=False)
+    codes, names = pd.factorize(adata.obs[library_key].astype(str), use_na_sentinel=False)
     order = np.argsort(codes, kind="stable")
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    parts = [adata[members].copy() for members in np.split(order, bounds)]
+    # the images of all samples (uns['spatial']) and the joined edge table (uns['Spatial_Net']) are
+    # not copied into every part: with 250 FOVs that was 250 copies of everything (out of memory)
+    heavy = {key: adata.uns.pop(key) for key in (SPATIAL_UNS_KEY, SPATIAL_NET_KEY) if key in adata.uns}
+    try:
+        parts = [adata[members].copy() for members in np.split(order, bounds)]
+    finally:
+        adata.uns.update(heavy)
+    images = heavy.get(SPATIAL_UNS_KEY, {})
+    for part, name in zip(parts, names):
+        if name in images:
+            part.uns[SPATIAL_UNS_KEY] = {name: images[name]}  # the sample's own entry, shared, not copied
     return parts, order
 
 

@@ -75,8 +75,10 @@ def test_spatial_panels_use_image_row_orientation(result):
 
 def test_missing_gene_and_result_give_clear_errors(result, tmp_path):
     res, _ = result
-    out = _run("mark_gene.py", "--dataset", "demo", "--result_path", str(res), "--gene", "KRAS")
-    assert out.returncode == 2 and "'KRAS' is not in" in out.stderr
+    out = _run("mark_gene.py", "--dataset", "demo", "--result_path", str(res), "--gene", "NOTAGENE")
+    assert out.returncode == 2 and "'NOTAGENE' is not in" in out.stderr
+    out = _run("mark_gene.py", "--dataset", "demo", "--result_path", str(res))  # default KRAS: in the demo
+    assert out.returncode == 0, out.stderr
     out = _run("spatial.py", "--dataset", "demo", "--result_path", str(tmp_path))
     assert out.returncode == 2 and "gist.h5ad not found" in out.stderr
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gist.errors import GistInputError
+from gist.keys import IMG_KEY, LIBRARY_KEY
 
 
 def require_file(path: str | Path, what: str) -> Path:
@@ -108,8 +109,8 @@ MIN_CELLS_PER_SAMPLE = 10
 
 
 def _sample_label(adata, index: int) -> str:
-    if "sample" in adata.obs and adata.n_obs:
-        return str(adata.obs["sample"].iloc[0])
+    if LIBRARY_KEY in adata.obs and adata.n_obs:
+        return str(adata.obs[LIBRARY_KEY].iloc[0])
     return f"#{index}"
 
 
@@ -193,8 +194,8 @@ def check_samples(adatas: list, source: str, strict: bool = False, min_cells: in
             adata = adata[totals > 0].copy()
         if adata.n_obs < min_cells:
             raise GistInputError(f"{where}: {adata.n_obs} cell(s) with counts; at least {min_cells} are needed per sample")
-        if "imgs" in adata.obsm:
-            img = np.asarray(adata.obsm["imgs"])
+        if IMG_KEY in adata.obsm:
+            img = np.asarray(adata.obsm[IMG_KEY])
             if img.ndim != 2 or not np.isfinite(img).all():
                 raise GistInputError(f"{where}: obsm['imgs'] must be (cells, features) finite numbers, got shape "
                                      f"{img.shape}{'' if img.ndim != 2 else ' with NaN/Inf'}")

@@ -23,6 +23,7 @@ from gist.io._validate import (
     require_columns,
 )
 from gist.io.image import image_shape, spatial_entry
+from gist.keys import LIBRARY_KEY
 
 KEYS = ["fov", "cell_ID"]
 X_COL, Y_COL = "CenterX_local_px", "CenterY_local_px"
@@ -256,7 +257,7 @@ def _fov_anndata(
     counts, controls, gene_cols, control_cols, obs, spatial, sample, label_col, merge, image_path, shape
 ) -> AnnData:
     obs = obs.copy()
-    obs["sample"] = pd.Categorical([sample] * len(obs))
+    obs[LIBRARY_KEY] = pd.Categorical([sample] * len(obs))
     if label_col is not None:
         obs["cell_type"] = obs.pop(label_col).astype("category")
         if merge:

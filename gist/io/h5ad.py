@@ -13,6 +13,7 @@ from gist.celltypes import merge_cell_types
 from gist.errors import GistInputError
 from gist.io._validate import check_coordinates, check_counts
 from gist.io.image import image_shape, spatial_entry
+from gist.keys import LIBRARY_KEY
 
 
 def _check_counts_matrix(adata: AnnData, source: str) -> None:
@@ -131,7 +132,7 @@ def read_h5ad_samples(
         groups = [(str(k), adata[idx].copy()) for k, idx in adata.obs.groupby(library_key, observed=True).indices.items()]
     out = []
     for name, part in groups:
-        part.obs["sample"] = pd.Categorical([name] * part.n_obs)
+        part.obs[LIBRARY_KEY] = pd.Categorical([name] * part.n_obs)
         if embedded is not None:
             part.uns["spatial"] = {name: embedded}
         else:

@@ -25,6 +25,7 @@ from anndata import AnnData
 from PIL import Image
 
 from gist.errors import GistInputError
+from gist.keys import LIBRARY_KEY
 
 Image.MAX_IMAGE_PIXELS = None  # whole-slide H&E images exceed PIL's decompression-bomb guard
 
@@ -146,7 +147,7 @@ def _entry(adata: AnnData, sample: str | None) -> tuple[str, dict[str, Any]]:
     if not spatial:
         raise GistInputError("AnnData has no uns['spatial'] entry; read it with a gist.io reader")
     if sample is None:
-        present = adata.obs["sample"].astype(str).unique() if "sample" in adata.obs else []
+        present = adata.obs[LIBRARY_KEY].astype(str).unique() if LIBRARY_KEY in adata.obs else []
         if len(spatial) == 1:
             sample = next(iter(spatial))
         elif len(present) == 1 and present[0] in spatial:  # one sample's cells, every sample's images

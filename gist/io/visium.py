@@ -12,6 +12,7 @@ from anndata import AnnData
 from gist.errors import GistInputError
 from gist.io._validate import check_coordinates, read_csv_checked, require_columns, require_file
 from gist.io.image import image_shape, spatial_entry
+from gist.keys import LIBRARY_KEY
 
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
@@ -115,7 +116,7 @@ def read_visium(
         if adata.obs[label_key].isna().all():
             raise GistInputError(f"label file {labels}: no barcode in column {key_col!r} matches {counts_path}")
 
-    adata.obs["sample"] = pd.Categorical([library_id] * adata.n_obs)
+    adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
     adata.uns["spatial"] = {
         library_id: spatial_entry(
             source="visium",
