@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import pandas as pd
 from anndata import AnnData
 
@@ -57,7 +58,8 @@ def expression_baseline(adata: AnnData, label_key: str, ncluster: int, method: s
     ``adata`` untouched."""
     import scanpy as sc
 
-    work = AnnData(X=np.asarray(adata.X, dtype=np.float32), obs=adata.obs[[label_key]].copy())
+    x = adata.X.toarray() if sp.issparse(adata.X) else adata.X
+    work = AnnData(X=np.asarray(x, dtype=np.float32), obs=adata.obs[[label_key]].copy())
     if smooth:
         work.obsp["spatial_connectivities"] = adata.obsp["spatial_connectivities"]
     sc.pp.pca(work, n_comps=min(30, work.n_vars - 1, work.n_obs - 1), random_state=seed)

@@ -12,7 +12,7 @@ import torch
 from anndata import AnnData
 
 from gist.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
-from gist.data import SampleGraph, feature_dims, join_samples, log_normalize, sample_name, to_graph
+from gist.data import SampleGraph, feature_dims, join_samples, log_normalize, log_normalize_sparse, sample_name, to_graph
 from gist.errors import GistInputError
 from gist.keys import (
     COUNTS_LAYER,
@@ -164,7 +164,8 @@ def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: t
     for i, adata in enumerate(adatas):
         part = adata.copy()
         part.layers[COUNTS_LAYER] = sp.csr_matrix(part.X)
-        part.X = log_normalize(part.X)
+        # the model input; kept sparse when the counts are (a dense copy of a million cells is GBs)
+        part.X = log_normalize_sparse(part.X) if sp.issparse(part.X) else log_normalize(part.X)
         write_outputs(part, {k: v[bounds[i]:bounds[i + 1]] for k, v in arrays.items()}, aliases=True)
         part.uns.pop(SPATIAL_NET_KEY, None)  # per-sample edge tables; obsp keeps the graph
         parts.append(part)
