@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     stage("inference, every cell (fused latent)", seconds, cells=latent.shape[0], cells_per_s=round(latent.shape[0] / seconds))
 
     total = time.perf_counter() - started
-    table = pd.DataFrame(rows, dtype=object).fillna("")
+    table = pd.DataFrame(rows)
+    table = table.astype(object).where(table.notna(), "")
     print(table.to_string(index=False))
     print(f"total_minutes {total / 60:.1f}")
     out = Path(args.json)

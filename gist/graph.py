@@ -99,7 +99,7 @@ def spatial_graph(
     Parameters
     ----------
     adata
-        Cells with coordinates in ``obsm[spatial_key]``.
+        Cells with coordinates in ``obsm[spatial_key]``; the graph is written into it.
     library_key
         obs column naming each cell's sample; edges never cross samples.
     radius

@@ -356,13 +356,9 @@ def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optim
     optimizer.step()
     return value
 
-def train_ensemble(
-    graphs: list[SampleGraph],
-    config: TrainConfig,
-    save_path: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-) -> tuple[list[TransImg], list[list[float]]]:
+
+def train_ensemble(graphs: list[SampleGraph], config: TrainConfig, save_path: str | Path, resume: bool = False,
+                   progress: bool = True) -> tuple[list[TransImg], list[list[float]]]:
     """Train ``config.ensemble`` models: member ``k`` is repeat ``config.repeat + k`` with seed
     ``config.seed + k`` (each its own files, each resumable). One model when ``ensemble`` is 1.
 
