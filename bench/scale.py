@@ -64,7 +64,11 @@ def synthetic_fov(rng: np.random.Generator, cells: int, genes: int, density: flo
 def lattice(rng: np.random.Generator, cells: int) -> np.ndarray:
     """``cells`` jittered lattice positions filling a CosMx FOV."""
     pitch = np.sqrt(FOV_SHAPE[0] * FOV_SHAPE[1] / cells)
-    cols, rows = np.meshgrid(np.arange(pitch / 2, FOV_SHAPE[1], pitch), np.arange(pitch / 2, FOV_SHAPE[0], pitch))
+    while True:  # the densest square pitch whose grid holds every cell
+        cols, rows = np.meshgrid(np.arange(pitch / 2, FOV_SHAPE[1], pitch), np.arange(pitch / 2, FOV_SHAPE[0], pitch))
+        if cols.size >= cells:
+            break
+        pitch *= 0.98
     xy = np.column_stack([cols.ravel(), rows.ravel()])[:cells]
     return xy + rng.normal(0, pitch / 6, size=xy.shape)
 
@@ -150,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     stage("inference, every cell (fused latent)", seconds, cells=latent.shape[0], cells_per_s=round(latent.shape[0] / seconds))
 
     total = time.perf_counter() - started
-    table = pd.DataFrame(rows)
-    table = table.astype(object).where(table.notna(), "")
+    table = pd.DataFrame(rows).astype(object)
+    table = table.map(lambda v: "" if pd.isna(v) else int(v) if isinstance(v, float) and v.is_integer() and v > 100 else v)
     print(table.to_string(index=False))
     print(f"total_minutes {total / 60:.1f}")
     out = Path(args.json)

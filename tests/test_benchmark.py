@@ -169,3 +169,16 @@ def test_reproduce_help_explains_every_flag():
     flags = {a.option_strings[-1]: a.help for a in reproduce.build_parser()._actions if a.option_strings}
     assert {"--data", "--label_key", "--image", "--seeds", "--paper_epochs", "--methods", "--weights", "--resume"} <= set(flags)
     assert all(text and len(text) > 10 for text in flags.values()), flags
+
+
+def test_scale_bench_embeds_every_cell_and_reports_peak_memory(tmp_path, capsys):
+    from bench import scale
+
+    out = tmp_path / "scale.json"
+    assert scale.main(["--fovs", "2", "--cells", "300", "--genes", "700", "--train_fovs", "1", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    stages = {row["stage"].split(" (")[0]: row for row in record["rows"]}
+    assert stages["generate counts"]["cells"] == 600 and stages["gene selection"]["genes"] == 700
+    assert stages["inference, every cell"]["cells"] == 600  # every cell embedded once
+    assert 5 < stages["spatial graphs"]["neighbours"] < 9
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("peak_rss_gib ")
