@@ -8,15 +8,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gist.data import feature_dims, load_dataset, sample_name, to_graph
 from gist import distributed
 from gist.batches import DEFAULT_MAX_CELLS
+from gist.data import feature_dims, load_dataset
 from gist.datasets import DATASETS, dataset_spec
 from gist.device import PRECISIONS
 from gist.errors import GistInputError
+from gist.keys import LIBRARY_KEY
 from gist.train import DEFAULT_RECIPE, RECIPES
 from gist.utils import h5ad_safe
-from gist.keys import LIBRARY_KEY
 
 #: Epochs of the paper recipe when --epochs is not given: the paper's 1000, a demo-sized run for the demo.
 PAPER_RECIPE_EPOCHS = {"demo": 100}

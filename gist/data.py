@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData, read_h5ad
 
-from gist.datasets import DATASETS, DatasetSpec, dataset_spec
+from gist.datasets import DatasetSpec, dataset_spec
 from gist.errors import GistInputError
 from gist.features import add_patch_stats
 from gist.keys import IMG_KEY, LIBRARY_KEY

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 import torch
