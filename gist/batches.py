@@ -34,10 +34,11 @@ DENSE_BUDGET_BYTES = 2 * 1024**3
 
 
 def _adjacency(g: SampleGraph) -> sp.csr_matrix:
+    """The graph made symmetric, as 0/1 int32 (a neighbour count must not overflow at high degree)."""
     edges = g.edge_index.cpu().numpy()
     n = g.n_cells
-    a = sp.csr_matrix((np.ones(edges.shape[1], dtype=np.int8), (edges[0], edges[1])), shape=(n, n))
-    return ((a + a.T) > 0).astype(np.int8).tocsr()
+    a = sp.csr_matrix((np.ones(edges.shape[1], dtype=np.int32), (edges[0], edges[1])), shape=(n, n))
+    return ((a + a.T) > 0).astype(np.int32).tocsr()
 
 
 def halo(adjacency: sp.csr_matrix, own: np.ndarray, hops: int) -> np.ndarray:
@@ -45,7 +46,7 @@ def halo(adjacency: sp.csr_matrix, own: np.ndarray, hops: int) -> np.ndarray:
     mask = np.zeros(adjacency.shape[0], dtype=bool)
     mask[own] = True
     for _ in range(hops):
-        grown = mask | (adjacency @ mask.astype(np.int8) > 0)
+        grown = mask | (adjacency @ mask.astype(np.int32) > 0)
         if (grown == mask).all():
             break
         mask = grown

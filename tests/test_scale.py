@@ -151,3 +151,15 @@ def test_tf32_precision_is_plain_fp32_on_the_cpu(graphs, tmp_path):
     _, fp32 = train(graphs, config, tmp_path / "a", progress=False)
     _, tf32 = train(graphs, TrainConfig(**{**config.__dict__, "precision": "tf32"}), tmp_path / "b", progress=False)
     assert fp32 == tf32 and torch.get_float32_matmul_precision() == "highest"
+
+
+def test_halo_reaches_every_neighbour_of_a_high_degree_cell():
+    """A hub with 300 neighbours: counting neighbours in int8 would overflow and lose them."""
+    from gist.batches import halo
+
+    n = 301
+    hub = sp.csr_matrix((np.ones(2 * (n - 1), dtype=np.int32),
+                         (np.r_[np.zeros(n - 1, int), np.arange(1, n)], np.r_[np.arange(1, n), np.zeros(n - 1, int)])),
+                        shape=(n, n))
+    assert halo(hub, np.arange(1, n), hops=1).all()  # every leaf reaches the hub
+    assert halo(hub, np.array([1]), hops=2).all()  # leaf -> hub -> every other leaf
