@@ -64,7 +64,10 @@ class SampleGraph:
     def prepared(self) -> Graph:
         """The edges as a :class:`gist.nn.Graph` (built on first use, then reused every step)."""
         if self.graph is None:
-            self.graph = Graph(self.edge_index, self.n_cells)
+            # cached and reused by training too: never build it as an inference tensor (embed runs
+            # under inference_mode, and a graph built there could not take part in a backward pass)
+            with torch.inference_mode(False):
+                self.graph = Graph(self.edge_index, self.n_cells)
         return self.graph
 
     def to(self, device: torch.device | str) -> "SampleGraph":

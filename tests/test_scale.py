@@ -163,3 +163,13 @@ def test_halo_reaches_every_neighbour_of_a_high_degree_cell():
                         shape=(n, n))
     assert halo(hub, np.arange(1, n), hops=1).all()  # every leaf reaches the hub
     assert halo(hub, np.array([1]), hops=2).all()  # leaf -> hub -> every other leaf
+
+
+def test_a_sample_embedded_first_can_still_be_trained_on(samples, tmp_path):
+    """embed() runs under inference_mode; the graph layout it caches on the sample must still
+    take part in training afterwards."""
+    g = to_graph(samples[1], "embedded-first")
+    torch.manual_seed(0)
+    embed(TransImg([g.n_genes, 54, 32, 6]), g, torch.device("cpu"))
+    _, losses = train([g], TrainConfig(epochs=1, hidden=(32, 6), save_every=0), tmp_path, progress=False)
+    assert np.isfinite(losses).all()
