@@ -370,7 +370,7 @@ def _extract_inputs(args) -> list:
     if args.from_pickle:
         adatas = read_pickled_adatas(args.from_pickle)
         for i, a in enumerate(adatas):
-            if "sample" not in a.obs:
+            if LIBRARY_KEY not in a.obs:
                 a.obs[LIBRARY_KEY] = f"sample{i}"
         return adatas
     if args.data:

@@ -49,11 +49,9 @@ def setup(device: torch.device) -> torch.device:
 
     On CUDA each rank takes GPU ``LOCAL_RANK`` and the nccl backend; on the CPU gloo.
     """
-    if not requested() or active():
-        return local_device(device)
     device = local_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    if requested() and not active():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
 
 

@@ -84,6 +84,7 @@ def embed(model: TransImg, graph: SampleGraph, device: torch.device,
         parts.append((tile, {k: v.float().cpu().numpy() for k, v in result.items()}))
     return stitch(parts, graph.n_cells)
 
+
 def consensus_latent(latents: list[np.ndarray], n_components: int) -> np.ndarray:
     """One latent from several models' latents of the same cells.
 

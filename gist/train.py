@@ -318,7 +318,7 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
                 print(f"{stopped}; stopped after epoch {epoch} of {config.epochs}")
             break
     seconds = time.perf_counter() - started
-    trained_epochs = max(last_epoch - start_epoch + 1, 0)
+    trained_epochs = last_epoch - start_epoch + 1  # 0 when a finished run is resumed
     meta = meta_base | {
         "epoch": last_epoch, "loss": losses[-1] if losses else None, "train_seconds": round(seconds, 3),
         "cell_epochs_per_second": round(shape["cells"] * trained_epochs / seconds, 1) if seconds > 0 else None,
