@@ -375,8 +375,11 @@ def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int 
 
 def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: int, weights: str | None = None,
                    device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
-                   gist_ensemble: int | None = None) -> dict:
+                   gist_ensemble: int | None = None, keep_rep: str | None = None) -> dict:
     """One benchmark record: representation, clustering, scores, wall time and peak memory.
+
+    With ``keep_rep`` (a folder) the run also writes ``<dataset>_<method>_s<seed>.npz`` there
+    (:func:`save_rep`), so that the clustering step can be studied again without retraining.
 
     ``seconds`` counts from the loaded data (graphs built) to the scored clusters, so it includes
     feature extraction, training, inference and clustering, but not imports, reading files or the
@@ -399,6 +402,8 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     run = cluster(rep, dataset.cluster, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
     seconds = time.perf_counter() - start
     summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
+    if keep_rep:
+        save_rep(Path(keep_rep) / f"{dataset.name}_{method}_s{seed}.npz", rep, labels)
     gist_info = rep.uns.get("gist", {})
     return {
         "dataset": dataset.name, "method": method, "seed": seed,
@@ -410,6 +415,22 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
         "smoothed": smooth, "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
         "loaded_mb": round(base_mb, 1), "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
+    """Write one run's representation (``obsm['bench_rep']``, before any smoothing), its clusters,
+    the labels, the spatial coordinates and sample of every cell to ``path`` (``.npz``, atomically)."""
+    from gist.keys import LIBRARY_KEY
+    from gist.utils import atomic_path
+
+    samples = rep.obs[LIBRARY_KEY] if LIBRARY_KEY in rep.obs else np.full(rep.n_obs, "")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, rep=np.asarray(rep.obsm[REP_KEY], dtype=np.float32),
+                                labels=np.asarray(labels, dtype=str), samples=np.asarray(samples, dtype=str),
+                                clusters=np.asarray(rep.obs["bench_cluster"], dtype=str),
+                                spatial=np.asarray(rep.obsm["spatial"], dtype=np.float64))
+    return path
 
 
 def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
@@ -458,7 +479,8 @@ def run_task(task: dict) -> dict:
         if task["kind"] == "denoise":
             return run_denoising(dataset, task["seed"], task.get("fraction", 0.1), task.get("device", "cpu"), **quick)
         return run_clustering(dataset, task["method"], task["seed"], task["paper_epochs"], task.get("weights"),
-                              task.get("device", "cpu"), tuple(task.get("extractors", ("stats",))), **quick)
+                              task.get("device", "cpu"), tuple(task.get("extractors", ("stats",))), **quick,
+                              keep_rep=task.get("keep_rep"))
     except GistInputError as err:
         return {"dataset": dataset.name, "method": task.get("method", "denoise"), "seed": task["seed"], "error": str(err)}
 

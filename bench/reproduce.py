@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"), help="records file (JSON)")
     p.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"),
                    help="Markdown file whose marked block receives the tables ('' to skip)")
+    p.add_argument("--keep_reps", default=None, metavar="DIR",
+                   help="also write each clustering run's representation, clusters and labels to DIR/<dataset>_<method>_s<seed>.npz "
+                        "(to study the clustering step again without retraining)")
     p.add_argument("--resume", action="store_true", help="keep the records in --out and skip runs already there")
     return p
 
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in datasets:
             for method in [m for m in applicable[dataset.name] if args.methods is None or m in args.methods]:
                 jobs.append(task_for("cluster", dataset, seed, args.paper_epochs, method, weights=args.weights,
-                                     device=args.device, extractors=list(args.extractors), **quick))
+                                     device=args.device, extractors=list(args.extractors), keep_rep=args.keep_reps,
+                                     **quick))
     for dataset in [] if args.no_denoise else datasets:
         jobs.append(task_for("denoise", dataset, args.seeds[0], args.paper_epochs, "gist", device=args.device, **quick))
     for i, task in enumerate(jobs, start=1):

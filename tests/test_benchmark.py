@@ -132,8 +132,17 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     command = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--data", str(data), "--label_key", "domain",
                "--library_key", "sample", "--cluster", "mclust", "--methods", "expression", "gist", "--seeds", "0",
                "--gist_epochs", "2", "--gist_ensemble", "2", "--out", str(out), "--markdown", str(markdown)]
-    result = subprocess.run(command + ["--no_denoise"], capture_output=True, text=True, timeout=600)
+    reps = tmp_path / "reps"
+    result = subprocess.run(command + ["--no_denoise", "--keep_reps", str(reps)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    # each run's representation is kept with its clusters and labels, cell for cell
+    kept = {p.name: np.load(p) for p in reps.glob("*.npz")}
+    assert set(kept) == {"mine_expression_s0.npz", "mine_gist_s0.npz"}
+    for arrays in kept.values():
+        assert arrays["rep"].shape[0] == arrays["labels"].shape[0] == arrays["clusters"].shape[0] == pooled.n_obs
+        assert sorted(set(arrays["labels"])) == sorted(set(pooled.obs["domain"]))
+        assert arrays["spatial"].shape == (pooled.n_obs, 2) and set(arrays["samples"]) == set(pooled.obs["sample"])
+    assert kept["mine_gist_s0.npz"]["rep"].shape[1] == 30 and len(set(kept["mine_gist_s0.npz"]["clusters"])) > 1
     payload = json.loads(out.read_text())
     records = payload["records"]
     assert {(r["method"], r["seed"]) for r in records} == {("expression", 0), ("gist", 0)}
