@@ -419,17 +419,22 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
 
 def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
     """Write one run's representation (``obsm['bench_rep']``, before any smoothing), its clusters,
-    the labels, the spatial coordinates and sample of every cell to ``path`` (``.npz``, atomically)."""
+    the labels, the spatial coordinates and sample of every cell, and the spatial graph when the
+    representation carries one (CSR ``graph_indptr``/``graph_indices``), to ``path`` (``.npz``, atomically)."""
     from gist.keys import LIBRARY_KEY
     from gist.utils import atomic_path
 
     samples = rep.obs[LIBRARY_KEY] if LIBRARY_KEY in rep.obs else np.full(rep.n_obs, "")
+    graph = {}
+    if "spatial_connectivities" in rep.obsp:  # the graph a smoothed run averaged over
+        adj = sp.csr_matrix(rep.obsp["spatial_connectivities"])
+        graph = {"graph_indptr": adj.indptr, "graph_indices": adj.indices}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, rep=np.asarray(rep.obsm[REP_KEY], dtype=np.float32),
                                 labels=np.asarray(labels, dtype=str), samples=np.asarray(samples, dtype=str),
                                 clusters=np.asarray(rep.obs["bench_cluster"], dtype=str),
-                                spatial=np.asarray(rep.obsm["spatial"], dtype=np.float64))
+                                spatial=np.asarray(rep.obsm["spatial"], dtype=np.float64), **graph)
     return path
 
 

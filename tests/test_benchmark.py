@@ -142,7 +142,9 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
         assert arrays["rep"].shape[0] == arrays["labels"].shape[0] == arrays["clusters"].shape[0] == pooled.n_obs
         assert sorted(set(arrays["labels"])) == sorted(set(pooled.obs["domain"]))
         assert arrays["spatial"].shape == (pooled.n_obs, 2) and set(arrays["samples"]) == set(pooled.obs["sample"])
-    assert kept["mine_gist_s0.npz"]["rep"].shape[1] == 30 and len(set(kept["mine_gist_s0.npz"]["clusters"])) > 1
+    gist = kept["mine_gist_s0.npz"]
+    assert gist["rep"].shape[1] == 30 and len(set(gist["clusters"])) > 1
+    assert gist["graph_indptr"].shape == (pooled.n_obs + 1,) and gist["graph_indices"].size > pooled.n_obs
     payload = json.loads(out.read_text())
     records = payload["records"]
     assert {(r["method"], r["seed"]) for r in records} == {("expression", 0), ("gist", 0)}
