@@ -18,6 +18,8 @@ from gist.keys import LIBRARY_KEY
 from gist.train import DEFAULT_RECIPE, RECIPES
 from gist.utils import h5ad_safe
 
+#: test.py --denoised auto leaves the dense denoised layer out above this size (GiB).
+DENOISED_AUTO_MAX_GIB = 4.0
 #: Epochs of the paper recipe when --epochs is not given: the paper's 1000, a demo-sized run for the demo.
 PAPER_RECIPE_EPOCHS = {"demo": 100}
 
@@ -182,6 +184,10 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
                         help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
                              "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
+    parser.add_argument("--denoised", choices=["auto", "on", "off"], default="auto",
+                        help="write the denoised expression (layers['recon'], a dense cells x genes float32 matrix); "
+                             f"auto: on unless it would exceed {DENOISED_AUTO_MAX_GIB:g} GiB (12 GB at 1M cells x 3,000 "
+                             "genes), off: the fused latent alone (no gene/image latents, no layer)")
     parser.add_argument("--no_cluster", action="store_true", help="only write the embedding; skip clustering and scores")
     parser.add_argument("--baseline", action="store_true",
                         help="also score expression-only clustering (PCA 30 of the same log-normalised cells, same "
@@ -192,7 +198,7 @@ def test_parser() -> argparse.ArgumentParser:
 def test_main(argv: Sequence[str] | None = None) -> int:
     """``test.py``: inference with a checkpoint (or an ensemble's); writes ``gist.h5ad``."""
     from gist.genes import restrict_genes, select_genes
-    from gist.infer import infer, load_checkpoint, write_result
+    from gist.infer import denoised_bytes, infer, load_checkpoint, write_result
     from gist.device import resolve_device
 
     parser = test_parser()
@@ -217,7 +223,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         models = [load_checkpoint(path, *feature_dims(adatas[0])) for path in members]
         recipe = (record or {}).get("recipe", "paper")
         info |= {"checkpoint": str(checkpoint), "members": [str(p) for p in members], "recipe": recipe, "train": record}
-        result = infer(adatas, models, device, info=h5ad_safe(info))
+        denoise = wants_denoised(args.denoised, denoised_bytes(adatas))
+        result = infer(adatas, models, device, info=h5ad_safe(info), denoise=denoise)
         metrics = None
         if not args.no_cluster:
             metrics = _cluster_and_score(args, spec, result, checkpoint, result_path, recipe)
@@ -232,6 +239,18 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, {branch}, "
           f"selection: {args.select}, {ensemble})")
     return 0
+
+
+def wants_denoised(choice: str, nbytes: int, max_gib: float = DENOISED_AUTO_MAX_GIB) -> bool:
+    """Whether test.py writes the denoised layer: ``on``/``off`` as asked; ``auto`` when its
+    ``nbytes`` fit ``max_gib`` (else it says why it is left out and how to force it)."""
+    if choice != "auto":
+        return choice == "on"
+    if nbytes <= max_gib * 2**30:
+        return True
+    print(f"denoised expression left out: a dense cells x genes layer would take {nbytes / 2**30:.1f} GiB "
+          f"(more than {max_gib:g} GiB); pass --denoised on to write it anyway")
+    return False
 
 
 def _read_record(checkpoint: Path) -> dict | None:

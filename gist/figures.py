@@ -116,10 +116,18 @@ def violin_main(argv: Sequence[str] | None = None) -> int:
         groupbys = [k for k in (label_key, MATCHED_KEY if MATCHED_KEY in adata.obs else CLUSTER_KEY) if k in adata.obs]
         if not groupbys:
             raise GistInputError("no labels or clusters to group by: run test.py with labels or --ncluster")
+        _need_denoised(adata, folder.parent / "gist.h5ad")
         _save(violin(adata, genes, groupbys, DENOISED_LAYER), folder, "violin", args)
         return 0
 
     return _run(main, argv)
+
+
+def _need_denoised(adata, path: str) -> None:
+    """A clear error when ``gist.h5ad`` was written without the denoised layer (test.py --denoised off)."""
+    if DENOISED_LAYER not in adata.layers:
+        raise GistInputError(f"{path} has no denoised expression (layers['{ORIGINAL_DENOISED_LAYER}']): it was written "
+                             "with test.py --denoised off (or auto on a very large dataset); rerun test.py with --denoised on")
 
 
 def mark_gene_main(argv: Sequence[str] | None = None) -> int:
@@ -133,6 +141,7 @@ def mark_gene_main(argv: Sequence[str] | None = None) -> int:
         adata, _, folder = _load(args)
         if args.gene not in adata.var_names:
             raise GistInputError(f"gene {args.gene!r} is not in {args.result_path or 'the result'}; choose one with --gene")
+        _need_denoised(adata, folder.parent / "gist.h5ad")
         _save(gene_map(adata, args.gene, LIBRARY_KEY, DENOISED_LAYER, args.point_size), folder, f"gene_{args.gene}", args)
         return 0
 

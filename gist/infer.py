@@ -115,12 +115,14 @@ def as_models(model: TransImg | Sequence[TransImg]) -> list[TransImg]:
     return models
 
 
-def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device) -> dict[str, np.ndarray]:
+def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
+                  denoise: bool = True) -> dict[str, np.ndarray]:
     """Latents and denoised expression of every cell of ``adatas`` (rows in their order, samples
     one after the other), from one model or an ensemble.
 
     With an ensemble each latent is the members' :func:`consensus_latent` and the denoised
     expression their mean (accumulated member by member, so memory holds one reconstruction).
+    ``denoise=False``: the fused latent alone, no cells x genes reconstruction (see :func:`embed`).
     """
     models = [m.to(device) for m in as_models(model)]
     latents: dict[str, list[list[np.ndarray]]] = {}
@@ -129,20 +131,28 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
         graph = to_graph(adata, sample_name(adata, f"#{i}"))
         total = None
         for k, m in enumerate(models):
-            out = embed(m, graph, device)
-            recon = out.pop(DENOISED_LAYER)
-            total = recon if total is None else total + recon
+            out = embed(m, graph, device, denoise=denoise)
+            if denoise:
+                recon = out.pop(DENOISED_LAYER)
+                total = recon if total is None else total + recon
             for key, value in out.items():
                 latents.setdefault(key, [[] for _ in models])[k].append(value)
-        denoised.append(total / len(models))
+        if denoise:
+            denoised.append(total / len(models))
     combined = {key: consensus_latent([np.concatenate(parts) for parts in members], members[0][0].shape[1])
                 for key, members in latents.items()}
-    combined[DENOISED_LAYER] = np.concatenate(denoised)
+    if denoise:
+        combined[DENOISED_LAYER] = np.concatenate(denoised)
     return combined
 
 
+def denoised_bytes(adatas: list[AnnData]) -> int:
+    """Bytes of the dense float32 cells x genes reconstruction :func:`infer` would hold."""
+    return 4 * sum(a.n_obs for a in adatas) * (adatas[0].n_vars if adatas else 0)
+
+
 def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
-          info: dict | None = None) -> AnnData:
+          info: dict | None = None, denoise: bool = True) -> AnnData:
     """Embed every sample with one model or an ensemble and gather them into one AnnData (the
     layout of test.py's ``gist.h5ad``).
 
@@ -155,10 +165,13 @@ def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: t
         original's names for the same (``obsm['pred']``, ``'gene_pred'``, ``'img_pred'``,
         ``layers['recon']``) and ``uns['gist']`` = ``info`` (checkpoint, selection, ...). A
         gene-branch-only model (no image features) writes no image latent; the fused latent is then
-        its gene latent and ``uns['gist']['image_branch']`` is false.
+        its gene latent and ``uns['gist']['image_branch']`` is false. With ``denoise=False`` only
+        the fused latent is written (no gene/image latents, no ``gist_denoised`` layer: a dense
+        cells x genes layer is 12 GB at a million cells and 3,000 genes) and
+        ``uns['gist']['denoised']`` is false.
     """
     models = as_models(model)
-    arrays = embed_samples(adatas, models, device)
+    arrays = embed_samples(adatas, models, device, denoise=denoise)
     bounds = np.cumsum([0] + [a.n_obs for a in adatas])
     parts = []
     for i, adata in enumerate(adatas):
@@ -170,7 +183,8 @@ def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: t
         part.uns.pop(SPATIAL_NET_KEY, None)  # per-sample edge tables; obsp keeps the graph
         parts.append(part)
     merged = join_samples(parts)
-    merged.uns[UNS_KEY] = dict(info or {}) | {"image_branch": bool(models[0].has_image), "ensemble_size": len(models)}
+    merged.uns[UNS_KEY] = dict(info or {}) | {"image_branch": bool(models[0].has_image), "ensemble_size": len(models),
+                                              "denoised": bool(denoise)}
     return merged
 
 

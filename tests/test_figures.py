@@ -97,3 +97,39 @@ def test_report_summarises_scores_and_figures(result):
     res, _ = result
     text = summary(res)
     assert "GIST (leiden, 8 clusters, selection final): ARI" in text and "expression only (leiden" in text
+
+
+def test_denoised_off_writes_the_same_latent_without_the_dense_layer(result, tmp_path):
+    import anndata as ad
+    import numpy as np
+
+    res, _ = result
+    ckpt = res.parent / "ck"
+    out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(tmp_path / "lean"),
+               "--denoised", "off")
+    assert out.returncode == 0, out.stderr
+    full, lean = ad.read_h5ad(res / "gist.h5ad"), ad.read_h5ad(tmp_path / "lean" / "gist.h5ad")
+    assert "recon" in full.layers and "gist_denoised" in full.layers and full.uns["gist"]["denoised"]
+    assert not set(lean.layers) & {"recon", "gist_denoised"} and not lean.uns["gist"]["denoised"]
+    np.testing.assert_allclose(lean.obsm["pred"], full.obsm["pred"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(lean.obs["gist_cluster"].to_numpy(), full.obs["gist_cluster"].to_numpy())
+    # the figures that need the layer say so and how to get it
+    out = _run("violin.py", "--dataset", "demo", "--result_path", str(tmp_path / "lean"))
+    assert out.returncode == 2 and "--denoised on" in out.stderr
+    out = _run("spatial.py", "--dataset", "demo", "--result_path", str(tmp_path / "lean"))
+    assert out.returncode == 0, out.stderr
+
+
+def test_denoised_auto_leaves_out_a_layer_over_budget(capsys):
+    from gist.cli import DENOISED_AUTO_MAX_GIB, wants_denoised
+    from gist.infer import denoised_bytes
+    from anndata import AnnData
+    import numpy as np
+
+    cells = [AnnData(np.zeros((1000, 300), dtype=np.float32)), AnnData(np.zeros((500, 300), dtype=np.float32))]
+    assert denoised_bytes(cells) == 4 * 1500 * 300
+    assert wants_denoised("auto", denoised_bytes(cells)) and capsys.readouterr().out == ""
+    million = int(1e6) * 3000 * 4  # 1M cells x 3,000 genes: 11.2 GiB
+    assert million > DENOISED_AUTO_MAX_GIB * 2**30
+    assert not wants_denoised("auto", million) and "--denoised on" in capsys.readouterr().out
+    assert wants_denoised("on", million) and not wants_denoised("off", 10)

@@ -1,0 +1,180 @@
+"""Cluster kept benchmark representations again, under label-free post-processing variants.
+
+``bench/reproduce.py --keep_reps DIR`` writes each run's representation, clusters, labels,
+coordinates and (for GIST) spatial graph; this script re-scores them without retraining, so that
+a choice of the clustering step (smoothing, refinement) is measured on every dataset and seed at
+once, never chosen per dataset by its ARI. It prints a table of mean ± sd ARI per dataset, method
+and variant, and writes the records as JSON.
+
+    python bench/recluster.py DIR [--variants as_run raw avg refine] [--out recluster.json]
+
+Variants (each from the stored representation ``z``; ``A`` is the spatial graph with self-loops,
+row-normalised; graph = the run's own when kept, else the radius rule of :mod:`gist.graph`):
+
+``as_run``  the run's own clusters (checks that the scores are reproduced)
+``raw``     the run's clusterer on ``z``
+``avg``     on ``A z`` (the ``gist`` recipe's smoothing for domains)
+``avg2``    on ``A A z`` (two rounds: the second ring weighs in)
+``banksy``  on ``[sqrt(1 - l) z, sqrt(l) A z]`` with BANKSY's domain weight ``l = 0.8``, each block standardised
+``refine``  ``avg``'s clusters, each cell then given the most frequent cluster among itself and its
+            graph neighbours (GraphST's label refinement on the spatial graph, not its 50 nearest)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: BANKSY's neighbourhood weight for domain detection (lambda = 0.8 in its paper and package).
+BANKSY_LAMBDA = 0.8
+VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "refine")
+UNLABELLED = {"nan", "None", ""}
+
+
+def run_name(path: Path, methods: set[str]) -> tuple[str, str, int]:
+    """``(dataset, method, seed)`` of a kept run's file name ``<dataset>_<method>_s<seed>.npz``."""
+    for method in sorted(methods, key=len, reverse=True):
+        match = re.match(rf"^(?P<dataset>.+)_{method}_s(?P<seed>\d+)\.npz$", path.name)
+        if match:
+            return match["dataset"], method, int(match["seed"])
+    raise ValueError(f"{path.name}: not a kept run (<dataset>_<method>_s<seed>.npz with a known method)")
+
+
+def graph_of(arrays, n: int) -> sp.csr_matrix:
+    """The run's spatial graph (kept CSR), else the radius-rule graph within each sample; symmetric,
+    with self-loops, unweighted."""
+    if "graph_indptr" in arrays:
+        indices = arrays["graph_indices"]
+        adj = sp.csr_matrix((np.ones(indices.size), indices, arrays["graph_indptr"]), shape=(n, n))
+    else:
+        from gist.graph import radius_edges, rule_radius
+
+        coords, samples = arrays["spatial"], arrays["samples"]
+        groups = [np.flatnonzero(samples == s) for s in np.unique(samples)]
+        radius = rule_radius([coords[g] for g in groups])
+        src, dst = [], []
+        for g in groups:
+            s, d = radius_edges(coords[g], radius)
+            src.append(g[s])
+            dst.append(g[d])
+        src, dst = np.concatenate(src), np.concatenate(dst)
+        adj = sp.csr_matrix((np.ones(src.size), (src, dst)), shape=(n, n))
+    adj = ((adj + adj.T) > 0).astype(np.float64).tolil()
+    adj.setdiag(1.0)
+    return adj.tocsr()
+
+
+def average(adj: sp.csr_matrix, z: np.ndarray) -> np.ndarray:
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    return np.asarray(sp.diags(1.0 / degree) @ adj @ z)
+
+
+def standardise(z: np.ndarray) -> np.ndarray:
+    sd = z.std(axis=0)
+    return (z - z.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
+
+
+def refine(adj: sp.csr_matrix, clusters: np.ndarray) -> np.ndarray:
+    """Each cell's most frequent cluster among itself and its graph neighbours (ties: its own)."""
+    codes, uniques = np.unique(clusters, return_inverse=True)[1], np.unique(clusters)
+    onehot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, uniques.size))
+    votes = (adj @ onehot).toarray()
+    votes[np.arange(codes.size), codes] += 0.5  # a tie keeps the cell's own cluster
+    return uniques[votes.argmax(axis=1)]
+
+
+def cluster_rep(z: np.ndarray, method: str, ncluster: int, seed: int) -> np.ndarray:
+    from anndata import AnnData
+
+    from gist.cluster import mclust, res_search
+
+    adata = AnnData(np.zeros((z.shape[0], 1), dtype=np.float32), obsm={"rep": np.asarray(z, dtype=np.float32)})
+    if method == "mclust":
+        return mclust(adata, ncluster, seed=seed, use_rep="rep", key_added="c").astype(str)
+    res_search(adata, ncluster, seed=seed, use_rep="rep", key_added="c")
+    return adata.obs["c"].astype(str).to_numpy()
+
+
+def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int) -> np.ndarray:
+    z = np.asarray(arrays["rep"], dtype=np.float64)
+    if variant == "as_run":
+        return np.asarray(arrays["clusters"])
+    if variant == "raw":
+        return cluster_rep(z, method, ncluster, seed)
+    adj = graph_of(arrays, z.shape[0])
+    if variant == "avg":
+        return cluster_rep(average(adj, z), method, ncluster, seed)
+    if variant == "avg2":
+        return cluster_rep(average(adj, average(adj, z)), method, ncluster, seed)
+    if variant == "banksy":
+        mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardise(z), np.sqrt(BANKSY_LAMBDA) * standardise(average(adj, z))])
+        return cluster_rep(mixed, method, ncluster, seed)
+    if variant == "refine":
+        return refine(adj, cluster_rep(average(adj, z), method, ncluster, seed))
+    raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.benchmark import shared_datasets
+    from gist.metrics import score
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("reps", help="folder written by bench/reproduce.py --keep_reps")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="post-processing variants to score")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all kept)")
+    p.add_argument("--cluster", choices=["leiden", "mclust"], default=None,
+                   help="clusterer for datasets not in --data_root (default: that dataset's benchmark clusterer)")
+    p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="where the benchmark's datasets are")
+    p.add_argument("--out", default=None, help="write the records here (JSON)")
+    args = p.parse_args(argv)
+
+    known = {d.name: d for d in shared_datasets(args.data_root)}
+    methods = {"expression", "expression_smoothed", "image_stats", "gist", "gist_noimg", "gist_paper", "graphst"}
+    records = []
+    for path in sorted(Path(args.reps).glob("*.npz")):
+        dataset, method, seed = run_name(path, methods)
+        if args.methods and method not in args.methods:
+            continue
+        arrays = dict(np.load(path))
+        spec = known.get(dataset)
+        clusterer = args.cluster or (spec.cluster if spec else "leiden")
+        labels = arrays["labels"]
+        labelled = ~np.isin(labels, list(UNLABELLED))
+        ncluster = (spec.ncluster if spec and spec.ncluster else None) or len(np.unique(labels[labelled]))
+        for variant in args.variants:
+            clusters = variant_clusters(variant, arrays, clusterer, ncluster, seed)
+            summary, _, _ = score(labels[labelled], clusters[labelled])
+            records.append({"dataset": dataset, "method": method, "seed": seed, "variant": variant,
+                            "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4)})
+            print(f"{dataset} {method} s{seed} {variant}: ARI {records[-1]['ari']:.3f}", flush=True)
+    print(table(records))
+    if args.out:
+        Path(args.out).write_text(json.dumps(records, indent=1))
+    return 0
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: one row per dataset x method, one column per variant, ARI mean ± sd (n)."""
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
+    rows = sorted({(r["dataset"], r["method"]) for r in records})
+    lines = ["| dataset | method | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+    for dataset, method in rows:
+        cells = []
+        for v in variants:
+            aris = [r["ari"] for r in records if (r["dataset"], r["method"], r["variant"]) == (dataset, method, v)]
+            cells.append(f"{np.mean(aris):.3f} ± {np.std(aris, ddof=1) if len(aris) > 1 else 0:.3f} ({len(aris)})" if aris else "-")
+        lines.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
