@@ -22,7 +22,7 @@ def _lattice_run(tmp_path, name="toy_gist_s0.npz", noise=1.2, seed=0):
 def test_refine_takes_the_neighbours_majority_and_keeps_ties():
     # a path 0-1-2-3-4 (self-loops): cell 2 (b between two a) is outvoted, cell 3 (a between two b)
     # too; cell 4 ties 1:1 with its one neighbour and keeps its own
-    adj = sp.diags([1, 1], [-1, 1], shape=(5, 5)).tocsr() + sp.eye(5)
+    adj = sp.diags([1.0, 1.0], [-1, 1], shape=(5, 5)).tocsr() + sp.eye(5)
     out = recluster.refine(sp.csr_matrix(adj), np.array(["a", "a", "b", "a", "b"]))
     assert list(out) == ["a", "a", "a", "b", "b"]
 
