@@ -40,42 +40,39 @@ VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "refine")
 UNLABELLED = {"nan", "None", ""}
 
 
-def run_name(path: Path, methods: set[str]) -> tuple[str, str, int]:
+#: Every benchmark method name starts with one of these (``image_<extractor>``, ``gist_<variant>``, ...).
+METHOD_PREFIXES = ("expression", "image", "gist", "graphst")
+RUN_FILE = re.compile(rf"^(?P<dataset>.+?)_(?P<method>(?:{'|'.join(METHOD_PREFIXES)})[a-z0-9_]*)_s(?P<seed>\d+)\.npz$")
+
+
+def run_name(path: Path) -> tuple[str, str, int]:
     """``(dataset, method, seed)`` of a kept run's file name ``<dataset>_<method>_s<seed>.npz``."""
-    for method in sorted(methods, key=len, reverse=True):
-        match = re.match(rf"^(?P<dataset>.+)_{method}_s(?P<seed>\d+)\.npz$", path.name)
-        if match:
-            return match["dataset"], method, int(match["seed"])
-    raise ValueError(f"{path.name}: not a kept run (<dataset>_<method>_s<seed>.npz with a known method)")
+    match = RUN_FILE.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name}: not a kept run (<dataset>_<method>_s<seed>.npz, the method starting with "
+                         f"one of {', '.join(METHOD_PREFIXES)})")
+    return match["dataset"], match["method"], int(match["seed"])
 
 
 def graph_of(arrays, n: int) -> sp.csr_matrix:
-    """The run's spatial graph (kept CSR), else the radius-rule graph within each sample; symmetric,
-    with self-loops, unweighted."""
+    """The run's spatial graph (kept CSR), else the radius-rule graph within each sample
+    (:func:`gist.graph.spatial_graph`); symmetric, with self-loops, unweighted."""
     if "graph_indptr" in arrays:
         indices = arrays["graph_indices"]
         adj = sp.csr_matrix((np.ones(indices.size), indices, arrays["graph_indptr"]), shape=(n, n))
     else:
-        from gist.graph import radius_edges, rule_radius
+        import pandas as pd
+        from anndata import AnnData
 
-        coords, samples = arrays["spatial"], arrays["samples"]
-        groups = [np.flatnonzero(samples == s) for s in np.unique(samples)]
-        radius = rule_radius([coords[g] for g in groups])
-        src, dst = [], []
-        for g in groups:
-            s, d = radius_edges(coords[g], radius)
-            src.append(g[s])
-            dst.append(g[d])
-        src, dst = np.concatenate(src), np.concatenate(dst)
-        adj = sp.csr_matrix((np.ones(src.size), (src, dst)), shape=(n, n))
+        from gist.graph import spatial_graph
+        from gist.keys import LIBRARY_KEY
+
+        obs = pd.DataFrame({LIBRARY_KEY: arrays["samples"]}, index=np.arange(n).astype(str))
+        cells = AnnData(np.zeros((n, 1), dtype=np.float32), obs=obs, obsm={"spatial": arrays["spatial"]})
+        adj = spatial_graph(cells, verbose=False).obsp["spatial_connectivities"]
     adj = ((adj + adj.T) > 0).astype(np.float64).tolil()
     adj.setdiag(1.0)
     return adj.tocsr()
-
-
-def average(adj: sp.csr_matrix, z: np.ndarray) -> np.ndarray:
-    degree = np.asarray(adj.sum(axis=1)).ravel()
-    return np.asarray(sp.diags(1.0 / degree) @ adj @ z)
 
 
 def standardise(z: np.ndarray) -> np.ndarray:
@@ -105,6 +102,8 @@ def cluster_rep(z: np.ndarray, method: str, ncluster: int, seed: int) -> np.ndar
 
 
 def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int) -> np.ndarray:
+    from gist.cluster import neighbour_average
+
     z = np.asarray(arrays["rep"], dtype=np.float64)
     if variant == "as_run":
         return np.asarray(arrays["clusters"])
@@ -112,14 +111,14 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
         return cluster_rep(z, method, ncluster, seed)
     adj = graph_of(arrays, z.shape[0])
     if variant == "avg":
-        return cluster_rep(average(adj, z), method, ncluster, seed)
+        return cluster_rep(neighbour_average(z, adj), method, ncluster, seed)
     if variant == "avg2":
-        return cluster_rep(average(adj, average(adj, z)), method, ncluster, seed)
+        return cluster_rep(neighbour_average(neighbour_average(z, adj), adj), method, ncluster, seed)
     if variant == "banksy":
-        mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardise(z), np.sqrt(BANKSY_LAMBDA) * standardise(average(adj, z))])
+        mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardise(z), np.sqrt(BANKSY_LAMBDA) * standardise(neighbour_average(z, adj))])
         return cluster_rep(mixed, method, ncluster, seed)
     if variant == "refine":
-        return refine(adj, cluster_rep(average(adj, z), method, ncluster, seed))
+        return refine(adj, cluster_rep(neighbour_average(z, adj), method, ncluster, seed))
     raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
 
 
@@ -138,10 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     known = {d.name: d for d in shared_datasets(args.data_root)}
-    methods = {"expression", "expression_smoothed", "image_stats", "gist", "gist_noimg", "gist_paper", "graphst"}
     records = []
     for path in sorted(Path(args.reps).glob("*.npz")):
-        dataset, method, seed = run_name(path, methods)
+        dataset, method, seed = run_name(path)
         if args.methods and method not in args.methods:
             continue
         arrays = dict(np.load(path))

@@ -123,7 +123,7 @@ def violin_main(argv: Sequence[str] | None = None) -> int:
     return _run(main, argv)
 
 
-def _need_denoised(adata, path: str) -> None:
+def _need_denoised(adata, path: Path) -> None:
     """A clear error when ``gist.h5ad`` was written without the denoised layer (test.py --denoised off)."""
     if DENOISED_LAYER not in adata.layers:
         raise GistInputError(f"{path} has no denoised expression (layers['{ORIGINAL_DENOISED_LAYER}']): it was written "
