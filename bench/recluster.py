@@ -75,14 +75,9 @@ def graph_of(arrays, n: int) -> sp.csr_matrix:
     return adj.tocsr()
 
 
-def standardise(z: np.ndarray) -> np.ndarray:
-    sd = z.std(axis=0)
-    return (z - z.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
-
-
 def refine(adj: sp.csr_matrix, clusters: np.ndarray) -> np.ndarray:
     """Each cell's most frequent cluster among itself and its graph neighbours (ties: its own)."""
-    codes, uniques = np.unique(clusters, return_inverse=True)[1], np.unique(clusters)
+    uniques, codes = np.unique(clusters, return_inverse=True)
     onehot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, uniques.size))
     votes = (adj @ onehot).toarray()
     votes[np.arange(codes.size), codes] += 0.5  # a tie keeps the cell's own cluster
@@ -103,6 +98,7 @@ def cluster_rep(z: np.ndarray, method: str, ncluster: int, seed: int) -> np.ndar
 
 def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int) -> np.ndarray:
     from gist.cluster import neighbour_average
+    from gist.infer import standardize_columns
 
     z = np.asarray(arrays["rep"], dtype=np.float64)
     if variant == "as_run":
@@ -115,7 +111,8 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
     if variant == "avg2":
         return cluster_rep(neighbour_average(neighbour_average(z, adj), adj), method, ncluster, seed)
     if variant == "banksy":
-        mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardise(z), np.sqrt(BANKSY_LAMBDA) * standardise(neighbour_average(z, adj))])
+        mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardize_columns(z),
+                           np.sqrt(BANKSY_LAMBDA) * standardize_columns(neighbour_average(z, adj))])
         return cluster_rep(mixed, method, ncluster, seed)
     if variant == "refine":
         return refine(adj, cluster_rep(neighbour_average(z, adj), method, ncluster, seed))

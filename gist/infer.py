@@ -85,6 +85,14 @@ def embed(model: TransImg, graph: SampleGraph, device: torch.device,
     return stitch(parts, graph.n_cells)
 
 
+def standardize_columns(z: np.ndarray) -> np.ndarray:
+    """``z`` (float64) with every column centred and scaled to unit variance; constant columns are
+    only centred."""
+    z = np.asarray(z, dtype=np.float64)
+    sd = z.std(axis=0)
+    return (z - z.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
+
+
 def consensus_latent(latents: list[np.ndarray], n_components: int) -> np.ndarray:
     """One latent from several models' latents of the same cells.
 
@@ -97,12 +105,7 @@ def consensus_latent(latents: list[np.ndarray], n_components: int) -> np.ndarray
         return latents[0]
     from sklearn.decomposition import PCA
 
-    scaled = []
-    for z in latents:
-        z = np.asarray(z, dtype=np.float64)
-        sd = z.std(axis=0)
-        scaled.append((z - z.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0))
-    stacked = np.hstack(scaled)
+    stacked = np.hstack([standardize_columns(z) for z in latents])
     k = min(n_components, stacked.shape[1], stacked.shape[0])
     return PCA(n_components=k, svd_solver="full").fit_transform(stacked).astype(np.float32)
 
