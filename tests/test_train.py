@@ -128,6 +128,20 @@ def test_cli_paper_recipe_trains_one_original_layout_model(tmp_path):
     assert record["recipe"] == "paper" and record["ensemble"]["size"] == 1
 
 
+def test_cli_standardize_img_off_keeps_the_image_in_its_own_units(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    out = _run("train.py", "--dataset", "demo", "--epochs", "1", "--hidden", "32", "6", "--ensemble", "1",
+               "--standardize_img", "0", "--save_path", str(ckpt), "--no_progress")
+    assert out.returncode == 0, out.stderr
+    state = torch.load(ckpt / "final_0.pth", weights_only=True)
+    assert "c4_img.lin_key.weight" in state  # still the gist recipe's fused image head
+    assert "img_center" not in state and "img_scale" not in state
+    record = json.loads((ckpt / "final_0.json").read_text())
+    assert record["config"]["standardize_img"] is False and record["config"]["fused_img_head"] is True
+    default = _run("train.py", "--help")
+    assert "--standardize_img" in default.stdout
+
+
 def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path):
     torch.manual_seed(0)
     original = {k: torch.randn_like(v) * 0.01 for k, v in TransImg([300, 54, 512, 30]).state_dict().items()}
