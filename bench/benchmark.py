@@ -387,13 +387,13 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     Cells without a label are clustered but left out of the scores.
     """
     from gist.cluster import cluster
-    from gist.metrics import score
+    from gist.metrics import labelled_mask, n_labels, score
 
     adatas = load_samples(dataset)
     labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
-    labelled = labels.notna().to_numpy()
+    labelled = labelled_mask(labels)
     labels = labels.astype(str).to_numpy()
-    ncluster = dataset.ncluster or len(np.unique(labels[labelled]))
+    ncluster = dataset.ncluster or n_labels(labels)
     warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
@@ -436,6 +436,87 @@ def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
                                 clusters=np.asarray(rep.obs["bench_cluster"], dtype=str),
                                 spatial=np.asarray(rep.obsm["spatial"], dtype=np.float64), **graph)
     return path
+
+
+def kept_graph(kept, n: int) -> sp.csr_matrix | None:
+    """The spatial graph a kept run (:func:`save_rep`) averaged over, unweighted; ``None`` if it kept none."""
+    if "graph_indptr" not in kept:
+        return None
+    indices = kept["graph_indices"]
+    return sp.csr_matrix((np.ones(indices.size), indices, kept["graph_indptr"]), shape=(n, n))
+
+
+def load_rep(path: Path) -> AnnData:
+    """A kept run (:func:`save_rep`) as an AnnData: ``obsm['bench_rep']``, ``obsm['spatial']``,
+    ``obs['labels']``, ``obs['bench_cluster']`` (the run's clusters) and, when the run kept its
+    graph, ``obsp['spatial_connectivities']`` (unweighted, as the run's smoothing used it)."""
+    from gist.keys import LIBRARY_KEY
+
+    kept = np.load(path)
+    n = kept["rep"].shape[0]
+    obs = pd.DataFrame({"labels": kept["labels"], "bench_cluster": kept["clusters"], LIBRARY_KEY: kept["samples"]},
+                       index=np.arange(n).astype(str))
+    rep = AnnData(np.zeros((n, 1), dtype=np.float32), obs=obs,
+                  obsm={REP_KEY: kept["rep"], "spatial": kept["spatial"]})
+    graph = kept_graph(kept, n)
+    if graph is not None:
+        rep.obsp["spatial_connectivities"] = graph
+    return rep
+
+
+def same_places(adatas: list[AnnData], spatial: np.ndarray) -> bool:
+    """Whether ``spatial`` holds the samples' cells in order, each sample up to a shift (as
+    :func:`offset_coordinates` moves them for GraphST)."""
+    start = 0
+    for adata in adatas:
+        xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+        kept = np.asarray(spatial[start:start + len(xy)], dtype=np.float64)
+        if kept.shape != xy.shape or not np.allclose(kept - kept.min(axis=0), xy - xy.min(axis=0)):
+            return False
+        start += len(xy)
+    return start == len(spatial)
+
+
+def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
+    """``record`` with its clustering redone on the run's kept representation (``path``, from
+    ``--keep_reps``) and scored against the dataset's labels as :func:`run_clustering` reads them now.
+
+    For a change in how labels are read or counted, not in how a representation is made: the
+    representation is the run's own (no retraining), clustered by the same routine, target count
+    rule and seed, so the record is what rerunning it would give. Timing and memory stay the
+    original run's; ``rescored`` gives the date.
+
+    Raises
+    ------
+    GistInputError
+        When the kept cells are not the dataset's (count, order, coordinates or labels differ), or a
+        smoothed method kept no graph.
+    """
+    from gist.cluster import cluster
+    from gist.metrics import labelled_mask, n_labels, score
+
+    adatas = load_samples(dataset)
+    labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
+    labelled = labelled_mask(labels)
+    labels = labels.astype(str).to_numpy()
+    rep = load_rep(path)
+    if rep.n_obs != labels.size or not np.array_equal(rep.obs["labels"].to_numpy(), labels) \
+            or not same_places(adatas, rep.obsm["spatial"]):
+        raise GistInputError(f"{path}: its cells are not those of dataset {dataset.name!r} "
+                             f"({rep.n_obs} kept, {labels.size} in the data, or their order/labels/coordinates differ)")
+    smooth = smooths(record["method"], dataset.cluster)
+    if smooth and "spatial_connectivities" not in rep.obsp:
+        raise GistInputError(f"{path}: {record['method']} averages over the spatial graph, but the run kept none")
+    ncluster = dataset.ncluster or n_labels(labels)
+    run = cluster(rep, dataset.cluster, ncluster, seed=record["seed"], use_rep=REP_KEY, key_added="bench_cluster",
+                  smooth=smooth)
+    summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
+    return record | {
+        "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
+        "scored_cells": int(labelled.sum()), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
+        "cluster": run["method"], "resolution": run["resolution"], "smoothed": smooth,
+        "rescored": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",

@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 #: BANKSY's neighbourhood weight for domain detection (lambda = 0.8 in its paper and package).
 BANKSY_LAMBDA = 0.8
 VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "refine")
-UNLABELLED = {"nan", "None", ""}
 
 
 #: Every benchmark method name starts with one of these (``image_<extractor>``, ``gist_<variant>``, ...).
@@ -57,10 +56,10 @@ def run_name(path: Path) -> tuple[str, str, int]:
 def graph_of(arrays, n: int) -> sp.csr_matrix:
     """The run's spatial graph (kept CSR), else the radius-rule graph within each sample
     (:func:`gist.graph.spatial_graph`); symmetric, with self-loops, unweighted."""
-    if "graph_indptr" in arrays:
-        indices = arrays["graph_indices"]
-        adj = sp.csr_matrix((np.ones(indices.size), indices, arrays["graph_indptr"]), shape=(n, n))
-    else:
+    from bench.benchmark import kept_graph
+
+    adj = kept_graph(arrays, n)
+    if adj is None:
         import pandas as pd
         from anndata import AnnData
 
@@ -121,7 +120,7 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
 
 def main(argv: list[str] | None = None) -> int:
     from bench.benchmark import shared_datasets
-    from gist.metrics import score
+    from gist.metrics import labelled_mask, n_labels, score
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("reps", help="folder written by bench/reproduce.py --keep_reps")
@@ -143,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = known.get(dataset)
         clusterer = args.cluster or (spec.cluster if spec else "leiden")
         labels = arrays["labels"]
-        labelled = ~np.isin(labels, list(UNLABELLED))
-        ncluster = (spec.ncluster if spec and spec.ncluster else None) or len(np.unique(labels[labelled]))
+        labelled = labelled_mask(labels)
+        ncluster = (spec.ncluster if spec and spec.ncluster else None) or n_labels(labels)
         for variant in args.variants:
             clusters = variant_clusters(variant, arrays, clusterer, ncluster, seed)
             summary, _, _ = score(labels[labelled], clusters[labelled])

@@ -13,6 +13,7 @@ marked block of BENCHMARKS.md.
     python bench/reproduce.py --data my.h5ad --label_key domain --cluster mclust \\
         [--image he.tif --image_scalef 0.25] [--extractors uni --weights uni.bin]
     python bench/reproduce.py --resume                        # skip runs already in the JSON
+    python bench/reproduce.py --rescore reps/                 # re-cluster kept runs (--keep_reps), no training
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bench.benchmark import (  # noqa: E402
     load_samples,
     methods_for,
     recorded_epochs,
+    rescore_clustering,
     run_task,
     shared_datasets,
     task_for,
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each clustering run's representation, clusters and labels to DIR/<dataset>_<method>_s<seed>.npz "
                         "(to study the clustering step again without retraining)")
     p.add_argument("--resume", action="store_true", help="keep the records in --out and skip runs already there")
+    p.add_argument("--rescore", default=None, metavar="DIR",
+                   help="train nothing: cluster and score again each record in --out (within --datasets/--methods/--seeds) "
+                        "whose run was kept in DIR by --keep_reps, with the current label and cluster-count rules; "
+                        "records without a kept run are listed and left as they are")
     return p
 
 
@@ -129,9 +135,38 @@ def key(record: dict) -> tuple:
     return record["dataset"], record["method"], record["seed"], record.get("epochs")
 
 
+def rescore(args: argparse.Namespace, datasets: list[BenchDataset]) -> dict:
+    """``--rescore``: redo the clustering of the kept runs in ``args.rescore`` (no training) and
+    replace their records in ``args.out``; the machine and settings entries stay those of the runs."""
+    payload = read_records(args.out)
+    by_name = {d.name: d for d in datasets}
+    records = []
+    for record in payload["records"]:
+        path = Path(args.rescore) / f"{record['dataset']}_{record['method']}_s{record['seed']}.npz"
+        chosen = record["dataset"] in by_name and (args.methods is None or record["method"] in args.methods) \
+            and record["seed"] in args.seeds and "error" not in record
+        if chosen and path.is_file():
+            new = rescore_clustering(by_name[record["dataset"]], record, path)
+            print(f"rescored {path.name}: ari {record['ari']} -> {new['ari']}, nmi {record['nmi']} -> {new['nmi']}, "
+                  f"ncluster {record.get('ncluster')} -> {new['ncluster']}", flush=True)
+            record = new
+        elif chosen:
+            print(f"not kept, left as it is (rerun it to update): {path.name}", flush=True)
+        records.append(record)
+    payload["records"] = records
+    write_records(args.out, payload)
+    return payload
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     datasets = chosen_datasets(args)
+    if args.rescore:
+        block = tables(rescore(args, datasets))
+        if args.markdown:
+            update_markdown(args.markdown, block)
+            print(f"tables written into {args.markdown}")
+        return 0
     payload = read_records(args.out) if args.resume else {"records": [], "denoising": []}
     payload["machine"] = machine()
     known = payload.get("settings", {}).get("datasets", {})

@@ -13,7 +13,7 @@ from anndata import AnnData
 from gist.cluster import cluster
 from gist.errors import GistInputError
 from gist.keys import CLUSTER_KEY, LATENT_KEY, MATCHED_KEY
-from gist.metrics import score
+from gist.metrics import labelled_mask, n_labels, score
 from gist.utils import atomic_path
 
 
@@ -36,13 +36,13 @@ def evaluate(adata: AnnData, label_key: str | None, ncluster: int | None, method
     if ncluster is None:
         if label_key is None:
             raise GistInputError("clustering needs --ncluster N when the data has no --label_key")
-        ncluster = int(adata.obs[label_key].nunique())
+        ncluster = n_labels(adata.obs[label_key])
     run = cluster(adata, method, int(ncluster), seed=seed, use_rep=use_rep, key_added=CLUSTER_KEY, smooth=smooth)
     metrics = run | {"ncluster": int(ncluster), "seed": seed, "label_key": label_key or "", "cluster_key": CLUSTER_KEY,
                      "use_rep": use_rep}
     if label_key is None:
         return metrics, None
-    labelled = adata.obs[label_key].notna().to_numpy()
+    labelled = labelled_mask(adata.obs[label_key])
     summary, table, matched = score(adata.obs[label_key].to_numpy()[labelled], adata.obs[CLUSTER_KEY].to_numpy()[labelled])
     names = np.full(adata.n_obs, None, dtype=object)
     names[labelled] = matched.astype(str)

@@ -243,6 +243,7 @@ def oracle_select(
     from sklearn.metrics import adjusted_rand_score
 
     from gist.cluster import cluster
+    from gist.metrics import labelled_mask
 
     if not checkpoints:
         raise GistInputError("--select oracle found no final_<epoch>_<repeat>.pth checkpoints to choose from")
@@ -254,7 +255,7 @@ def oracle_select(
     scores = {}
     for epoch, path in checkpoints:
         result = infer(adatas, load_checkpoint(path, genes, img_dim), device)
-        labelled = result[result.obs[label_key].notna()].copy()
+        labelled = result[labelled_mask(result.obs[label_key])].copy()
         cluster(labelled, method, ncluster, seed=seed, use_rep=LATENT_KEY, key_added="oracle_cluster")
         scores[epoch] = float(adjusted_rand_score(labelled.obs[label_key].astype(str), labelled.obs["oracle_cluster"]))
     best = max(scores, key=scores.get)

@@ -7,6 +7,35 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+#: Label texts that mean "no label": how a missing value reads once a column went through ``astype(str)``
+#: (the DLPFC annotation stores its 39 unannotated spots as the category ``"nan"``).
+MISSING_LABEL_TEXTS = frozenset({"nan", "NaN", "None", "<NA>", ""})
+
+
+def labelled_mask(labels) -> np.ndarray:
+    """``True`` where a cell has a label: not missing and not a text in :data:`MISSING_LABEL_TEXTS`.
+
+    Parameters
+    ----------
+    labels
+        One label per cell (array, list or ``pandas.Series``, categorical or not).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    values = pd.Series(np.asarray(labels, dtype=object))
+    present = values.notna().to_numpy()
+    texts = values[present].astype(str).str.strip()
+    present[present] = ~texts.isin(MISSING_LABEL_TEXTS).to_numpy()
+    return present
+
+
+def n_labels(labels) -> int:
+    """How many distinct labels the labelled cells carry (missing ones, see :func:`labelled_mask`, not counted)."""
+    values = np.asarray(labels, dtype=object)
+    return int(len(np.unique(values[labelled_mask(values)].astype(str))))
+
 
 def hungarian_match(labels, clusters) -> dict[str, str]:
     """Map each cluster to at most one label so that the matched cells are as many as possible.
@@ -28,7 +57,7 @@ def hungarian_match(labels, clusters) -> dict[str, str]:
 def score(labels, clusters) -> tuple[dict, pd.DataFrame, np.ndarray]:
     """ARI, NMI and per-class precision/recall/F1 after Hungarian matching.
 
-    Cells whose label is missing are left out.
+    Cells whose label is missing (:func:`labelled_mask`) are left out.
 
     Returns
     -------
@@ -38,7 +67,7 @@ def score(labels, clusters) -> tuple[dict, pd.DataFrame, np.ndarray]:
     """
     labels = pd.Series(np.asarray(labels, dtype=object))
     clusters = np.asarray(clusters).astype(str)
-    known = labels.notna().to_numpy()
+    known = labelled_mask(labels)
     y = labels[known].astype(str).to_numpy()
     c = clusters[known]
     mapping = hungarian_match(y, c)

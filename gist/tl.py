@@ -145,12 +145,12 @@ def score(adata: AnnData, label_key: str, cluster_key: str = CLUSTER_KEY, key_ad
     ``obs[key_added]`` and returns the scores."""
     import pandas as pd
 
-    from gist.metrics import score as compare
+    from gist.metrics import labelled_mask, score as compare
 
     for key in (label_key, cluster_key):
         if key not in adata.obs:
             raise GistInputError(f"obs[{key!r}] not found (have {list(adata.obs.columns)})")
-    labelled = adata.obs[label_key].notna().to_numpy()
+    labelled = labelled_mask(adata.obs[label_key])
     summary, _, matched = compare(adata.obs[label_key].to_numpy()[labelled], adata.obs[cluster_key].to_numpy()[labelled])
     names = np.full(adata.n_obs, None, dtype=object)
     names[labelled] = matched.astype(str)

@@ -17,6 +17,7 @@ from bench.benchmark import (
     methods_for,
     offset_coordinates,
     representation,
+    rescore_clustering,
     run_clustering,
     smoothed_expression_rep,
 )
@@ -125,7 +126,9 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     data = tmp_path / "mine.h5ad"
     pooled = ad.concat([a.copy() for a in demo_small], merge="same")
     pooled.obs["domain"] = pooled.obs["merge_cell_type"].astype(str)
+    pooled.obs.loc[pooled.obs_names[::25], "domain"] = "nan"  # unannotated, as DLPFC stores them: not a class
     pooled.write_h5ad(data)
+    classes = pooled.obs["domain"][pooled.obs["domain"] != "nan"].nunique()
     markdown = tmp_path / "B.md"
     markdown.write_text(f"# mine\n{START}\n{END}\n")
     out = tmp_path / "bench.json"
@@ -153,7 +156,32 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     for r in records:
         assert r["dataset"] == "mine" and r["selection"] == "final" and -1 <= r["ari"] <= 1 and 0 <= r["nmi"] <= 1
         assert r["seconds"] > 0 and r["peak_mb"] > 0 and r["cells"] == pooled.n_obs
+        assert r["ncluster"] == classes and r["scored_cells"] == pooled.n_obs - len(pooled.obs_names[::25])
     assert payload["denoising"] == []
+    # --rescore: a stale record (scored under another label rule) gets the clustering and scores a
+    # rerun would give, from the kept run alone (expression: raw; gist: averaged over the kept graph)
+    fresh = {r["method"]: dict(r) for r in records}
+    for r in payload["records"]:
+        r.update(ari=-1.0, nmi=0.0, ncluster=classes + 1, scored_cells=pooled.n_obs)
+    out.write_text(json.dumps(payload))
+    rescored = subprocess.run(command[:-4] + ["--out", str(out), "--markdown", "", "--rescore", str(reps)],
+                              capture_output=True, text=True, timeout=600)
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    assert rescored.stdout.count("rescored mine_") == 2
+    for r in json.loads(out.read_text())["records"]:
+        before = fresh[r["method"]]
+        assert (r["ari"], r["nmi"], r["ncluster"], r["scored_cells"]) == \
+            (before["ari"], before["nmi"], before["ncluster"], before["scored_cells"])
+        assert r["seconds"] == before["seconds"] and "rescored" in r
+    # a kept run is only rescored against the cells it was made from
+    moved = ad.read_h5ad(data)
+    moved.obsm["spatial"] = moved.obsm["spatial"][::-1].copy()
+    moved.write_h5ad(data)
+    dataset = BenchDataset("mine", str(data), "domain", "mclust", library_key="sample")
+    with pytest.raises(GistInputError, match="not those of dataset 'mine'"):
+        rescore_clustering(dataset, fresh["gist"], reps / "mine_gist_s0.npz")
+    pooled.write_h5ad(data)
+    out.write_text(json.dumps(payload | {"records": list(fresh.values())}))
     # resuming runs only what is missing: the denoising run (same dataset, method, seed and epochs
     # as a clustering record, which must not count as done)
     again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)

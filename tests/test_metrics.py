@@ -1,10 +1,12 @@
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from gist.cluster import mclust, res_search
-from gist.metrics import hungarian_match, score
+from gist.evaluate import evaluate
+from gist.metrics import hungarian_match, labelled_mask, n_labels, score
 
 
 def test_hungarian_recovers_a_known_permutation():
@@ -36,6 +38,28 @@ def test_missing_labels_are_left_out():
     labels = np.array(["a", "a", None, "b", "b"], dtype=object)
     summary, _, matched = score(labels, np.array([0, 0, 1, 1, 1]))
     assert summary["n_cells"] == 4 and summary["ari"] == pytest.approx(1.0) and matched[2] == "b"
+
+
+@pytest.mark.parametrize("missing", [None, np.nan, "nan", "NaN", "None", ""])
+def test_a_missing_label_in_any_spelling_is_left_out_and_not_counted_as_a_class(missing):
+    # DLPFC's annotation stores its unannotated spots as the category "nan": not an 8th layer
+    labels = pd.Series(pd.Categorical(["a", "a", missing, "b", "b"]))
+    assert labelled_mask(labels).tolist() == [True, True, False, True, True]
+    assert n_labels(labels) == 2
+    summary, _, _ = score(labels.astype(str).to_numpy(), np.array([0, 0, 2, 1, 1]))
+    assert summary["n_cells"] == 4 and summary["ari"] == pytest.approx(1.0)
+
+
+def test_evaluate_sizes_the_clustering_by_the_labelled_classes():
+    rng = np.random.default_rng(0)
+    centres = np.repeat(np.eye(3) * 10, 20, axis=0)
+    adata = ad.AnnData(np.zeros((60, 1), dtype=np.float32))
+    adata.obsm["X_gist"] = centres + rng.normal(size=centres.shape)
+    adata.obs["layer"] = pd.Categorical(["a"] * 20 + ["b"] * 20 + ["c"] * 17 + ["nan"] * 3)
+    metrics, table = evaluate(adata, "layer", None, "mclust")
+    assert metrics["ncluster"] == 3 and metrics["n_cells"] == 57
+    assert sorted(table["class"]) == ["a", "b", "c"]
+    assert adata.obs["gist_matched"].isna().sum() == 3
 
 
 def test_mclust_tied_mixture_on_shared_covariance_blobs():
