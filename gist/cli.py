@@ -93,8 +93,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--standardize_img", type=int, choices=[0, 1],
                         help="gist recipe: 1 (default) z-scores each image feature inside the model; 0 feeds them "
                              "in their own units, so a low-contrast image weighs little (measured, ARI: DLPFC 151510 "
-                             "0.47 / 0.33 with 0 vs 0.31 / 0.28 with 1, two seeds; the demo, whose classes differ "
-                             "only in the image, 0.68 / 0.69 with 0 vs 0.93 / 0.94 with 1; see BENCHMARKS.md)")
+                             "mean 0.39 with 0 vs 0.28 with 1 (4 seeds; 0.42 without image); "
+                             "the demo, whose classes differ only in the image, 0.67 with 0 vs 0.94 with 1 (3 seeds); "
+                             "see BENCHMARKS.md)")
     parser.add_argument("--save_every", type=int,
                         help="write final_<epoch>_<repeat>.pth every N epochs (default: gist 50, paper 100)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save_path")
