@@ -373,6 +373,17 @@ def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int 
     return None
 
 
+def dataset_labels(dataset: BenchDataset, adatas: list[AnnData]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every cell's label as text, which cells have one (:func:`gist.metrics.labelled_mask`) and the
+    target cluster count (``dataset.ncluster``, else the number of label classes)."""
+    from gist.metrics import labelled_mask
+
+    labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
+    labelled = labelled_mask(labels)
+    labels = labels.astype(str).to_numpy()
+    return labels, labelled, dataset.ncluster or len(np.unique(labels[labelled]))
+
+
 def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: int, weights: str | None = None,
                    device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
                    gist_ensemble: int | None = None, keep_rep: str | None = None) -> dict:
@@ -387,13 +398,10 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     Cells without a label are clustered but left out of the scores.
     """
     from gist.cluster import cluster
-    from gist.metrics import labelled_mask, n_labels, score
+    from gist.metrics import score
 
     adatas = load_samples(dataset)
-    labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
-    labelled = labelled_mask(labels)
-    labels = labels.astype(str).to_numpy()
-    ncluster = dataset.ncluster or n_labels(labels)
+    labels, labelled, ncluster = dataset_labels(dataset, adatas)
     warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
@@ -493,12 +501,10 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
         smoothed method kept no graph.
     """
     from gist.cluster import cluster
-    from gist.metrics import labelled_mask, n_labels, score
+    from gist.metrics import score
 
     adatas = load_samples(dataset)
-    labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
-    labelled = labelled_mask(labels)
-    labels = labels.astype(str).to_numpy()
+    labels, labelled, ncluster = dataset_labels(dataset, adatas)
     rep = load_rep(path)
     if rep.n_obs != labels.size or not np.array_equal(rep.obs["labels"].to_numpy(), labels) \
             or not same_places(adatas, rep.obsm["spatial"]):
@@ -507,7 +513,6 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
     smooth = smooths(record["method"], dataset.cluster)
     if smooth and "spatial_connectivities" not in rep.obsp:
         raise GistInputError(f"{path}: {record['method']} averages over the spatial graph, but the run kept none")
-    ncluster = dataset.ncluster or n_labels(labels)
     run = cluster(rep, dataset.cluster, ncluster, seed=record["seed"], use_rep=REP_KEY, key_added="bench_cluster",
                   smooth=smooth)
     summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
