@@ -34,6 +34,8 @@ that its peak memory is its own.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import resource
 import tempfile
@@ -55,6 +57,8 @@ REP_KEY = "bench_rep"
 SELECTION = "final"
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
 GRAPHST_MAX_CELLS = 20000
+#: The her2st sections of ../shared/data/her2st_spots (pathologist labels, no image).
+HER2ST_SECTIONS = ("B1", "C1", "D1", "G2", "H1")
 
 
 @dataclass
@@ -87,7 +91,7 @@ def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     lung5 = root / "cosmx_lung5_subset" / "CosMx_subset.h5ad"
     if lung5.is_file():  # a user's .h5ad, not the paper's Lung13: the radius rule, as train.py --data
         found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, merge_from="cell_type"))
-    for section in ("B1", "G2", "H1"):
+    for section in HER2ST_SECTIONS:
         path = root / "her2st_spots" / f"her2st_{section}.h5ad"
         if path.is_file():
             found.append(BenchDataset(f"her2st_{section}", str(path), "label", "mclust"))
@@ -129,9 +133,13 @@ def has_image(adatas: list[AnnData]) -> bool:
     return True
 
 
-def methods_for(adatas: list[AnnData], extractors: list[str]) -> list[str]:
-    """The methods that apply to a dataset: image methods only where there is an image."""
+def methods_for(adatas: list[AnnData], extractors: list[str], cluster: str = "leiden") -> list[str]:
+    """The methods that apply to a dataset: image methods only where there is an image, the
+    spatial-prior baseline and GraphST's label refinement only for domains (``mclust``)."""
     names = ["expression", "expression_smoothed"]
+    domains = cluster == "mclust"
+    if domains:
+        names.append("expression_hmrf")
     image = has_image(adatas)
     if image:
         names += [f"image_{e}" for e in extractors]
@@ -139,6 +147,9 @@ def methods_for(adatas: list[AnnData], extractors: list[str]) -> list[str]:
     if image:
         names += ["gist_noimg"] + [f"gist_{e}" for e in extractors[1:]]
     names += ["gist_paper", "graphst"]
+    if domains:
+        names.append("graphst_refine")
+    names += ["banksy", "cellcharter"]
     return names
 
 
@@ -300,16 +311,95 @@ def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600
     return adata
 
 
+#: BANKSY's settings per task, as its authors recommend: lambda 0.2 for cell typing and for domains
+#: of spot data (Visium; prabhakarlab/Banksy issues #18, #28), k_geom 18 with the azimuthal Gabor
+#: filter for Visium domains (the DLPFC vignette), 15 (pybanksy's default) for cells, 20 PCs.
+BANKSY_SETTINGS = {"mclust": {"lambda": 0.2, "k_geom": 18}, "leiden": {"lambda": 0.2, "k_geom": 15}}
+BANKSY_PCS = 20
+
+
+def banksy_rep(adatas: list[AnnData], seed: int, task: str, n_hvg: int = 2000) -> AnnData:
+    """BANKSY (PyPI ``pybanksy``): each cell's z-scored expression beside its neighbours'
+    Gaussian-weighted mean and azimuthal Gabor filter (``max_m=1``), weighted by ``lambda``, then
+    PCA to 20 components; settings from :data:`BANKSY_SETTINGS` for the task. Genes as the
+    ``expression`` row (normalize_total, log1p, 2,000 HVGs); samples kept apart in space."""
+    try:
+        from banksy.embed_banksy import generate_banksy_matrix
+        from banksy.initialize_banksy import initialize_banksy
+    except ImportError as err:
+        raise GistInputError(f"pybanksy is not installed ({err}): pip install -r bench/requirements.txt") from None
+    from sklearn.decomposition import PCA
+
+    settings = BANKSY_SETTINGS[task]
+    adata = _pooled_top_genes(adatas, n_hvg)
+    adata.X = np.asarray(adata.X.todense() if sp.issparse(adata.X) else adata.X, dtype=np.float64)
+    xy = offset_coordinates(adatas)
+    adata.obsm["spatial"] = xy
+    adata.obs["x"], adata.obs["y"] = xy[:, 0], xy[:, 1]
+    quiet = {"plt_edge_hist": False, "plt_nbr_weights": False, "plt_agf_angles": False, "plt_theta": False}
+    with contextlib.redirect_stdout(io.StringIO()):  # pybanksy prints its matrices
+        banksy_dict = initialize_banksy(adata, ("x", "y", "spatial"), num_neighbours=settings["k_geom"],
+                                        nbr_weight_decay="scaled_gaussian", max_m=1, **quiet)
+        _, matrix = generate_banksy_matrix(adata, banksy_dict, [settings["lambda"]], max_m=1, verbose=False)
+    values = np.asarray(matrix.X.todense() if sp.issparse(matrix.X) else matrix.X, dtype=np.float64)
+    values[np.isnan(values)] = 0.0
+    adata.obsm[REP_KEY] = PCA(n_components=BANKSY_PCS, random_state=seed).fit_transform(values)
+    return adata
+
+
+def cellcharter_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_layers: int = 3,
+                    max_epochs: int | None = None) -> AnnData:
+    """CellCharter (PyPI ``cellcharter``) as its authors run transcriptomics: scVI's latent
+    (``scvi-tools``, 2,000 seurat_v3 HVGs of the raw counts, one batch per sample, early stopping),
+    a Delaunay graph per sample without its long links (``cc.gr.remove_long_links``), and the
+    latent concatenated with its means over the exact 1-, 2- and 3-hop rings
+    (``cc.gr.aggregate_neighbors``). ``max_epochs`` caps scVI's training (tests; default scVI's own rule)."""
+    try:
+        import cellcharter as cc
+        import scvi
+        import squidpy as sq
+    except ImportError as err:
+        raise GistInputError(f"cellcharter/scvi-tools is not installed ({err}): pip install -r bench/requirements.txt") from None
+    import scanpy as sc
+
+    from gist.keys import LIBRARY_KEY
+
+    adata = _concat(adatas)
+    adata.obs[LIBRARY_KEY] = pd.Categorical(np.repeat([str(i) for i in range(len(adatas))], [a.n_obs for a in adatas]))
+    adata.layers["counts"] = adata.X.copy()
+    if adata.n_vars > n_hvg:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg, flavor="seurat_v3", layer="counts")
+        adata = adata[:, adata.var["highly_variable"]].copy()
+    scvi.settings.seed = seed
+    scvi.settings.verbosity = 40
+    batch = LIBRARY_KEY if len(adatas) > 1 else None
+    scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key=batch)
+    model = scvi.model.SCVI(adata)
+    model.train(max_epochs=max_epochs, early_stopping=True, enable_progress_bar=False, accelerator="cpu")
+    adata.obsm["X_scVI"] = model.get_latent_representation()
+    sq.gr.spatial_neighbors(adata, library_key=LIBRARY_KEY, coord_type="generic", delaunay=True, spatial_key="spatial")
+    cc.gr.remove_long_links(adata)
+    cc.gr.aggregate_neighbors(adata, n_layers=n_layers, use_rep="X_scVI", out_key="X_cellcharter",
+                              sample_key=LIBRARY_KEY)
+    adata.obsm[REP_KEY] = np.asarray(adata.obsm["X_cellcharter"], dtype=np.float64)
+    return adata
+
+
 def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: int, weights: str | None = None,
                    device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
-                   gist_ensemble: int | None = None) -> AnnData:
+                   gist_ensemble: int | None = None, task: str = "leiden") -> AnnData:
     """Dispatch ``method`` (see the module docstring) to its representation. ``gist_epochs`` and
-    ``gist_ensemble`` override the gist recipe (quick checks); ``None`` keeps the recipe's."""
+    ``gist_ensemble`` override the gist recipe (quick checks); ``None`` keeps the recipe's;
+    ``task`` is the dataset's clustering (``leiden`` cell types, ``mclust`` domains)."""
     image = has_image(adatas)
     first = extractors[0] if image else None
     default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble}
-    if method == "expression":
+    if method in ("expression", "expression_hmrf"):
         return expression_rep(adatas, seed)
+    if method == "banksy":
+        return banksy_rep(adatas, seed, task)
+    if method == "cellcharter":
+        return cellcharter_rep(adatas, seed)
     if method == "expression_smoothed":
         return smoothed_expression_rep(adatas, seed)
     if method == "gist":
@@ -318,7 +408,7 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
         return gist_rep(adatas, seed, None, None, device, **default)
     if method == "gist_paper":
         return gist_rep(adatas, seed, first, weights, device, recipe="paper", epochs=paper_epochs)
-    if method == "graphst":
+    if method in ("graphst", "graphst_refine"):
         return graphst_rep(adatas, seed, device)
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
@@ -333,6 +423,40 @@ def smooths(method: str, cluster_method: str) -> bool:
     the ``gist`` recipe does it for domain detection (``mclust``); the paper recipe and the other
     methods never."""
     return cluster_method == "mclust" and method.startswith("gist") and method != "gist_paper"
+
+
+def clusterer(method: str, task: str) -> str:
+    """The clusterer a method's representation goes through: the dataset's (``leiden`` or
+    ``mclust``), except ``expression_hmrf``, whose mixture has a Potts prior (``hmrf``)."""
+    return "hmrf" if method == "expression_hmrf" and task == "mclust" else task
+
+
+def pooled_graph(adatas: list[AnnData]) -> sp.csr_matrix:
+    """The samples' spatial graphs (``obsp['spatial_connectivities']``) as one block-diagonal matrix."""
+    return sp.block_diag([sp.csr_matrix(a.obsp["spatial_connectivities"]) for a in adatas], format="csr")
+
+
+#: GraphST's refinement: each spot takes the majority label of its nearest spots (its ``radius``).
+GRAPHST_REFINE_RADIUS = 50
+
+
+def cluster_rep(rep: AnnData, adatas: list[AnnData], method: str, task: str, ncluster: int, seed: int) -> dict:
+    """Cluster a method's representation (``obsm['bench_rep']``) into ``obs['bench_cluster']`` the
+    way the benchmark does for every method: the clusterer of :func:`clusterer`, the average over
+    the spatial graph where :func:`smooths` says so, GraphST's label refinement for ``graphst_refine``."""
+    from gist.cluster import cluster
+
+    smooth = smooths(method, task)
+    how = clusterer(method, task)
+    if how == "hmrf" and "spatial_connectivities" not in rep.obsp:
+        rep.obsp["spatial_connectivities"] = pooled_graph(adatas)
+    run = cluster(rep, how, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
+    if method == "graphst_refine":
+        from GraphST.utils import refine_label
+
+        rep.obs["bench_cluster"] = pd.Categorical(refine_label(rep, GRAPHST_REFINE_RADIUS, key="bench_cluster"))
+        run["refined"] = True
+    return run
 
 
 # ---------------------------------------------------------------- one run
@@ -397,7 +521,6 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     one-time compilation of the clustering code (:func:`warm_up`, before the clock starts).
     Cells without a label are clustered but left out of the scores.
     """
-    from gist.cluster import cluster
     from gist.metrics import score
 
     adatas = load_samples(dataset)
@@ -405,9 +528,9 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
-    rep = representation(adatas, method, seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble)
-    smooth = smooths(method, dataset.cluster)
-    run = cluster(rep, dataset.cluster, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
+    rep = representation(adatas, method, seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble,
+                         task=dataset.cluster)
+    run = cluster_rep(rep, adatas, method, dataset.cluster, ncluster, seed)
     seconds = time.perf_counter() - start
     summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
     if keep_rep:
@@ -420,7 +543,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
         "epochs": recorded_epochs("cluster", method, paper_epochs, gist_epochs), "cells": int(rep.n_obs),
         "scored_cells": int(labelled.sum()), "genes": int(rep.n_vars), "ncluster": int(ncluster),
         "n_clusters": run["n_clusters"], "cluster": run["method"], "resolution": run["resolution"],
-        "smoothed": smooth, "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
+        "smoothed": run["smoothed"], "beta": run["beta"], "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
         "loaded_mb": round(base_mb, 1), "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -500,7 +623,6 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
         When the kept cells are not the dataset's (count, order, coordinates or labels differ), or a
         smoothed method kept no graph.
     """
-    from gist.cluster import cluster
     from gist.metrics import score
 
     adatas = load_samples(dataset)
@@ -510,17 +632,15 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
             or not same_places(adatas, rep.obsm["spatial"]):
         raise GistInputError(f"{path}: its cells are not those of dataset {dataset.name!r} "
                              f"({rep.n_obs} kept, {labels.size} in the data, or their order/labels/coordinates differ)")
-    smooth = smooths(record["method"], dataset.cluster)
-    if smooth and "spatial_connectivities" not in rep.obsp:
+    if smooths(record["method"], dataset.cluster) and "spatial_connectivities" not in rep.obsp:
         raise GistInputError(f"{path}: {record['method']} averages over the spatial graph, but the run kept none")
-    run = cluster(rep, dataset.cluster, ncluster, seed=record["seed"], use_rep=REP_KEY, key_added="bench_cluster",
-                  smooth=smooth)
+    run = cluster_rep(rep, adatas, record["method"], dataset.cluster, ncluster, record["seed"])
     summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
     return record | {
         "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
         "scored_cells": int(labelled.sum()), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
-        "cluster": run["method"], "resolution": run["resolution"], "smoothed": smooth,
-        "rescored": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cluster": run["method"], "resolution": run["resolution"], "smoothed": run["smoothed"],
+        "beta": run["beta"], "rescored": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"),
                    help="folder with the shared real datasets (cosmx_lung5_subset/, her2st_spots/, dlpfc_151510/)")
     p.add_argument("--datasets", nargs="+", default=None,
-                   help="names to run (demo, cosmx_lung5, her2st_B1, her2st_G2, her2st_H1, dlpfc_151510); "
+                   help="names to run (demo, cosmx_lung5, her2st_B1, her2st_C1, her2st_D1, her2st_G2, her2st_H1, dlpfc_151510); "
                         "default: all present")
     p.add_argument("--data", default=None, help="a labelled spatial .h5ad of your own (raw counts in X, obsm['spatial'])")
     p.add_argument("--label_key", default=None, help="with --data: the obs column of the labels")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {(section, key(r)) for section in ("records", "denoising") for r in payload[section] if "error" not in r}
     jobs = []
     quick = {"gist_epochs": args.gist_epochs, "gist_ensemble": args.gist_ensemble}
-    applicable = {d.name: methods_for(load_samples(d), args.extractors) for d in datasets}
+    applicable = {d.name: methods_for(load_samples(d), args.extractors, d.cluster) for d in datasets}
     # seed by seed, so that a partial run already covers every dataset and method
     for seed in [] if args.no_cluster else args.seeds:
         for dataset in datasets:

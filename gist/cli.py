@@ -16,7 +16,7 @@ from gist.device import PRECISIONS
 from gist.errors import GistInputError
 from gist.keys import LIBRARY_KEY
 from gist.train import DEFAULT_RECIPE, RECIPES
-from gist.utils import h5ad_safe
+from gist.utils import folder_bytes, h5ad_safe, human_bytes
 
 #: test.py --denoised auto leaves the dense denoised layer out above this size (GiB).
 DENOISED_AUTO_MAX_GIB = 4.0
@@ -97,8 +97,15 @@ def train_parser() -> argparse.ArgumentParser:
                              "the demo, whose classes differ only in the image, 0.67 with 0 vs 0.94 with 1 (3 seeds); "
                              "see BENCHMARKS.md)")
     parser.add_argument("--save_every", type=int,
-                        help="write final_<epoch>_<repeat>.pth every N epochs (default: gist 50, paper 100)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --save_path")
+                        help="also keep the weights of every N-th epoch, final_<epoch>_<repeat>.pth (default: gist "
+                             "0 = only each member's final_<repeat>.pth; paper 100, the files its --select oracle reads)")
+    parser.add_argument("--keep_state", action="store_true",
+                        help="keep each member's resume state train_state_<repeat>.pt (weights + optimiser, ~3x a "
+                             "model) after a clean finish, so that the run can later be extended exactly with "
+                             "--resume --epochs N (default: removed once the member has finished)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --save_path: members that finished are loaded, the one "
+                             "in progress continues from its resume state (written every 50 epochs)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                         help="fp32 (default); tf32: fp32 with TF32 matmuls on CUDA (not yet timed by this project); "
                              "bf16/fp16 autocast (measured slower than fp32: ~7x on this project's CPU, 1.2x on an H200)")
@@ -134,7 +141,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                  "use_img_loss": None if args.use_img_loss is None else bool(args.use_img_loss),
                  "standardize_img": None if args.standardize_img is None else bool(args.standardize_img),
                  "repeat": args.repeat, "precision": args.precision, "patience": args.patience,
-                 "min_delta": args.min_delta if args.patience else None}
+                 "min_delta": args.min_delta if args.patience else None, "keep_state": args.keep_state or None}
     if args.max_cells_per_batch is not None:
         overrides["max_cells_per_batch"] = args.max_cells_per_batch or None
     try:
@@ -142,6 +149,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         adata = pp.select_genes(join_samples(adatas), args.n_top_genes)
         record = {"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data,
                   "graph": graph, "gene_rule": adata.uns["gist"]["genes"]["rule"]}
+        if distributed.is_main():
+            print(_expected_size(adata, args.recipe, epochs, args.ensemble, overrides, args.checkpoint_dir))
         models = tl.fit(adata, args.recipe, epochs=epochs, ensemble=args.ensemble, seed=args.seed,
                         save_path=args.checkpoint_dir, device=args.device, resume=args.resume,
                         progress=not args.no_progress, embed_cells=False, record=record,
@@ -155,8 +164,21 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     trained = adata.uns["gist"]
     finals = ", ".join(f"{loss:.4f}" for loss in trained["final_loss"])
     print(f"trained {len(models)} model(s) ({args.recipe} recipe) for {trained['settings']['epochs']} epochs, "
-          f"final loss {finals}; checkpoints in {args.checkpoint_dir}/")
+          f"final loss {finals}; checkpoints in {args.checkpoint_dir}/ ({human_bytes(folder_bytes(args.checkpoint_dir))})")
     return 0
+
+
+def _expected_size(adata, recipe: str, epochs: int | None, ensemble: int | None, overrides: dict, folder: Path) -> str:
+    """The line train.py prints before training: the checkpoint bytes the run will leave."""
+    from gist.keys import IMG_KEY
+    from gist.train import expected_checkpoint_bytes, recipe_config
+
+    config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, **{k: v for k, v in overrides.items() if v is not None})
+    img_dim = adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0
+    size = expected_checkpoint_bytes(adata.n_vars, img_dim, config)
+    return (f"checkpoints: about {human_bytes(size['kept'])} will stay in {folder}/ ({size['files']} weight file(s)"
+            f"{' and the resume states' if config.keep_state else ''}); while a member trains its resume state adds "
+            f"{human_bytes(size['state'])}")
 
 
 def _forward_to_test(args) -> list[str]:
@@ -335,7 +357,7 @@ def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
 
 
 def extract_parser() -> argparse.ArgumentParser:
-    from gist.extract import EXTRACTORS
+    from gist.extractors import POOLS, extractor_names
 
     parser = argparse.ArgumentParser(
         prog="extract_features.py",
@@ -348,8 +370,17 @@ def extract_parser() -> argparse.ArgumentParser:
                      help="demo (generated), nanostring (CosMx flat files under ROOT/nanostring or ROOT), "
                           "breast/breast2/colorectal (a Visium outs/ folder under ROOT/<dataset>)")
     src.add_argument("--root", default="dataset", help="folder holding the datasets (default: %(default)s)")
-    src.add_argument("--data", metavar="PATH", help="any .h5ad with raw counts and obsm['spatial']")
-    src.add_argument("--image", metavar="PATH", help="tissue image for --data, or the full-resolution image of a Visium dataset")
+    src.add_argument("--data", metavar="PATH",
+                     help="any .h5ad with raw counts and obsm['spatial'], a 10x Xenium output folder "
+                          "(experiment.xenium), a Visium HD outs/ folder (binned_outputs/) or a SpatialData .zarr store")
+    src.add_argument("--image", metavar="PATH",
+                     help="tissue image for --data (.h5ad), or the full-resolution image of a Visium / Visium HD dataset")
+    src.add_argument("--bin_size", type=int, default=8,
+                     help="Visium HD: bin side in microns, binned_outputs/square_<bin>um/ (default: %(default)s)")
+    src.add_argument("--table_key", help="SpatialData: the table of counts (default: 'table', or the only one)")
+    src.add_argument("--image_key",
+                     help="SpatialData: the image element patches are cut from (default: the only one); Xenium: "
+                          "morphology_focus (default), morphology_mip or an aligned he_image/if_image")
     src.add_argument("--library_key", help="obs column splitting --data into samples (default: one sample)")
     src.add_argument("--labels", metavar="CSV", help="Visium: spot labels keyed by barcode")
     src.add_argument("--label_key", default="label", help="Visium: label column of --labels (default: %(default)s)")
@@ -358,10 +389,22 @@ def extract_parser() -> argparse.ArgumentParser:
     src.add_argument("--from-pickle", dest="from_pickle", metavar="PATH",
                      help="import the original's pickled list of AnnData (adatas_list.pkl); unpickling runs code from the file")
     parser.add_argument("--out", help="output folder (default: ROOT/<dataset>/features)")
-    parser.add_argument("--extractor", choices=EXTRACTORS, default="stats",
-                        help="stats (default; no weights), uni, virchow2, ctranspath (need --weights), or none "
+    parser.add_argument("--extractor", type=_extractor_name, default="stats", metavar="NAME",
+                        help=f"{', '.join(extractor_names())} or timm:<architecture>: stats (default; no weights), "
+                             "the presets uni, virchow2, ctranspath, any timm model by name (e.g. "
+                             "timm:vit_giant_patch14_reg4_dinov2 for H-optimus-0; all need --weights), or none "
                              "(no image: graph only, the model then trains its gene branch alone)")
     parser.add_argument("--weights", metavar="PATH", help="local weights file of the foundation model (never downloaded)")
+    parser.add_argument("--extractor_kwargs", type=_json_object, metavar="JSON",
+                        help='timm:<architecture>: keyword arguments of timm.create_model, e.g. \'{"init_values": 1e-5, '
+                             '"reg_tokens": 4}\' (default: none)')
+    parser.add_argument("--pool", choices=POOLS,
+                        help="timm:<architecture>: one vector per patch from the class token, the mean of the patch "
+                             "tokens, or both side by side (default: the model's own pooling)")
+    parser.add_argument("--channels", type=int, nargs="+", metavar="C",
+                        help="image channels drawn as red, green, blue (1-3 indices; one gives grayscale), e.g. 0 for "
+                             "DAPI alone (default: an RGB image as it is; a multi-channel fluorescence image such as "
+                             "Xenium's morphology: its first three channels, DAPI first, each scaled by its own range)")
     parser.add_argument("--patch_size", type=int,
                         help="window side in px before resizing to 224 (default: 240 as the paper; Visium: the spot diameter)")
     parser.add_argument("--pad", choices=["reflect", "constant"], default="reflect",
@@ -388,6 +431,27 @@ def extract_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _extractor_name(text: str) -> str:
+    """argparse type of --extractor: a known name or timm:<architecture>."""
+    from gist.extractors import check_extractor_name
+
+    try:
+        return check_extractor_name(text)
+    except GistInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _json_object(text: str) -> dict:
+    """argparse type of --extractor_kwargs: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"init_values\": 1e-5}}', got {text!r}")
+    return value
+
+
 def _extract_inputs(args) -> list:
     from gist import io
     from gist.demo import make_demo
@@ -400,7 +464,10 @@ def _extract_inputs(args) -> list:
                 a.obs[LIBRARY_KEY] = f"sample{i}"
         return adatas
     if args.data:
-        return io.read_h5ad_samples(args.data, image_path=args.image, library_key=args.library_key)
+        from gist.io.platforms import read_samples
+
+        return read_samples(args.data, image_path=args.image, library_key=args.library_key, bin_size=args.bin_size,
+                            table_key=args.table_key, image_key=args.image_key)
     if args.dataset == "demo":
         return make_demo(n_fovs=4, seed=0)
     folder = Path(args.root) / args.dataset
@@ -432,7 +499,8 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
             extractor=args.extractor, weights=args.weights, patch_size=patch_size, pad=args.pad, flip_y=args.flip_y,
             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, precision=args.precision,
             rad_cutoff=None if args.k_cutoff else (args.rad_cutoff or spec.rad_cutoff), k_cutoff=args.k_cutoff,
-            n_top_genes=args.n_top_genes,
+            n_top_genes=args.n_top_genes, channels=tuple(args.channels) if args.channels else None,
+            extractor_kwargs=args.extractor_kwargs, pool=args.pool,
         )
         manifest = extract_samples(adatas, out, config, resume=args.resume, progress=not args.no_progress)
     except GistInputError as err:

@@ -10,6 +10,9 @@ from anndata import AnnData
 
 from gist.keys import CLUSTER_KEY, LATENT_KEY
 
+#: Clusterers of :func:`cluster`: leiden (cell types), a tied Gaussian mixture (domains) and the same
+#: mixture with a Potts prior over the spatial graph.
+CLUSTER_METHODS = ("leiden", "mclust", "hmrf")
 LEIDEN_KWARGS = {"flavor": "igraph", "n_iterations": 2, "directed": False}
 #: leiden runs at the found resolution; the partition of highest modularity is kept (label-free).
 LEIDEN_RESTARTS = 5
@@ -117,6 +120,19 @@ def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_K
     return labels
 
 
+def hmrf(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY, key_added: str = "hmrf") -> float:
+    """The tied Gaussian mixture of :func:`mclust` with a Potts prior on the labels over
+    ``obsp['spatial_connectivities']`` (:func:`gist.hmrf.potts_mixture`, strength estimated by
+    pseudo-likelihood). Writes ``obs[key_added]``; returns the Potts strength."""
+    from gist.hmrf import potts_mixture
+
+    if "spatial_connectivities" not in adata.obsp:
+        raise KeyError("the hmrf clusterer needs the spatial graph in obsp['spatial_connectivities']")
+    result = potts_mixture(adata.obsm[use_rep], adata.obsp["spatial_connectivities"], ncluster, seed=seed)
+    adata.obs[key_added] = pd.Categorical(result.labels.astype(str))
+    return float(result.beta)
+
+
 def neighbour_average(values: np.ndarray, connectivities) -> np.ndarray:
     """Each cell's ``values`` averaged with those of its graph neighbours (the cell itself included,
     the graph made symmetric): one row-normalised sparse product."""
@@ -142,18 +158,23 @@ def smooth_rep(adata: AnnData, use_rep: str = LATENT_KEY, key_added: str | None 
 
 def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY,
             key_added: str = CLUSTER_KEY, smooth: bool = False) -> dict:
-    """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search) or
-    ``mclust`` (tied Gaussian mixture); writes ``obs[key_added]`` and returns the run's parameters.
+    """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search),
+    ``mclust`` (tied Gaussian mixture) or ``hmrf`` (that mixture with a Potts prior over
+    ``obsp['spatial_connectivities']``); writes ``obs[key_added]`` and returns the run's parameters.
 
     With ``smooth`` the representation is first averaged over each cell's spatial neighbourhood
     (:func:`smooth_rep`; the ``gist`` recipe does this for domain detection with ``mclust``)."""
-    if method not in ("leiden", "mclust"):
-        raise ValueError(f"cluster method must be 'leiden' or 'mclust', got {method!r}")
+    if method not in CLUSTER_METHODS:
+        raise ValueError(f"cluster method must be one of {', '.join(map(repr, CLUSTER_METHODS))}, got {method!r}")
     rep = smooth_rep(adata, use_rep) if smooth else use_rep
+    beta = None
     if method == "leiden":
         resolution = res_search(adata, ncluster, seed=seed, use_rep=rep, key_added=key_added)
+    elif method == "hmrf":
+        beta = hmrf(adata, ncluster, seed=seed, use_rep=rep, key_added=key_added)
+        resolution = None
     else:
         mclust(adata, ncluster, seed=seed, use_rep=rep, key_added=key_added)
         resolution = None
     return {"method": method, "resolution": resolution, "n_clusters": int(adata.obs[key_added].nunique()),
-            "smoothed": bool(smooth), "rep": rep}
+            "smoothed": bool(smooth), "rep": rep, "beta": beta}

@@ -16,6 +16,7 @@ from gist.errors import GistInputError
 from gist.features import add_patch_stats
 from gist.keys import IMG_KEY, LIBRARY_KEY
 from gist.graph import Cal_Spatial_Net, edge_index
+from gist.io._validate import check_sample_column
 from gist.nn import Graph
 from gist.samples import join_samples, split_samples  # noqa: F401 (re-exported)
 
@@ -211,8 +212,9 @@ def load_prepared(path: str | Path) -> list[AnnData]:
             adata = read_h5ad(file)
         except Exception as err:  # h5py/anndata raise many types for a damaged file
             raise GistInputError(f"{file} is not a readable .h5ad file: {err}") from None
-        if "sample" not in adata.obs:
+        if LIBRARY_KEY not in adata.obs:
             adata.obs[LIBRARY_KEY] = pd.Categorical([file.stem] * adata.n_obs)
+        check_sample_column(adata.obs, LIBRARY_KEY, str(file))
         for name in adata.obs[LIBRARY_KEY].astype(str).unique():
             part = adata[adata.obs[LIBRARY_KEY].astype(str) == name].copy() if adata.obs[LIBRARY_KEY].nunique() > 1 else adata
             adatas.append(part)

@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 
 from gist.data import sample_name
 from gist.errors import GistInputError
+from gist.extractors import check_extractor_name
 from gist.features import patch_stats
 from gist.keys import IMG_KEY
-from gist.io.image import get_image, image_coordinates
-from gist.patches import PAD_MODES, DevicePatches, PatchDataset, check_inside
+from gist.io.image import check_inside, get_image, image_coordinates
+from gist.patches import PAD_MODES, DevicePatches, PatchDataset
 from gist.utils import atomic_path, exclusive_folder
 
-EXTRACTORS = ("stats", "uni", "virchow2", "ctranspath", "none")
 MANIFEST = "manifest.json"
 
 
@@ -34,8 +34,10 @@ MANIFEST = "manifest.json"
 class ExtractConfig:
     """Settings of one extraction run (recorded in the manifest and in ``uns['gist_features']``)."""
 
-    extractor: str = "stats"
+    extractor: str = "stats"  # stats, a preset (uni, virchow2, ctranspath), timm:<architecture> or none
     weights: str | None = None
+    extractor_kwargs: dict | None = None  # timm:<architecture>: keyword arguments of timm.create_model
+    pool: str | None = None  # timm:<architecture>: cls, mean or cls+mean (None: the model's own pooling)
     patch_size: int = 240
     pad: str = "reflect"
     flip_y: bool = False
@@ -46,10 +48,12 @@ class ExtractConfig:
     rad_cutoff: float | None = None  # None (and no k_cutoff): the radius rule of gist.data.build_graphs
     k_cutoff: int | None = None
     n_top_genes: int | None = None  # mark this many most variable genes in var['highly_variable']
+    channels: tuple[int, ...] | None = None  # image channels drawn as R, G, B (None: the image's or reader's default)
 
     def key(self) -> dict:
         """The settings that change the features (used by ``resume``)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "num_workers", "device")}
+        key = {k: v for k, v in asdict(self).items() if k not in ("batch_size", "num_workers", "device")}
+        return key | {"channels": None if self.channels is None else list(self.channels)}  # as JSON holds it
 
 
 #: The paper's window around a CosMx cell, in pixels.
@@ -75,7 +79,7 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
     if config.extractor == "none":
         return None
     try:
-        image = get_image(adata)
+        image = get_image(adata, channels=config.channels)
     except GistInputError as err:
         raise GistInputError(
             f"{err}. Pass --image PATH, or --extractor none to prepare the sample without image features"
@@ -89,8 +93,9 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
     from gist.extractors import embed_patches
 
     # on a GPU the windows are cut and resized there (image uploaded once); on the CPU by loader workers
-    dataset = (DevicePatches(image, coords, config.patch_size, 224, config.pad, device) if device.type == "cuda"
-               else PatchDataset(image, coords, config.patch_size, 224, config.pad))
+    size = extractor.input_size
+    dataset = (DevicePatches(image, coords, config.patch_size, size, config.pad, device) if device.type == "cuda"
+               else PatchDataset(image, coords, config.patch_size, size, config.pad))
     return embed_patches(extractor, dataset, batch_size=config.batch_size, num_workers=config.num_workers,
                          device=device, precision=config.precision, desc=name).numpy()
 
@@ -120,8 +125,7 @@ def extract_samples(
     dict
         The manifest: settings and, per sample, file, cells, feature width, seconds and cells/s.
     """
-    if config.extractor not in EXTRACTORS:
-        raise GistInputError(f"unknown extractor {config.extractor!r} (choose from {', '.join(EXTRACTORS)})")
+    check_extractor_name(config.extractor)
     if config.pad not in PAD_MODES:
         raise GistInputError(f"--pad must be one of {PAD_MODES}, got {config.pad!r}")
     if config.rad_cutoff is not None and config.k_cutoff is not None:
@@ -151,7 +155,7 @@ def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume
     if config.extractor not in ("stats", "none"):
         from gist.extractors import create_extractor
 
-        extractor = create_extractor(config.extractor, config.weights)
+        extractor = create_extractor(config.extractor, config.weights, config.extractor_kwargs, config.pool)
     manifest = _read_manifest(out_dir) if resume else {"samples": {}}
     if resume and manifest.get("config", config.key()) != config.key():
         raise GistInputError(f"--resume: {out_dir / MANIFEST} was written with other settings {manifest['config']}")

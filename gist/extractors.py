@@ -15,6 +15,14 @@ via ``torch.load(weights_only=True)``, or ``.safetensors``). Where to get them: 
 (MahmoodLab/UNI, ``pytorch_model.bin``), Virchow2 (paige-ai/Virchow2, ``pytorch_model.bin``),
 CTransPath (Xiyue-Wang/TransPath, ``ctranspath.pth``) - each under its own licence and access terms.
 All three expect ImageNet-normalised RGB patches of 224 x 224 px.
+
+Any other timm model a lab holds locally (H-optimus-0, Prov-GigaPath, Phikon-v2, ...) is
+``timm:<architecture>`` (:func:`timm_spec`): built by timm by name with ``pretrained=False`` and the
+given keyword arguments, its weights loaded from ``--weights`` (strict), its input size and
+normalisation read from timm's ``pretrained_cfg`` of that architecture, and its tokens pooled by
+``pool`` (``cls``, ``mean`` of the patch tokens, or both concatenated; default: the model's own
+pooling). The named entries are presets of the same :class:`ExtractorSpec`, each recording its input
+size and normalisation, as timm's ``pretrained_cfg`` does.
 """
 
 from __future__ import annotations
@@ -91,12 +99,20 @@ def _virchow2_embedding(tokens: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class ExtractorSpec:
-    """How to build one foundation model and turn its output into one vector per patch."""
+    """How to build one foundation model, feed it and turn its output into one vector per patch.
+
+    ``dim`` ``None``: read from a forward pass of the built model. ``input_size``, ``mean`` and
+    ``std``: the square patch side and the RGB normalisation the model was trained with.
+    """
 
     build: Callable[[], nn.Module]
-    dim: int
+    dim: int | None
     postprocess: Callable[[Tensor], Tensor] | None = None
     filter_state: Callable[[dict, nn.Module], dict] | None = None
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    architecture: str = ""
 
 
 def _swin_filter(state: dict, model: nn.Module) -> dict:
@@ -108,10 +124,86 @@ def _swin_filter(state: dict, model: nn.Module) -> dict:
 
 
 REGISTRY: dict[str, ExtractorSpec] = {
-    "uni": ExtractorSpec(build_uni, 1024),
-    "virchow2": ExtractorSpec(build_virchow2, 2560, postprocess=_virchow2_embedding),
-    "ctranspath": ExtractorSpec(build_ctranspath, 768, filter_state=_swin_filter),
+    "uni": ExtractorSpec(build_uni, 1024, architecture="vit_large_patch16_224"),
+    "virchow2": ExtractorSpec(build_virchow2, 2560, postprocess=_virchow2_embedding, architecture="vit_huge_patch14_224"),
+    "ctranspath": ExtractorSpec(build_ctranspath, 768, filter_state=_swin_filter, architecture="swin_tiny_patch4_window7_224"),
 }
+#: Prefix of a named timm architecture as an extractor (``timm:vit_small_patch16_224``).
+TIMM_PREFIX = "timm:"
+#: How ``timm:`` models turn tokens into one vector: the class token, the mean of the patch tokens, both.
+POOLS = ("cls", "mean", "cls+mean")
+#: Extractors that are not foundation models: the built-in descriptor and "no image features".
+BUILT_IN = ("stats", "none")
+
+
+def extractor_names() -> tuple[str, ...]:
+    """The extractor names ``--extractor`` takes (besides ``timm:<architecture>``)."""
+    return (BUILT_IN[0], *REGISTRY, BUILT_IN[1])
+
+
+def check_extractor_name(name: str) -> str:
+    """``name`` if it is a known extractor or ``timm:<architecture>``, else a clear error."""
+    if name in extractor_names() or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
+        return name
+    raise GistInputError(f"unknown extractor {name!r} (choose from {', '.join(extractor_names())}, "
+                         f"or {TIMM_PREFIX}<architecture> for any timm model with local --weights)")
+
+
+def _pooled(tokens: Tensor, pool: str, prefix: int) -> Tensor:
+    if tokens.dim() == 4:  # a convolutional feature map (B, C, H, W)
+        if pool != "mean":
+            raise GistInputError(f"--pool {pool} needs a transformer's tokens; this model gives a feature map (use mean)")
+        return tokens.mean(dim=(2, 3))
+    if tokens.dim() != 3:
+        raise GistInputError(f"--pool needs (batch, tokens, dim) outputs; the model gives shape {tuple(tokens.shape)}")
+    cls, patches = tokens[:, 0], tokens[:, prefix:].mean(dim=1)
+    return {"cls": cls, "mean": patches, "cls+mean": torch.cat([cls, patches], dim=-1)}[pool]
+
+
+def timm_spec(architecture: str, kwargs: dict | None = None, pool: str | None = None) -> ExtractorSpec:
+    """The spec of any timm architecture (see the module docstring): ``kwargs`` go to
+    ``timm.create_model`` (e.g. ``{"init_values": 1e-5}``); ``pool`` ``None`` keeps the model's own
+    pooled output (``num_classes=0``)."""
+    timm = _timm()
+    kwargs = dict(kwargs or {})
+    if pool is not None and pool not in POOLS:
+        raise GistInputError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if architecture not in timm.list_models():
+        near = timm.list_models(f"*{architecture.split('_')[0]}*")[:5]
+        raise GistInputError(f"timm knows no architecture {architecture!r}" + (f" (similar: {', '.join(near)})" if near else ""))
+    settings = {"pretrained": False, "num_classes": 0} | ({"global_pool": ""} if pool else {}) | kwargs
+
+    def build() -> nn.Module:
+        try:
+            return timm.create_model(architecture, **settings)
+        except TypeError as err:
+            raise GistInputError(f"timm model {architecture!r} does not take these --extractor_kwargs {kwargs}: {err}") from None
+
+    cfg = timm.get_pretrained_cfg(architecture)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    size = int(kwargs.get("img_size", (cfg.get("input_size") or (3, 224, 224))[-1]))
+    post = None
+    if pool is not None:
+        prefix = 1 + int(kwargs.get("reg_tokens", 0) or 0)
+
+        def post(tokens: Tensor) -> Tensor:
+            return _pooled(tokens, pool, prefix)
+
+    return ExtractorSpec(build, None, postprocess=post, input_size=size,
+                         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+                         architecture=architecture)
+
+
+def extractor_spec(name: str, kwargs: dict | None = None, pool: str | None = None) -> ExtractorSpec:
+    """The spec of a named preset or of ``timm:<architecture>``."""
+    check_extractor_name(name)
+    if name.startswith(TIMM_PREFIX):
+        return timm_spec(name[len(TIMM_PREFIX):], kwargs, pool)
+    if name not in REGISTRY:
+        raise GistInputError(f"extractor {name!r} is not a foundation model")
+    if kwargs or pool:
+        raise GistInputError(f"--extractor_kwargs and --pool apply to {TIMM_PREFIX}<architecture>; {name!r} is a fixed preset")
+    return REGISTRY[name]
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -137,33 +229,43 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 class FoundationExtractor(nn.Module):
-    """A foundation model with ImageNet normalisation: ``(B, 3, 224, 224)`` in [0, 1] -> ``(B, dim)``."""
+    """A foundation model with its normalisation: ``(B, 3, S, S)`` in [0, 1] -> ``(B, dim)``
+    (``S = spec.input_size``)."""
 
     def __init__(self, name: str, model: nn.Module, spec: ExtractorSpec) -> None:
         super().__init__()
-        self.name, self.model, self.spec, self.dim = name, model, spec, spec.dim
+        self.name, self.model, self.spec = name, model, spec
+        self.input_size = int(spec.input_size)
         self.int8_model: nn.Module | None = None  # filled on first int8 use
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        if spec.dim is None:
+            with torch.inference_mode():
+                spec_dim = self(torch.zeros(1, 3, self.input_size, self.input_size)).shape[-1]
+            self.dim = int(spec_dim)
+        else:
+            self.dim = int(spec.dim)
 
     def forward(self, patches: Tensor) -> Tensor:
         out = self.model((patches - self.mean) / self.std)
         return self.spec.postprocess(out) if self.spec.postprocess else out
 
 
-def create_extractor(name: str, weights: str | Path | None) -> FoundationExtractor:
-    """Build extractor ``name`` and load its local weights with ``strict=True``.
+def create_extractor(name: str, weights: str | Path | None, kwargs: dict | None = None,
+                     pool: str | None = None) -> FoundationExtractor:
+    """Build extractor ``name`` (a preset of :data:`REGISTRY` or ``timm:<architecture>`` with timm
+    ``kwargs`` and ``pool``) and load its local weights with ``strict=True``.
 
     Raises
     ------
     GistInputError
         Unknown name, missing/unreadable file, or weights that do not fit the architecture.
     """
-    if name not in REGISTRY:
-        raise GistInputError(f"unknown extractor {name!r} (foundation models: {', '.join(REGISTRY)}; also 'stats', 'none')")
+    if name in BUILT_IN:
+        raise GistInputError(f"extractor {name!r} is built in, not a foundation model")
+    spec = extractor_spec(name, kwargs, pool)
     if weights is None:
         raise GistInputError(f"extractor {name!r} needs its weights: pass --weights PATH (nothing is downloaded)")
-    spec = REGISTRY[name]
     model = spec.build()
     state = read_state_dict(weights)
     if spec.filter_state is not None:

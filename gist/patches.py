@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gist.errors import GistInputError
 
 PAD_MODES = ("reflect", "constant")
 
@@ -49,19 +48,6 @@ def crop_patch(image: np.ndarray, col: float, row: float, size: int, pad: str = 
     if any(w for pair in widths for w in pair):
         crop = np.pad(crop, widths, mode=pad)
     return crop
-
-
-def check_inside(coords: np.ndarray, shape: tuple[int, ...], sample: str) -> None:
-    """Refuse cells whose centre lies outside the image: their patches would be padding only, which
-    means the coordinates do not belong to this image (wrong file, scale factor or y direction)."""
-    coords = np.asarray(coords)
-    outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= shape[1]) | (coords[:, 1] >= shape[0])
-    if outside.any():
-        raise GistInputError(
-            f"sample {sample!r}: {int(outside.sum())} of {len(coords)} cell(s) lie outside the {shape[1]} x {shape[0]} px "
-            f"image (first at column, row {coords[outside][0].round(1).tolist()}); expected pixel positions inside it: "
-            "check --image, --image_scalef and --flip_y"
-        )
 
 
 class PatchDataset(Dataset):

@@ -33,6 +33,8 @@ def image_features(
     device: str = "auto",
     precision: str = "fp32",
     key_added: str = IMG_KEY,
+    extractor_kwargs: dict | None = None,
+    pool: str | None = None,
 ) -> np.ndarray:
     """Embed an image patch around every cell; writes ``obsm[key_added]``.
 
@@ -41,7 +43,8 @@ def image_features(
     adata
         Cells with ``obsm['spatial']`` and each sample's image in ``uns['spatial'][sample]``.
     extractor
-        ``stats`` (no weights), ``uni``, ``virchow2`` or ``ctranspath`` (with local ``weights``).
+        ``stats`` (no weights), ``uni``, ``virchow2``, ``ctranspath`` or ``timm:<architecture>``
+        (with local ``weights``).
     weights
         Path of the foundation model's weights (never downloaded).
     library_key
@@ -52,6 +55,9 @@ def image_features(
         As ``extract_features.py``'s flags of the same names.
     key_added
         obsm key of the features.
+    extractor_kwargs, pool
+        For ``timm:<architecture>``: keyword arguments of ``timm.create_model`` and the token pooling
+        (``cls``, ``mean``, ``cls+mean``; :mod:`gist.extractors`).
 
     Returns
     -------
@@ -59,19 +65,16 @@ def image_features(
         ``(cells, features)`` float32, rows in ``adata``'s order.
     """
     from gist.device import resolve_device
-    from gist.extract import EXTRACTORS, ExtractConfig, default_patch_size, sample_features
+    from gist.extract import ExtractConfig, default_patch_size, sample_features
+    from gist.extractors import check_extractor_name, create_extractor
 
-    if extractor not in EXTRACTORS or extractor == "none":
-        raise GistInputError(f"unknown extractor {extractor!r} (choose from {', '.join(e for e in EXTRACTORS if e != 'none')})")
+    if check_extractor_name(extractor) == "none":
+        raise GistInputError("extractor 'none' computes no image features; choose stats or a foundation model")
     parts, order = split_samples(adata, library_key)
     config = ExtractConfig(extractor=extractor, weights=weights, patch_size=patch_size or default_patch_size(parts),
                            pad=pad, flip_y=flip_y, batch_size=batch_size, num_workers=num_workers, device=device,
-                           precision=precision)
-    model = None
-    if extractor != "stats":
-        from gist.extractors import create_extractor
-
-        model = create_extractor(extractor, weights)
+                           precision=precision, extractor_kwargs=extractor_kwargs, pool=pool)
+    model = None if extractor == "stats" else create_extractor(extractor, weights, extractor_kwargs, pool)
     dev = resolve_device(device)
     features = np.concatenate([sample_features(p, str(p.obs[library_key].iloc[0]) if library_key in p.obs else "all",
                                                config, model, dev) for p in parts])

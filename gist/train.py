@@ -61,7 +61,9 @@ class TrainConfig:
     hidden: tuple[int, int] = (512, 30)
     use_img_loss: bool = False
     seed: int = 1234
-    save_every: int = 100
+    save_every: int = 100  # write final_<epoch>_<repeat>.pth every N epochs (0: never)
+    state_every: int = 50  # refresh the resume state train_state_<repeat>.pt every N epochs (and at each save_every)
+    keep_state: bool = False  # keep train_state_<repeat>.pt after a clean finish (to extend the run later)
     repeat: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -78,7 +80,7 @@ class TrainConfig:
 #: Named recipes: the settings that differ from :class:`TrainConfig`'s (the paper's) defaults.
 RECIPES: dict[str, dict] = {
     "paper": {},
-    "gist": {"epochs": 150, "ensemble": 5, "fused_img_head": True, "standardize_img": True, "save_every": 50},
+    "gist": {"epochs": 150, "ensemble": 5, "fused_img_head": True, "standardize_img": True, "save_every": 0},
 }
 DEFAULT_RECIPE = "gist"
 
@@ -127,6 +129,23 @@ def build_model(graphs: list[SampleGraph], config: TrainConfig) -> TransImg:
     if model.standardize_img:
         model.set_image_scaling(torch.cat([g.img for g in graphs]))
     return model
+
+
+def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -> dict[str, int]:
+    """What a run with ``config`` leaves in its checkpoint folder, from the model's size:
+    ``kept`` (bytes of the files that stay: final weights of every member, the intermediate
+    ``final_<epoch>`` files of ``save_every`` and, with ``keep_state``, each member's resume state),
+    ``state`` (the resume state one member holds while it trains: weights and Adam's two moments)
+    and ``files`` (weight files kept)."""
+    has_image = img_dim > 0
+    model = TransImg([n_genes, img_dim, *config.hidden], use_img_loss=config.use_img_loss,
+                     fused_img_head=config.fused_img_head and has_image, standardize_img=config.standardize_img and has_image)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trained = sum(p.numel() * p.element_size() for p in model.parameters())
+    saves = config.epochs // config.save_every if config.save_every else 0
+    state = weights + 2 * trained
+    files = config.ensemble * (1 + saves)
+    return {"kept": files * weights + (config.ensemble * state if config.keep_state else 0), "state": state, "files": files}
 
 
 def stop_reason(losses: list[float], patience: int | None, min_delta: float) -> str | None:
@@ -178,6 +197,35 @@ def _write_losses(save_path: Path, repeat: int, losses: list[float]) -> None:
     with atomic_path(save_path / f"loss_{repeat}.png") as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def _save_state(path: Path, model: TransImg, optimizer: torch.optim.Optimizer, shuffler: torch.Generator,
+                losses: list[float], epoch: int) -> None:
+    """The resume state: model, optimiser and shuffling state after ``epoch`` (tensors and plain types)."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "shuffler": shuffler.get_state(),
+                    "losses": losses, "epoch": epoch, "hidden_dims": model.hidden_dims}, tmp)
+
+
+def finished_member(save_path: Path, config: TrainConfig, model: TransImg) -> tuple[TransImg, list[float]] | None:
+    """``(model, losses)`` of a member that already finished in ``save_path`` with this
+    configuration (``final_<repeat>.pth``, its record, its loss curve), loaded into ``model``;
+    ``None`` when there is none to reuse, so it must be trained."""
+    weights, record, curve = (save_path / f"{stem}_{config.repeat}{ext}" for stem, ext in
+                              (("final", ".pth"), ("final", ".json"), ("loss", ".csv")))
+    if not (weights.is_file() and record.is_file() and curve.is_file()):
+        return None
+    try:
+        meta = json.loads(record.read_text())
+        same = {k: meta["config"][k] for k in ("epochs", "seed", "lr", "hidden", "recipe")} == \
+            {"epochs": config.epochs, "seed": config.seed, "lr": config.lr, "hidden": list(config.hidden), "recipe": config.recipe}
+        if not (same and "stopped" in meta):
+            return None
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (ValueError, KeyError, RuntimeError, OSError):
+        return None
+    print(f"repeat {config.repeat}: finished before ({weights.name}), not trained again")
+    return model.cpu(), [float(v) for v in pd.read_csv(curve)["loss"]]
 
 
 def epoch_checkpoints(save_path: str | Path, repeat: int = 0) -> list[tuple[int, Path]]:
@@ -246,6 +294,8 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
     losses: list[float] = []
     start_epoch = 1
     state_path = save_path / f"train_state_{config.repeat}.pt"
+    if resume and not state_path.is_file() and (done := finished_member(save_path, config, model)) is not None:
+        return done  # this member finished cleanly before (its resume state was removed)
     if resume and state_path.is_file():
         try:
             state = torch.load(state_path, map_location=device, weights_only=True)
@@ -306,13 +356,11 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
         losses.append(total / steps)
         last_epoch = epoch
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if main and config.save_every and epoch % config.save_every == 0:
-            meta = meta_base | {"epoch": epoch, "loss": losses[-1]}
-            _save_checkpoint(save_path, f"final_{epoch}_{config.repeat}", model, meta)
-            with atomic_path(state_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "shuffler": shuffler.get_state(), "losses": losses, "epoch": epoch,
-                            "hidden_dims": model.hidden_dims}, tmp)
+        saves = bool(config.save_every) and epoch % config.save_every == 0
+        if main and saves:
+            _save_checkpoint(save_path, f"final_{epoch}_{config.repeat}", model, meta_base | {"epoch": epoch, "loss": losses[-1]})
+        if main and (saves or (config.state_every and epoch % config.state_every == 0)) and epoch < config.epochs:
+            _save_state(state_path, model, optimizer, shuffler, losses, epoch)
         if (stopped := stop_reason(losses, config.patience, config.min_delta)) is not None:
             if main:
                 print(f"{stopped}; stopped after epoch {epoch} of {config.epochs}")
@@ -327,8 +375,12 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
     if distributed.active():
         meta["distributed"] = meta_base["distributed"] | {"weights_identical": distributed.weights_identical(model, device)}
     if main:
+        if config.keep_state:  # the state of the last epoch, so that the run can be extended exactly
+            _save_state(state_path, model, optimizer, shuffler, losses, last_epoch)
         _save_checkpoint(save_path, f"final_{config.repeat}", model, meta)
         _write_losses(save_path, config.repeat, losses)
+        if not config.keep_state:
+            state_path.unlink(missing_ok=True)  # finished cleanly: final_<repeat>.pth is what is needed
     distributed.barrier()
     return model.cpu(), losses
 

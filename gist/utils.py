@@ -140,3 +140,17 @@ def h5ad_safe(info: dict) -> dict:
             return [clean(x) for x in v] if v else ""
         return v
     return clean(info)
+
+
+def folder_bytes(path: str | Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    root = Path(path)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as a short text (``'3.3 GB'``, ``'812 MB'``, ``'4 kB'``), decimal units."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}" if n < 10 * size else f"{n / size:.0f} {unit}"
+    return f"{int(n)} B"

@@ -265,6 +265,72 @@ def _prepared(edit, *extra) -> Callable[[Path], list[str]]:
                            "--save_path", str(folder / "ckpt"), *extra]
 
 
+def _nan_samples(a):
+    a.obs["sample"] = np.nan
+
+
+def _xenium(edit: Callable[[Path], None] | None = None) -> Callable[[Path], list[str]]:
+    """A Xenium output folder (tests/layouts.py), after ``edit``, given to extract_features.py."""
+    def build(folder: Path) -> list[str]:
+        from layouts import write_xenium
+
+        root = folder / "xenium"
+        write_xenium(root, n_cells=60, size=160)
+        if edit is not None:
+            edit(root)
+        return ["extract_features.py", "--data", str(root), "--out", str(folder / "f"), "--no_progress"]
+    return build
+
+
+def _xenium_pixel_size(root: Path) -> None:
+    import json
+
+    specs = json.loads((root / "experiment.xenium").read_text())
+    (root / "experiment.xenium").write_text(json.dumps(specs | {"pixel_size": specs["pixel_size"] / 3}))
+
+
+def _visium_hd(edit: Callable[[Path], None] | None = None, *extra: str) -> Callable[[Path], list[str]]:
+    """A Visium HD outs/ folder (tests/layouts.py), after ``edit``, given to extract_features.py."""
+    def build(folder: Path) -> list[str]:
+        from layouts import write_visium_hd
+
+        root = folder / "outs"
+        write_visium_hd(root, side=8)
+        if edit is not None:
+            edit(root)
+        return ["extract_features.py", "--data", str(root), "--out", str(folder / "f"), "--no_progress", *extra]
+    return build
+
+
+def _hd_scale(root: Path) -> None:
+    import json
+
+    for path in root.rglob("scalefactors_json.json"):
+        factors = json.loads(path.read_text())
+        path.write_text(json.dumps(factors | {"tissue_hires_scalef": factors["tissue_hires_scalef"] * 4}))
+
+
+def _spatialdata_shifted(folder: Path) -> list[str]:
+    """A SpatialData store whose image transformation puts every cell off the image."""
+    import anndata
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Translation
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(5, 60, (30, 2))
+    image = Image2DModel.parse(_random_image((3, 64, 64)), dims=("c", "y", "x"),
+                               transformations={"global": Translation([500.0, 500.0], axes=("x", "y"))})
+    shapes = ShapesModel.parse(xy, geometry=0, radius=np.ones(30), index=np.arange(30))
+    table = anndata.AnnData(rng.poisson(3, (30, 8)).astype(np.float32),
+                            obs=pd.DataFrame({"region": pd.Categorical(["cells"] * 30), "cell": np.arange(30)},
+                                             index=[f"c{i}" for i in range(30)]))
+    table = TableModel.parse(table, region="cells", region_key="region", instance_key="cell")
+    store = folder / "shifted.zarr"
+    sd.SpatialData(images={"he": image}, shapes={"cells": shapes}, tables={"table": table}).write(store)
+    return ["extract_features.py", "--data", str(store), "--out", str(folder / "f"), "--no_progress"]
+
+
 def _random_image(shape, dtype=np.uint8, high=256):
     return np.random.default_rng(0).integers(0, high, size=shape).astype(dtype)
 
@@ -312,6 +378,21 @@ CASES: list[Case] = [
          _prepared(_nan_features), message="obsm['imgs'] must be (cells, features) finite numbers"),
     Case("tiny-radius", "reader", "`--rad_cutoff` far below the cell spacing", "error: 0 neighbours per cell",
          _train_data(None, "--rad_cutoff", "1"), message="neighbours per cell on average"),
+    Case("nan-sample-column", "reader", "an `obs['sample']` column that is entirely NaN",
+         "error naming the column; nothing trained", _train_data(_nan_samples),
+         message="obs['sample'] is entirely missing"),
+    Case("xenium-missing-file", "reader", "a Xenium folder without `cells.parquet`", "error naming the file",
+         _xenium(lambda root: (root / "cells.parquet").unlink()), message="Xenium cells.parquet not found"),
+    Case("xenium-pixel-size", "reader", "a Xenium `experiment.xenium` with a wrong `pixel_size`",
+         "error: cells outside the morphology image, naming the pixel size", _xenium(_xenium_pixel_size),
+         message="check pixel_size"),
+    Case("visium-hd-missing-bin", "reader", "Visium HD `--bin_size 16` where only 8 um bins exist",
+         "error listing the bin sizes present", _visium_hd(None, "--bin_size", "16"), message="have ['square_008um']"),
+    Case("visium-hd-scale", "reader", "Visium HD scale factors that put bins outside the image",
+         "error naming how many bins and the scale factors", _visium_hd(_hd_scale), message="check the scale factors"),
+    Case("spatialdata-off-image", "reader", "a SpatialData image whose transformation misses every cell",
+         "error naming how many cells and the transformations", _spatialdata_shifted,
+         message="check the coordinate transformations"),
     Case("bad-label-key", "inference", "`--label_key` not in the data", "error listing the obs columns",
          lambda d: ["test.py", "--data", str(d / "prepared"), "--save_path", str(trained(d)), "--result_path",
                     str(d / "r"), "--label_key", "nope"], message="--label_key 'nope' is not a column"),

@@ -39,11 +39,15 @@ def test_offset_coordinates_never_link_two_samples(demo_small):
 def test_image_methods_only_where_there_is_an_image(demo_small):
     with_image = methods_for(demo_small, ["stats", "uni"])
     assert with_image == ["expression", "expression_smoothed", "image_stats", "image_uni", "gist", "gist_noimg",
-                          "gist_uni", "gist_paper", "graphst"]
+                          "gist_uni", "gist_paper", "graphst", "banksy", "cellcharter"]
     bare = [a.copy() for a in demo_small]
     for adata in bare:
         del adata.uns["spatial"]
-    assert methods_for(bare, ["stats"]) == ["expression", "expression_smoothed", "gist", "gist_paper", "graphst"]
+    assert methods_for(bare, ["stats"]) == ["expression", "expression_smoothed", "gist", "gist_paper", "graphst",
+                                            "banksy", "cellcharter"]
+    # domains add the spatial-prior baseline and GraphST's refinement
+    assert methods_for(bare, ["stats"], "mclust") == ["expression", "expression_smoothed", "expression_hmrf", "gist",
+                                                      "gist_paper", "graphst", "graphst_refine", "banksy", "cellcharter"]
 
 
 @pytest.mark.parametrize("method", ["gist-full", "image_", "expression_fancy"])
@@ -221,3 +225,58 @@ def test_scale_bench_embeds_every_cell_and_reports_peak_memory(tmp_path, capsys)
     assert stages["inference, every cell"]["cells"] == 600  # every cell embedded once
     assert 5 < stages["spatial graphs"]["neighbours"] < 9
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("peak_rss_gib ")
+
+
+def test_banksy_embeds_every_cell_in_its_settings(demo_small):
+    pytest.importorskip("banksy", reason="pybanksy (bench/requirements.txt) is not installed")
+    from bench.benchmark import BANKSY_PCS, banksy_rep
+
+    n = sum(a.n_obs for a in demo_small)
+    out = banksy_rep(demo_small, seed=0, task="leiden")
+    assert out.obsm["bench_rep"].shape == (n, BANKSY_PCS) and np.isfinite(out.obsm["bench_rep"]).all()
+    again = banksy_rep(demo_small, seed=0, task="mclust")  # k_geom 18 for domains: another neighbourhood
+    assert not np.allclose(np.abs(out.obsm["bench_rep"]), np.abs(again.obsm["bench_rep"]))
+
+
+def test_cellcharter_blocks_are_the_latent_and_its_ring_means(demo_small):
+    pytest.importorskip("cellcharter", reason="cellcharter (bench/requirements.txt) is not installed")
+    from bench.benchmark import cellcharter_rep
+
+    out = cellcharter_rep(demo_small, seed=0, max_epochs=3)
+    latent = out.obsm["X_scVI"]
+    rep = out.obsm["bench_rep"]
+    assert rep.shape == (out.n_obs, 4 * latent.shape[1])  # the cell, then its 1-, 2- and 3-hop rings
+    np.testing.assert_allclose(rep[:, : latent.shape[1]], latent, rtol=1e-5, atol=1e-5)
+    # the first ring: the mean of the latent over the cell's graph neighbours
+    adj = out.obsp["spatial_connectivities"].tocsr()
+    i = int(np.argmax(np.diff(adj.indptr)))
+    np.testing.assert_allclose(rep[i, latent.shape[1]: 2 * latent.shape[1]], latent[adj[i].indices].mean(axis=0),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_cluster_rep_spatial_prior_and_refinement(demo_small):
+    from collections import Counter
+
+    from bench.benchmark import cluster_rep, clusterer
+    from gist.data import build_graphs
+
+    samples = [a.copy() for a in demo_small]
+    build_graphs(samples, None, verbose=False)
+    assert clusterer("expression_hmrf", "mclust") == "hmrf" and clusterer("expression_hmrf", "leiden") == "leiden"
+    assert clusterer("expression", "mclust") == "mclust"
+    rep = expression_rep(samples, seed=0)
+    run = cluster_rep(rep, samples, "expression_hmrf", "mclust", 4, seed=0)
+    assert run["method"] == "hmrf" and run["beta"] > 0 and rep.obs["bench_cluster"].nunique() <= 4
+    pytest.importorskip("GraphST", reason="GraphST (bench/requirements.txt) is not installed")
+    rep = expression_rep(samples, seed=0)
+    rep.obsm["spatial"] = offset_coordinates(samples)
+    plain = rep.copy()
+    assert "refined" not in cluster_rep(plain, samples, "graphst", "mclust", 4, seed=0)
+    assert cluster_rep(rep, samples, "graphst_refine", "mclust", 4, seed=0)["refined"]
+    # each spot now carries the majority label of its 50 nearest spots' labels before refinement
+    before = plain.obs["bench_cluster"].astype(str).to_numpy()
+    after = rep.obs["bench_cluster"].astype(str).to_numpy()
+    _, near = cKDTree(rep.obsm["spatial"]).query(rep.obsm["spatial"], k=51)
+    for i in range(0, rep.n_obs, 17):
+        counts = Counter(before[near[i, 1:]])
+        assert counts[after[i]] == max(counts.values())

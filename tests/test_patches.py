@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from gist.errors import GistInputError
-from gist.patches import DevicePatches, PatchDataset, check_inside, crop_patch
+from gist.io.image import check_inside
+from gist.patches import DevicePatches, PatchDataset, crop_patch
 
 
 def _image(h=50, w=60):

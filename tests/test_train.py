@@ -50,13 +50,27 @@ def test_same_seed_gives_identical_weights(graphs, tmp_path):
 
 def test_resume_equals_uninterrupted(graphs, tmp_path):
     full, losses_full = train(graphs, TrainConfig(epochs=6, **SMALL), tmp_path / "full", progress=False)
-    train(graphs, TrainConfig(epochs=3, **SMALL), tmp_path / "cut", progress=False)  # "interrupted" after epoch 3
-    assert latest_epoch_checkpoint(tmp_path / "cut")[0] == 3
+    assert not (tmp_path / "full" / "train_state_0.pt").exists()  # a clean finish removes the resume state
+    # a finished 3-epoch run extended to 6 (keep_state keeps its resume state)
+    train(graphs, TrainConfig(epochs=3, keep_state=True, **SMALL), tmp_path / "cut", progress=False)
+    assert latest_epoch_checkpoint(tmp_path / "cut")[0] == 3 and (tmp_path / "cut" / "train_state_0.pt").is_file()
     resumed, losses_resumed = train(graphs, TrainConfig(epochs=6, **SMALL), tmp_path / "cut", resume=True, progress=False)
     assert losses_resumed == losses_full
     wf, wr = _weights(full), _weights(resumed)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert latest_epoch_checkpoint(tmp_path / "cut")[0] == 6
+
+
+def test_resume_skips_a_member_that_finished(graphs, tmp_path):
+    first, losses = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path, progress=False)
+    weights = tmp_path / "final_0.pth"
+    stamp = weights.stat().st_mtime_ns
+    again, losses_again = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path, resume=True, progress=False)
+    assert weights.stat().st_mtime_ns == stamp and losses_again == losses  # loaded, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first).values(), _weights(again).values()))
+    # a different configuration is trained, not reused
+    _, other = train(graphs, TrainConfig(epochs=5, **SMALL), tmp_path, resume=True, progress=False)
+    assert len(other) == 5
 
 
 def test_checkpoints_are_plain_state_dicts_with_records(graphs, tmp_path):
@@ -157,7 +171,7 @@ def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path
 
 def test_resume_from_weights_only_checkpoint_warns(graphs, tmp_path):
     train(graphs, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
-    (tmp_path / "train_state_0.pt").unlink()  # e.g. checkpoints written by the original code
+    assert not (tmp_path / "train_state_0.pt").exists()  # removed on a clean finish, as with the original's files
     with pytest.warns(UserWarning, match="optimiser and shuffling start afresh"):
         model, losses = train(graphs, TrainConfig(epochs=4, **SMALL), tmp_path, resume=True, progress=False)
     assert len(losses) == 4 and np.isnan(losses[:3]).all() and np.isfinite(losses[3])

@@ -108,6 +108,20 @@ def check_unique(frame: pd.DataFrame, keys: Sequence[str], source: str) -> None:
 MIN_CELLS_PER_SAMPLE = 10
 
 
+def check_sample_column(obs: pd.DataFrame, key: str, source: str) -> None:
+    """Every cell must name its sample in ``obs[key]``: a column that is missing (NaN, None) for some
+    or all cells would train them as one unnamed sample or drop them."""
+    from gist.metrics import labelled_mask
+
+    named = labelled_mask(obs[key])
+    if named.all():
+        return
+    missing = int((~named).sum())
+    what = "is entirely missing (NaN)" if missing == len(obs) else f"is missing (NaN) for {missing} of {len(obs)} cells"
+    raise GistInputError(f"{source}: the sample column obs[{key!r}] {what}; expected a sample name for every cell "
+                         f"(fill it, or drop the column to read the file as one sample)")
+
+
 def _sample_label(adata, index: int) -> str:
     if LIBRARY_KEY in adata.obs and adata.n_obs:
         return str(adata.obs[LIBRARY_KEY].iloc[0])

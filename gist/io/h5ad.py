@@ -11,7 +11,7 @@ from anndata import AnnData, read_h5ad as _read_h5ad
 
 from gist.celltypes import merge_cell_types
 from gist.errors import GistInputError
-from gist.io._validate import check_coordinates, check_counts
+from gist.io._validate import check_coordinates, check_counts, check_sample_column
 from gist.io.image import image_shape, spatial_entry
 from gist.keys import LIBRARY_KEY
 
@@ -129,6 +129,7 @@ def read_h5ad_samples(
     else:
         if library_key not in adata.obs:
             raise GistInputError(f"{source}: library_key {library_key!r} not in obs (have {list(adata.obs.columns)})")
+        check_sample_column(adata.obs, library_key, source)
         groups = [(str(k), adata[idx].copy()) for k, idx in adata.obs.groupby(library_key, observed=True).indices.items()]
     out = []
     for name, part in groups:

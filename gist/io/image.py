@@ -16,6 +16,7 @@ full-resolution Visium images).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,12 @@ def read_image(path: str | Path) -> np.ndarray:
     GistInputError
         If the file is missing or cannot be decoded.
     """
+    return to_rgb8(read_image_raw(path), str(path))
+
+
+def read_image_raw(path: str | Path) -> np.ndarray:
+    """An image file as stored: ``(height, width)`` or ``(height, width, channels)`` in its own pixel
+    type (a TIFF's first page, channels moved last); :func:`read_image` makes it RGB ``uint8``."""
     path = Path(path)
     if not path.is_file():
         raise GistInputError(f"image not found: {path} (expected an existing image file)")
@@ -78,7 +85,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise
     except Exception as err:  # decoders raise many types for damaged files
         raise GistInputError(f"image {path} is unreadable: {err} (expected a JPEG, PNG or TIFF image)") from None
-    return to_rgb8(image, str(path))
+    return image
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -87,6 +94,16 @@ def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        if "C" in series.axes:
+            # a multi-channel stack (OME-TIFF of fluorescence channels): its full-resolution level
+            level = series.levels[0]
+            image = level.asarray()
+            axes = level.axes
+            for axis in [a for a in axes if a not in "CYX"]:  # Z, T, ...: the first plane
+                image = np.take(image, 0, axis=axes.index(axis))
+                axes = axes.replace(axis, "")
+            return np.moveaxis(image, axes.index("C"), -1)
         pages = len(tif.pages)
         image = tif.pages[0].asarray()
     if pages > 1:
@@ -94,6 +111,57 @@ def _read_tiff(path: Path) -> np.ndarray:
     if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
         image = np.moveaxis(image, 0, -1)  # channels first (some microscopy exports)
     return image
+
+
+def select_channels(image: np.ndarray, channels: Sequence[int] | None, source: str = "image") -> np.ndarray:
+    """A multi-channel image (``(height, width, channels)``, e.g. a fluorescence morphology stack) as
+    an RGB ``uint8`` image of up to three of its channels.
+
+    ``channels`` lists the channel indices drawn as red, green and blue (one index: grayscale; two:
+    red and green). ``None`` keeps a 1-, 3- or 4-channel image as it is (:func:`to_rgb8`) and takes
+    the first three channels of any other (e.g. DAPI, boundary, interior stain of a Xenium
+    morphology image). Each chosen channel of a non-``uint8`` image is scaled to 0-255 by its own
+    range, since stains differ in brightness.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    n = image.shape[2] if image.ndim == 3 else 0
+    if channels is None:
+        if n in (1, 3, 4):
+            return to_rgb8(image, source)
+        channels = list(range(min(3, n)))
+    channels = [int(c) for c in channels]
+    if not 1 <= len(channels) <= 3:
+        raise GistInputError(f"{source}: choose 1 to 3 image channels, got {channels}")
+    bad = [c for c in channels if not 0 <= c < n]
+    if bad:
+        raise GistInputError(f"{source}: channel(s) {bad} do not exist; the image has {n} channel(s) (0..{n - 1})")
+    planes = [to_rgb8(image[..., c], f"{source} channel {c}")[..., 0] for c in channels]
+    if len(planes) == 1:
+        planes = planes * 3
+    while len(planes) < 3:
+        planes.append(np.zeros_like(planes[0]))
+    return np.ascontiguousarray(np.stack(planes, axis=-1))
+
+
+def read_store_image(path: str | Path, element: str) -> np.ndarray:
+    """The full-resolution ``(height, width, channels)`` array of an image element of a SpatialData
+    zarr store, or of a 10x Xenium output folder (read with ``spatialdata-io``)."""
+    path = Path(path)
+    if (path / "experiment.xenium").is_file():
+        from gist.io.xenium import xenium_images
+
+        images = xenium_images(path, element)
+    else:
+        from gist.io.spatialdata import read_store
+
+        images = read_store(path, selection=("images",)).images
+    if element not in images:
+        raise GistInputError(f"{path}: no image element {element!r} (have {sorted(images)})")
+    from gist.io.spatialdata import image_array
+
+    return image_array(images[element])
 
 
 def to_rgb8(image: np.ndarray, source: str = "image") -> np.ndarray:
@@ -159,16 +227,27 @@ def _entry(adata: AnnData, sample: str | None) -> tuple[str, dict[str, Any]]:
     return sample, spatial[sample]
 
 
-def get_image(adata: AnnData, sample: str | None = None) -> np.ndarray:
-    """Return a sample's image: the in-memory copy if present, else read from ``image_path``."""
+def get_image(adata: AnnData, sample: str | None = None, channels: Sequence[int] | None = None) -> np.ndarray:
+    """Return a sample's image as RGB ``uint8``: the in-memory copy if present, else read from
+    ``metadata['image_path']`` (an image file, or with ``metadata['image_element']`` an element of a
+    SpatialData store or Xenium folder). ``channels`` (default: ``metadata['image_channels']``)
+    chooses the channels of a multi-channel image (:func:`select_channels`)."""
     sample, entry = _entry(adata, sample)
+    metadata = entry.get("metadata", {})
+    if channels is None and metadata.get("image_channels") is not None:
+        channels = list(np.atleast_1d(metadata["image_channels"]).astype(int))
     images = entry.get("images", {})
     if images:
-        return np.asarray(images.get("fullres", next(iter(images.values()))))
-    path = entry.get("metadata", {}).get("image_path")
+        image = np.asarray(images.get("fullres", next(iter(images.values()))))
+        return image if channels is None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 \
+            else select_channels(image, channels, f"sample {sample!r}")
+    path = metadata.get("image_path")
     if path is None:
         raise GistInputError(f"sample {sample!r} has no image (no uns['spatial'][{sample!r}]['metadata']['image_path'])")
-    return read_image(path)
+    element = metadata.get("image_element")
+    if element:
+        return select_channels(read_store_image(path, str(element)), channels, f"{path}:{element}")
+    return select_channels(read_image_raw(path), channels, str(path))
 
 
 def image_coordinates(adata: AnnData, sample: str | None = None) -> np.ndarray:
@@ -176,3 +255,18 @@ def image_coordinates(adata: AnnData, sample: str | None = None) -> np.ndarray:
     _, entry = _entry(adata, sample)
     scale = float(entry.get("metadata", {}).get("image_scalef", 1.0))
     return np.asarray(adata.obsm["spatial"], dtype=np.float64) * scale
+
+
+def check_inside(coords: np.ndarray, shape: tuple[int, ...], sample: str,
+                 hint: str = "check --image, the image's scale factor and --flip_y") -> None:
+    """Refuse cells whose centre lies outside the image: their patches would be padding only, which
+    means the coordinates do not belong to this image (wrong file, scale factor, pixel size or y
+    direction). ``hint`` ends the message: what to check."""
+    coords = np.asarray(coords)
+    outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= shape[1]) | (coords[:, 1] >= shape[0])
+    if outside.any():
+        raise GistInputError(
+            f"sample {sample!r}: {int(outside.sum())} of {len(coords)} cell(s) lie outside the {shape[1]} x {shape[0]} px "
+            f"image (first at column, row {coords[outside][0].round(1).tolist()}); expected pixel positions inside it: "
+            f"{hint}"
+        )

@@ -1,0 +1,51 @@
+"""Which reader a path needs: Xenium and Visium HD output folders, SpatialData stores, ``.h5ad``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anndata import AnnData
+
+from gist.errors import GistInputError
+
+PLATFORMS = ("xenium", "visium_hd", "spatialdata", "h5ad")
+
+
+def platform_of(path: str | Path) -> str:
+    """``xenium`` (a folder with ``experiment.xenium``), ``visium_hd`` (a folder with
+    ``binned_outputs/``), ``spatialdata`` (a zarr store: ``.zarr`` or holding ``zarr.json``/``.zgroup``)
+    or ``h5ad`` (anything else: a file or folder of ``.h5ad``)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "experiment.xenium").is_file():
+            return "xenium"
+        if (path / "binned_outputs").is_dir():
+            return "visium_hd"
+        if path.suffix == ".zarr" or (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
+            return "spatialdata"
+    return "h5ad"
+
+
+def read_samples(path: str | Path, *, image_path: str | Path | None = None, library_key: str | None = None,
+                 bin_size: int = 8, table_key: str | None = None, image_key: str | None = None) -> list[AnnData]:
+    """The samples at ``path``, read by the reader its layout needs (:func:`platform_of`).
+
+    ``image_path``/``library_key`` apply to ``.h5ad`` input (for Visium HD, ``image_path`` is the
+    full-resolution image), ``bin_size`` to Visium HD, ``table_key``/``image_key`` to SpatialData
+    (for Xenium ``image_key`` picks ``morphology_focus``, ``morphology_mip`` or an aligned image).
+    """
+    from gist.io import read_h5ad_samples, read_spatialdata, read_visium_hd, read_xenium
+
+    kind = platform_of(path)
+    if kind != "h5ad" and library_key is not None:
+        raise GistInputError(f"--library_key applies to .h5ad input; {path} is a {kind} folder (one sample)")
+    if kind == "xenium":
+        if image_path is not None:
+            raise GistInputError("--image does not apply to a Xenium folder: its morphology image is read from it "
+                                 "(choose another of its images with --image_key)")
+        return [read_xenium(path, image_key=image_key or "morphology_focus")]
+    if kind == "visium_hd":
+        return [read_visium_hd(path, bin_size, fullres_image=image_path)]
+    if kind == "spatialdata":
+        return [read_spatialdata(path, table_key=table_key, image_key=image_key)]
+    return read_h5ad_samples(path, image_path=image_path, library_key=library_key)
