@@ -1,34 +1,15 @@
 import json
 
 import cv2
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 from gist.errors import GistInputError
+from layouts import write_10x_h5
 from gist.io import get_image, image_coordinates, read_visium
 
 N_SPOTS, N_GENES, HIRES_SCALEF = 12, 6, 0.25
-
-
-def _write_10x_h5(path, counts, barcodes, genes):
-    """A minimal Cell Ranger v3 HDF5 matrix (genes x barcodes, CSC)."""
-    matrix = sp.csc_matrix(counts.T)
-    with h5py.File(path, "w") as f:
-        g = f.create_group("matrix")
-        g["barcodes"] = np.array(barcodes, dtype="S")
-        g["data"] = matrix.data.astype(np.int32)
-        g["indices"] = matrix.indices.astype(np.int64)
-        g["indptr"] = matrix.indptr.astype(np.int64)
-        g["shape"] = np.array(matrix.shape, dtype=np.int32)
-        feats = g.create_group("features")
-        feats["id"] = np.array([f"ENSG{i:05d}" for i in range(len(genes))], dtype="S")
-        feats["name"] = np.array(genes, dtype="S")
-        feats["feature_type"] = np.array(["Gene Expression"] * len(genes), dtype="S")
-        feats["genome"] = np.array(["GRCh38"] * len(genes), dtype="S")
-        feats["_all_tag_keys"] = np.array([b"genome"])
 
 
 @pytest.fixture
@@ -38,7 +19,7 @@ def visium_dir(tmp_path):
     (root / "spatial").mkdir(parents=True)
     counts = rng.poisson(2.0, size=(N_SPOTS, N_GENES))
     barcodes = [f"AAAC{i:04d}-1" for i in range(N_SPOTS)]
-    _write_10x_h5(root / "filtered_feature_bc_matrix.h5", counts, barcodes, [f"GENE{i}" for i in range(N_GENES)])
+    write_10x_h5(root / "filtered_feature_bc_matrix.h5", counts, barcodes, [f"GENE{i}" for i in range(N_GENES)])
     rows = rng.uniform(100, 700, N_SPOTS)
     cols = rng.uniform(100, 900, N_SPOTS)
     positions = pd.DataFrame({
