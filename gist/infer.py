@@ -78,7 +78,8 @@ def embed(model: TransImg, graph: SampleGraph, device: torch.device,
             parts.append((tile, {LATENT_KEY: z.float().cpu().numpy()}))
             continue
         out = model(g.dense_x(device), g.img if model.has_image else None, g.prepared())
-        result = {LATENT_KEY: out.fused_z, GENE_LATENT_KEY: out.gene_z, DENOISED_LAYER: out.fused_recon.clamp_min(0)}
+        result = {LATENT_KEY: out.fused_z, GENE_LATENT_KEY: out.gene_z,
+                  DENOISED_LAYER: model.to_genes(out.fused_recon).clamp_min(0)}
         if out.img_z is not None:
             result[IMG_LATENT_KEY] = out.img_z
         parts.append((tile, {k: v.float().cpu().numpy() for k, v in result.items()}))

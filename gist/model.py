@@ -48,6 +48,18 @@ class TransImg(nn.Module):
         and ``img_scale``, set by :meth:`set_image_scaling` from the training cells), so that
         features of any scale (the 0-1 ``stats`` descriptor, 1,024-d foundation embeddings) enter
         alike and a checkpoint carries its own scaling. The ``gist`` recipe; not in the original.
+    hops
+        How many graph layers pass messages, counted from the input along each encoder path
+        (gene: ``conv1``, ``conv2``; image: ``imgconv1``, ``imgconv2``; fused: then ``neck``,
+        ``neck2``); the other layers, decoders included, are per-cell (their skip term alone), so
+        the fused latent sees ``hops`` rings of neighbours. ``None`` (the original): every layer.
+        Stored as the buffer ``message_hops``. Not in the original.
+    n_pcs
+        Feed the model the first ``n_pcs`` principal components of the expression instead of the
+        genes (buffers ``pca_components``, ``pca_mean``, set by :meth:`set_pca` from the training
+        cells); the decoders reconstruct the components, and :meth:`to_genes` maps a
+        reconstruction back to genes through the loadings, so the denoised output is still genes.
+        ``hidden_dims[0]`` stays the number of genes. Not in the original.
 
     Notes
     -----
@@ -59,16 +71,23 @@ class TransImg(nn.Module):
     """
 
     def __init__(self, hidden_dims: Sequence[int], use_img_loss: bool = False, fused_img_head: bool = False,
-                 standardize_img: bool = False) -> None:
+                 standardize_img: bool = False, hops: int | None = None, n_pcs: int | None = None) -> None:
         super().__init__()
         if len(hidden_dims) != 4:
             raise ValueError(f"hidden_dims must be [n_genes, img_dim, num_hidden, out_dim], got {list(hidden_dims)}")
-        in_dim, img_dim, num_hidden, out_dim = (int(d) for d in hidden_dims)
+        n_genes, img_dim, num_hidden, out_dim = (int(d) for d in hidden_dims)
         if (fused_img_head or standardize_img) and img_dim <= 0:
             raise ValueError("fused_img_head and standardize_img need image features (img_dim > 0)")
-        self.hidden_dims = [in_dim, img_dim, num_hidden, out_dim]
+        if hops is not None and not 0 <= int(hops) <= 4:
+            raise ValueError(f"hops must be 0..4 (graph layers on the encoder path), got {hops}")
+        if n_pcs is not None and not 1 <= int(n_pcs) <= n_genes:
+            raise ValueError(f"n_pcs must be 1..{n_genes} (the number of genes), got {n_pcs}")
+        self.hidden_dims = [n_genes, img_dim, num_hidden, out_dim]
         self.use_img_loss = use_img_loss
         self.fused_img_head = bool(fused_img_head)
+        self.hops = None if hops is None else int(hops)
+        self.n_pcs = None if n_pcs is None else int(n_pcs)
+        in_dim = self.n_pcs or n_genes  # what the gene branch reads and its decoders reconstruct
 
         self.conv1 = TransformerConv(in_dim, num_hidden)
         self.conv2 = TransformerConv(num_hidden, out_dim)
@@ -95,13 +114,62 @@ class TransImg(nn.Module):
         if self.standardize_img:
             self.register_buffer("img_center", torch.zeros(img_dim))
             self.register_buffer("img_scale", torch.ones(img_dim))
+        if self.hops is not None:
+            self.register_buffer("message_hops", torch.tensor(self.hops))
+        if self.n_pcs is not None:
+            self.register_buffer("pca_components", torch.zeros(self.n_pcs, n_genes))
+            self.register_buffer("pca_mean", torch.zeros(n_genes))
         self.activate = F.elu
 
     @property
     def depth(self) -> int:
         """Graph layers between an input and the last output (message-passing depth): a cell's
-        outputs depend on the cells within this many edges (4 for the gene branch, 6 when fused)."""
+        outputs depend on the cells within this many edges (4 for the gene branch, 6 when fused;
+        ``hops`` when set)."""
+        if self.hops is not None:
+            return self.hops if self.has_image else min(self.hops, 2)
         return 6 if self.has_image else 4
+
+    def _graphs(self, graph: Graph, n: int) -> dict[str, Graph]:
+        """The graph each layer uses: the sample's, or none (a per-cell layer) beyond ``hops``."""
+        names = ("conv1", "conv2", "conv3", "conv4", "imgconv1", "imgconv2", "imgconv3", "imgconv4",
+                 "neck", "neck2", "c3", "c4", "c4_img")
+        if self.hops is None:
+            return dict.fromkeys(names, graph)
+        position = {"conv1": 1, "imgconv1": 1, "conv2": 2, "imgconv2": 2, "neck": 3, "neck2": 4}
+        alone = Graph(torch.zeros((2, 0), dtype=torch.long, device=graph.src.device), n)
+        return {name: graph if position.get(name, 99) <= self.hops else alone for name in names}
+
+    @torch.no_grad()
+    def set_pca(self, x: Tensor, max_cells: int = 20000, seed: int = 0) -> None:
+        """Store the mean and the first ``n_pcs`` principal axes of ``x`` (cells x genes, the
+        training cells' normalised log expression; at most ``max_cells`` rows, drawn with ``seed``),
+        each axis signed so that its largest loading is positive."""
+        if self.n_pcs is None:
+            raise ValueError("this model was built without n_pcs")
+        x = x.float()
+        if x.shape[0] > max_cells:
+            rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_cells]
+            x = x[rows.to(x.device)]
+        mean = x.mean(0)
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        axes = vh[: self.n_pcs]
+        flip = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))
+        self.pca_mean.copy_(mean)
+        self.pca_components.zero_()
+        self.pca_components[: axes.shape[0]].copy_(axes * flip)
+
+    def project(self, x: Tensor) -> Tensor:
+        """The expression as the gene branch reads it: ``x`` itself, or its principal components."""
+        if self.n_pcs is None:
+            return x
+        return (x - self.pca_mean) @ self.pca_components.t()
+
+    def to_genes(self, recon: Tensor) -> Tensor:
+        """A reconstruction in gene space (through the loadings when the model reads components)."""
+        if self.n_pcs is None:
+            return recon
+        return recon @ self.pca_components + self.pca_mean
 
     @torch.no_grad()
     def set_image_scaling(self, img_feat: Tensor) -> None:
@@ -123,12 +191,12 @@ class TransImg(nn.Module):
     def encode(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor | Graph) -> Tensor:
         """The fused latent alone (encoder layers only; equal to ``forward(...).fused_z`` at a
         fraction of the cost when no reconstruction is needed)."""
-        edge_index = as_graph(edge_index, features.shape[0])
-        h2 = self.conv2(self.activate(self.conv1(features, edge_index)), edge_index)
+        g = self._graphs(as_graph(edge_index, features.shape[0]), features.shape[0])
+        h2 = self.conv2(self.activate(self.conv1(self.project(features), g["conv1"])), g["conv2"])
         if not self.has_image:
             return h2
-        img2 = self.imgconv2(self.activate(self.imgconv1(self.standardize(img_feat), edge_index)), edge_index)
-        return self.neck2(self.activate(self.neck(torch.cat([h2, img2], dim=1), edge_index)), edge_index)
+        img2 = self.imgconv2(self.activate(self.imgconv1(self.standardize(img_feat), g["imgconv1"])), g["imgconv2"])
+        return self.neck2(self.activate(self.neck(torch.cat([h2, img2], dim=1), g["neck"])), g["neck2"])
 
     def forward(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor | Graph) -> GistOutput:
         """Run the three branches on one sample.
@@ -137,24 +205,24 @@ class TransImg(nn.Module):
         once per sample and reused). Without an image branch the image outputs are ``None`` and the
         fused ones are the gene ones.
         """
-        edge_index = as_graph(edge_index, features.shape[0])
-        h1 = self.activate(self.conv1(features, edge_index))
-        h2 = self.conv2(h1, edge_index)
-        h3 = self.activate(self.conv3(h2, edge_index))
-        h4 = self.conv4(h3, edge_index)
+        g = self._graphs(as_graph(edge_index, features.shape[0]), features.shape[0])
+        h1 = self.activate(self.conv1(self.project(features), g["conv1"]))
+        h2 = self.conv2(h1, g["conv2"])
+        h3 = self.activate(self.conv3(h2, g["conv3"]))
+        h4 = self.conv4(h3, g["conv4"])
         if not self.has_image:
             return GistOutput(h2, None, h2, h4, None, h4)
 
-        img1 = self.activate(self.imgconv1(self.standardize(img_feat), edge_index))
-        img2 = self.imgconv2(img1, edge_index)
-        img3 = self.activate(self.imgconv3(img2, edge_index))
-        img4 = self.imgconv4(img3, edge_index)
+        img1 = self.activate(self.imgconv1(self.standardize(img_feat), g["imgconv1"]))
+        img2 = self.imgconv2(img1, g["imgconv2"])
+        img3 = self.activate(self.imgconv3(img2, g["imgconv3"]))
+        img4 = self.imgconv4(img3, g["imgconv4"])
 
-        combine = self.activate(self.neck(torch.cat([h2, img2], dim=1), edge_index))
-        c2 = self.neck2(combine, edge_index)
-        c3 = self.activate(self.c3(c2, edge_index))
-        c4 = self.c4(c3, edge_index)
-        c4_img = self.c4_img(c3, edge_index) if self.fused_img_head else None
+        combine = self.activate(self.neck(torch.cat([h2, img2], dim=1), g["neck"]))
+        c2 = self.neck2(combine, g["neck2"])
+        c3 = self.activate(self.c3(c2, g["c3"]))
+        c4 = self.c4(c3, g["c4"])
+        c4_img = self.c4_img(c3, g["c4_img"]) if self.fused_img_head else None
         return GistOutput(h2, img2, c2, h4, img4, c4, c4_img)
 
 
@@ -175,19 +243,22 @@ def gist_loss(out: GistOutput, x: Tensor, img: Tensor | None, use_img_loss: bool
     return loss
 
 
-def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], dict[str, bool]]:
+def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], dict]:
     """Recover ``hidden_dims`` and the options (``use_img_loss``, ``fused_img_head``,
-    ``standardize_img``) of a TransImg state dict, ours or the original's."""
+    ``standardize_img``, ``hops``, ``n_pcs``) of a TransImg state dict, ours or the original's."""
     try:
         num_hidden, in_dim = state["conv1.lin_key.weight"].shape
         out_dim = state["conv2.lin_key.weight"].shape[0]
+        hops = int(state["message_hops"]) if "message_hops" in state else None
+        n_pcs, n_genes = (int(d) for d in state["pca_components"].shape) if "pca_components" in state else (None, int(in_dim))
         if "imgconv1.lin_key.weight" not in state:  # gene branch alone
-            return [int(in_dim), 0, int(num_hidden), int(out_dim)], {"use_img_loss": False, "fused_img_head": False,
-                                                                      "standardize_img": False}
+            return [n_genes, 0, int(num_hidden), int(out_dim)], {"use_img_loss": False, "fused_img_head": False,
+                                                                  "standardize_img": False, "hops": hops, "n_pcs": n_pcs}
         img_dim = state["imgconv1.lin_key.weight"].shape[1]
         img_out = state["imgconv4.lin_key.weight"].shape[0]
     except KeyError as err:
         raise ValueError(f"not a TransImg state dict: key {err} missing") from None
     options = {"use_img_loss": bool(img_out == img_dim and img_out != in_dim),
-               "fused_img_head": "c4_img.lin_key.weight" in state, "standardize_img": "img_center" in state}
-    return [int(in_dim), int(img_dim), int(num_hidden), int(out_dim)], options
+               "fused_img_head": "c4_img.lin_key.weight" in state, "standardize_img": "img_center" in state,
+               "hops": hops, "n_pcs": n_pcs}
+    return [n_genes, int(img_dim), int(num_hidden), int(out_dim)], options

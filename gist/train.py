@@ -71,6 +71,8 @@ class TrainConfig:
     ensemble: int = 1  # models trained (repeats repeat .. repeat + ensemble - 1, seeds seed + k)
     fused_img_head: bool = False  # the fused branch also reconstructs the image features
     standardize_img: bool = False  # z-score image features inside the model (statistics of the training cells)
+    hops: int | None = None  # graph layers that pass messages from the input (None: all, the original)
+    n_pcs: int | None = None  # the model reads this many principal components of the expression (None: genes)
     max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.batches); None: never
     patience: int | None = None  # stop after this many epochs without a relative loss improvement of min_delta
     min_delta: float = 0.0
@@ -122,13 +124,37 @@ def ensemble_record(config: TrainConfig) -> dict:
 
 def build_model(graphs: list[SampleGraph], config: TrainConfig) -> TransImg:
     """The model for these samples; with ``standardize_img`` its image scaling is set from them."""
-    dims = [graphs[0].n_genes, graphs[0].img.shape[1], *config.hidden]
-    has_image = dims[1] > 0
-    model = TransImg(dims, use_img_loss=config.use_img_loss, fused_img_head=config.fused_img_head and has_image,
-                     standardize_img=config.standardize_img and has_image)
+    model = _model(graphs[0].n_genes, graphs[0].img.shape[1], config)
     if model.standardize_img:
         model.set_image_scaling(torch.cat([g.img for g in graphs]))
+    if model.n_pcs is not None:
+        model.set_pca(pca_sample(graphs, PCA_MAX_CELLS, config.seed), seed=config.seed)
     return model
+
+
+#: At most this many training cells (drawn evenly from the samples) define the input components.
+PCA_MAX_CELLS = 20000
+
+
+def pca_sample(graphs: list[SampleGraph], max_cells: int, seed: int) -> torch.Tensor:
+    """Dense expression of at most ``max_cells`` training cells, the same share from every sample
+    (rows drawn with ``seed``; a sample's sparse counts are densified for those rows only)."""
+    rng = np.random.default_rng(seed)
+    total = sum(g.n_cells for g in graphs)
+    parts = []
+    for g in graphs:
+        take = g.n_cells if total <= max_cells else max(1, round(max_cells * g.n_cells / total))
+        rows = np.sort(rng.choice(g.n_cells, size=min(take, g.n_cells), replace=False))
+        x = g.x[rows].toarray() if g.is_sparse else g.x[torch.from_numpy(rows)].cpu().numpy()
+        parts.append(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+    return torch.cat(parts)
+
+
+def _model(n_genes: int, img_dim: int, config: TrainConfig) -> TransImg:
+    has_image = img_dim > 0
+    return TransImg([n_genes, img_dim, *config.hidden], use_img_loss=config.use_img_loss,
+                    fused_img_head=config.fused_img_head and has_image, standardize_img=config.standardize_img and has_image,
+                    hops=config.hops, n_pcs=config.n_pcs)
 
 
 def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -> dict[str, int]:
@@ -137,9 +163,7 @@ def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -
     ``final_<epoch>`` files of ``save_every`` and, with ``keep_state``, each member's resume state),
     ``state`` (the resume state one member holds while it trains: weights and Adam's two moments)
     and ``files`` (weight files kept)."""
-    has_image = img_dim > 0
-    model = TransImg([n_genes, img_dim, *config.hidden], use_img_loss=config.use_img_loss,
-                     fused_img_head=config.fused_img_head and has_image, standardize_img=config.standardize_img and has_image)
+    model = _model(n_genes, img_dim, config)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     trained = sum(p.numel() * p.element_size() for p in model.parameters())
     saves = config.epochs // config.save_every if config.save_every else 0
@@ -394,7 +418,7 @@ def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optim
         out = runner(x, batch.img if model.has_image else None, batch.prepared())
     out = type(out)(*(None if o is None else own_rows(o.float(), batch) for o in out))
     target_img = model.standardize(batch.img) if model.has_image else batch.img
-    loss = gist_loss(out, own_rows(x, batch), own_rows(target_img, batch), config.use_img_loss)
+    loss = gist_loss(out, own_rows(model.project(x), batch), own_rows(target_img, batch), config.use_img_loss)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
     value = float(loss.detach())

@@ -4,7 +4,7 @@ import torch
 from gist.model import TransImg, dims_from_state_dict, gist_loss
 
 G, D, H, Z = 37, 11, 512, 30
-PAPER_OPTIONS = {"use_img_loss": False, "fused_img_head": False, "standardize_img": False}
+PAPER_OPTIONS = {"use_img_loss": False, "fused_img_head": False, "standardize_img": False, "hops": None, "n_pcs": None}
 
 
 def _conv(i, o):
@@ -116,7 +116,7 @@ def test_fused_image_head_and_standardisation():
     state = model.state_dict()
     assert {"c4_img.lin_key.weight", "img_center", "img_scale"} <= set(state)
     dims, options = dims_from_state_dict(state)
-    assert dims == [G, D, H, Z] and options == {"use_img_loss": False, "fused_img_head": True, "standardize_img": True}
+    assert dims == [G, D, H, Z] and options == PAPER_OPTIONS | {"fused_img_head": True, "standardize_img": True}
     again = TransImg(dims, **options)
     again.load_state_dict(state, strict=True)
     assert torch.allclose(again(x, img, edge_index).fused_z, out.fused_z)
@@ -133,3 +133,59 @@ def test_encode_is_the_fused_latent_of_forward(img_dim):
     with torch.no_grad():
         assert torch.allclose(model.encode(x, img if img_dim else None, edges),
                               model(x, img if img_dim else None, edges).fused_z, atol=1e-6)
+
+
+def _chain(n: int):
+    """A path graph 0 - 1 - ... - n-1 (both directions), as PyG edges."""
+    src = torch.arange(n - 1)
+    return torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
+
+
+@pytest.mark.parametrize("img_dim", [0, D])
+@pytest.mark.parametrize("hops", [0, 1, 2])
+def test_hops_bound_what_a_cells_latent_sees(img_dim, hops):
+    torch.manual_seed(0)
+    model = TransImg([G, img_dim, 32, 8], hops=hops).eval()
+    n = 9
+    x, img, edges = torch.rand(n, G), torch.rand(n, img_dim) if img_dim else None, _chain(n)
+    base = model.encode(x, img, edges)
+    for far in range(n):
+        moved = x.clone()
+        moved[far] += 1.0
+        changed = not torch.allclose(model.encode(moved, img, edges)[4], base[4], atol=1e-6)
+        assert changed == (abs(far - 4) <= hops), (far, hops)
+    assert model.depth == hops
+    # the setting travels with the checkpoint
+    dims, options = dims_from_state_dict(model.state_dict())
+    assert options["hops"] == hops and TransImg(dims, **options).load_state_dict(model.state_dict(), strict=True)
+
+
+def test_all_hops_is_the_original_four_rings():
+    torch.manual_seed(0)
+    model = TransImg([G, 0, 32, 8]).eval()
+    x, edges = torch.rand(12, G), _chain(12)
+    base = model.encode(x, None, edges)[6]
+    moved = x.clone()
+    moved[4] += 1.0  # two rings away: seen by the original's 2-layer encoder
+    assert not torch.allclose(model.encode(moved, None, edges)[6], base)
+    assert model.depth == 4 and "message_hops" not in model.state_dict()
+
+
+def test_principal_component_input_maps_back_to_genes():
+    torch.manual_seed(0)
+    basis = torch.randn(5, G)
+    x = torch.randn(200, 5) @ basis + torch.rand(G)  # expression of rank 5 around a mean
+    model = TransImg([G, D, 32, 8], n_pcs=5)
+    model.set_pca(x)
+    pcs = model.project(x)
+    assert pcs.shape == (200, 5)
+    torch.testing.assert_close(model.to_genes(pcs), x, rtol=1e-4, atol=1e-4)  # the span holds all of x
+    torch.testing.assert_close(pcs.mean(0), torch.zeros(5), rtol=0, atol=1e-4)
+    out = model(x, torch.rand(200, D), _chain(200))
+    assert out.fused_recon.shape == (200, 5) and model.conv1.in_channels == 5
+    assert model.to_genes(out.fused_recon).shape == (200, G)
+    dims, options = dims_from_state_dict(model.state_dict())
+    assert dims == [G, D, 32, 8] and options["n_pcs"] == 5
+    again = TransImg(dims, **options)
+    again.load_state_dict(model.state_dict(), strict=True)
+    torch.testing.assert_close(again.project(x), pcs)

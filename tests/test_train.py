@@ -241,3 +241,18 @@ def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
     both = consensus_latent([z, z], 6)
     coef, *_ = np.linalg.lstsq(np.c_[z, np.ones(len(z))], both, rcond=None)
     assert np.allclose(np.c_[z, np.ones(len(z))] @ coef, both, atol=1e-3)
+
+
+def test_component_input_trains_on_components_and_denoises_genes(graphs, tmp_path):
+    from gist.infer import embed
+
+    model, losses = train(graphs, TrainConfig(epochs=2, hidden=(32, 6), n_pcs=12, hops=1, save_every=0, seed=2),
+                          tmp_path, progress=False)
+    assert model.conv1.in_channels == 12 and model.c4.out_channels == 12 and model.depth == 1
+    # the axes come from the training cells: their components are centred
+    x = torch.cat([g.dense_x() for g in graphs])
+    torch.testing.assert_close(model.project(x).mean(0), torch.zeros(12), rtol=0, atol=1e-3)
+    out = embed(model, graphs[0], torch.device("cpu"))
+    assert out["gist_denoised"].shape == (graphs[0].n_cells, graphs[0].n_genes) and (out["gist_denoised"] >= 0).all()
+    record = json.loads((tmp_path / "final_0.json").read_text())
+    assert record["config"]["n_pcs"] == 12 and record["config"]["hops"] == 1
