@@ -13,7 +13,8 @@ and scored against the labels. Methods:
 ``image_<extractor>``
     Image features alone (``stats``, or a foundation model given weights), standardised, PCA (30).
 ``gist``
-    The default ``gist`` recipe (:data:`gist.train.RECIPES`): an ensemble of 5 models, their
+    The default ``gist`` recipe (:data:`gist.train.RECIPES`, with the dataset's task settings,
+    :data:`gist.train.TASK_SETTINGS`): an ensemble of 5 models on 50 principal components, their
     consensus latent, averaged over each spot's graph neighbourhood for ``mclust`` (domain)
     clustering; image branch fed the first extractor's features where the data have an image.
 ``gist_noimg``
@@ -23,6 +24,10 @@ and scored against the labels. Methods:
 ``gist_paper``
     The original recipe (one model, the paper's loss, its fused latent clustered as is), trained
     for ``paper_epochs``; with the image where there is one.
+``gist+<candidate>``
+    A candidate recipe searched for the default (issue 21): the ``gist`` recipe with the settings of
+    :data:`CANDIDATES` (graph layers that pass messages, principal-component input, widths), with
+    the image where there is one; ``gist+<candidate>_noimg`` without it. Run only when named.
 ``graphst``
     GraphST (PyPI ``GraphST``), a maintained graph contrastive method; its embedding reduced to 20
     principal components as its own ``clustering`` does.
@@ -55,6 +60,15 @@ from gist.keys import DENOISED_LAYER, IMG_KEY, LATENT_KEY
 
 REP_KEY = "bench_rep"
 SELECTION = "final"
+#: Candidate settings for the default (``gist+<name>``): overrides of the ``gist`` recipe.
+CANDIDATES: dict[str, dict] = {
+    "genes": {"hops": 4, "n_pcs": 0, "hidden": (512, 30)},  # the previous default: genes in, every layer passes messages
+    "h1pc50": {"hops": 1, "n_pcs": 50, "hidden": (128, 30)},
+    "h2pc50": {"hops": 2, "n_pcs": 50, "hidden": (128, 30)},
+    "h0pc50": {"hops": 0, "n_pcs": 50, "hidden": (128, 30)},
+    "h1pc50w512": {"hops": 1, "n_pcs": 50, "hidden": (512, 30)},
+    "h1": {"hops": 1},
+}
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
 GRAPHST_MAX_CELLS = 20000
 #: The her2st sections of ../shared/data/her2st_spots (pathologist labels, no image).
@@ -206,14 +220,15 @@ def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int 
 
 
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
-    """Per-sample image features with ``stats`` or a foundation model (local ``weights``)."""
-    from gist.extract import ExtractConfig, default_patch_size, sample_features
+    """Per-sample image features with a weight-free descriptor (``stats``, ``he``) or a foundation
+    model (local ``weights``)."""
+    from gist.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
     from gist.device import resolve_device
 
     # the window: a Visium spot's diameter on the image used (DLPFC's lowres), else the paper's 240 px
     config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=default_patch_size(adatas))
     model = None
-    if extractor != "stats":
+    if extractor not in DESCRIPTORS:
         from gist.extractors import create_extractor
 
         model = create_extractor(extractor, weights)
@@ -234,7 +249,8 @@ def image_rep(adatas: list[AnnData], seed: int, extractor: str, weights: str | N
 
 
 def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: int | None = None,
-               device: str = "cpu", ensemble: int | None = None) -> AnnData:
+               device: str = "cpu", ensemble: int | None = None, overrides: dict | None = None,
+               task: str = "cell_types") -> AnnData:
     """Train GIST with a recipe on the samples (image branch on when they carry ``obsm['imgs']``)
     and embed them with the final checkpoint(s).
 
@@ -247,7 +263,8 @@ def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: i
 
     check_consistent(adatas)
     graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
-    config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, seed=seed, save_every=0, device=device)
+    config = recipe_config(recipe, task, **(overrides or {}) | {"epochs": epochs, "ensemble": ensemble, "seed": seed,
+                                                         "save_every": 0, "device": device})
     # benchmark seed s trains members s*M .. s*M+M-1, so that the seeds share no member
     config = replace(config, seed=seed * config.ensemble)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
@@ -258,7 +275,7 @@ def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: i
 
 def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: str | None, device: str,
              recipe: str = "gist", epochs: int | None = None, ensemble: int | None = None,
-             n_top_genes: int | None = None) -> AnnData:
+             n_top_genes: int | None = None, overrides: dict | None = None, task: str = "cell_types") -> AnnData:
     """GIST's fused latent (the ensemble's consensus for the ``gist`` recipe); ``extractor=None``
     turns the image branch off. Genes follow :mod:`gist.genes` (as train.py)."""
     from gist.genes import select_genes
@@ -269,7 +286,7 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
         adatas = [a.copy() for a in adatas]
         for adata, feats in zip(adatas, features):
             adata.obsm[IMG_KEY] = np.asarray(feats, dtype=np.float32)
-    result = train_gist(adatas, seed, recipe, epochs, device, ensemble)
+    result = train_gist(adatas, seed, recipe, epochs, device, ensemble, overrides, task)
     result.obsm[REP_KEY] = result.obsm[LATENT_KEY]
     return result
 
@@ -393,7 +410,9 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
     ``task`` is the dataset's clustering (``leiden`` cell types, ``mclust`` domains)."""
     image = has_image(adatas)
     first = extractors[0] if image else None
-    default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble}
+    from gist.train import task_of
+
+    default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble, "task": task_of(task)}
     if method in ("expression", "expression_hmrf"):
         return expression_rep(adatas, seed)
     if method == "banksy":
@@ -407,9 +426,14 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
     if method == "gist_noimg":
         return gist_rep(adatas, seed, None, None, device, **default)
     if method == "gist_paper":
-        return gist_rep(adatas, seed, first, weights, device, recipe="paper", epochs=paper_epochs)
+        return gist_rep(adatas, seed, first, weights, device, recipe="paper", epochs=paper_epochs, task=task_of(task))
     if method in ("graphst", "graphst_refine"):
         return graphst_rep(adatas, seed, device)
+    if method.startswith("gist+"):
+        name, noimg = method[len("gist+"):].removesuffix("_noimg"), method.endswith("_noimg")
+        if name not in CANDIDATES:
+            raise GistInputError(f"unknown candidate {name!r} in {method!r} (known: {', '.join(CANDIDATES)})")
+        return gist_rep(adatas, seed, None if noimg else first, weights, device, overrides=CANDIDATES[name], **default)
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
         return image_rep(adatas, seed, extractor, weights, device)
@@ -544,6 +568,8 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
         "scored_cells": int(labelled.sum()), "genes": int(rep.n_vars), "ncluster": int(ncluster),
         "n_clusters": run["n_clusters"], "cluster": run["method"], "resolution": run["resolution"],
         "smoothed": run["smoothed"], "beta": run["beta"], "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
+        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in CANDIDATES.get(method[5:].removesuffix("_noimg"), {}).items()}
+        if method.startswith("gist+") else None,
         "loaded_mb": round(base_mb, 1), "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -666,7 +692,9 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
         counts.append(held.counts)
         offset += adata.n_obs
     start = time.perf_counter()
-    result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble)
+    from gist.train import task_of
+
+    result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
     seconds = time.perf_counter() - start
     held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
     scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers[DENOISED_LAYER]),

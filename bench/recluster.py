@@ -16,6 +16,8 @@ row-normalised; graph = the run's own when kept, else the radius rule of :mod:`g
 ``avg``     on ``A z`` (the ``gist`` recipe's smoothing for domains)
 ``avg2``    on ``A A z`` (two rounds: the second ring weighs in)
 ``banksy``  on ``[sqrt(1 - l) z, sqrt(l) A z]`` with BANKSY's domain weight ``l = 0.8``, each block standardised
+``hmrf``    the tied mixture with a Potts prior over the graph (:func:`gist.hmrf.potts_mixture`,
+            strength by pseudo-likelihood) on ``z``; ``avg_hmrf`` the same on ``A z``
 ``refine``  ``avg``'s clusters, each cell then given the most frequent cluster among itself and its
             graph neighbours (GraphST's label refinement on the spatial graph, not its 50 nearest)
 """
@@ -36,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 #: BANKSY's neighbourhood weight for domain detection (lambda = 0.8 in its paper and package).
 BANKSY_LAMBDA = 0.8
-VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "refine")
+VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "refine", "hmrf", "avg_hmrf")
 
 
 #: Every benchmark method name starts with one of these (``image_<extractor>``, ``gist_<variant>``, ...).
-METHOD_PREFIXES = ("expression", "image", "gist", "graphst")
-RUN_FILE = re.compile(rf"^(?P<dataset>.+?)_(?P<method>(?:{'|'.join(METHOD_PREFIXES)})[a-z0-9_]*)_s(?P<seed>\d+)\.npz$")
+METHOD_PREFIXES = ("expression", "image", "gist", "graphst", "banksy", "cellcharter")
+RUN_FILE = re.compile(rf"^(?P<dataset>.+?)_(?P<method>(?:{'|'.join(METHOD_PREFIXES)})[a-z0-9_+]*)_s(?P<seed>\d+)\.npz$")
 
 
 def run_name(path: Path) -> tuple[str, str, int]:
@@ -113,6 +115,11 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
         mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardize_columns(z),
                            np.sqrt(BANKSY_LAMBDA) * standardize_columns(neighbour_average(z, adj))])
         return cluster_rep(mixed, method, ncluster, seed)
+    if variant in ("hmrf", "avg_hmrf"):
+        from gist.hmrf import potts_mixture
+
+        rep = neighbour_average(z, adj) if variant == "avg_hmrf" else z
+        return potts_mixture(rep, adj, ncluster, seed=seed).labels.astype(str)
     if variant == "refine":
         return refine(adj, cluster_rep(neighbour_average(z, adj), method, ncluster, seed))
     raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")

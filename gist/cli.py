@@ -15,7 +15,7 @@ from gist.datasets import DATASETS, dataset_spec
 from gist.device import PRECISIONS
 from gist.errors import GistInputError
 from gist.keys import LIBRARY_KEY
-from gist.train import DEFAULT_RECIPE, RECIPES
+from gist.train import DEFAULT_RECIPE, RECIPES, TASKS, task_of
 from gist.utils import folder_bytes, h5ad_safe, human_bytes
 
 #: test.py --denoised auto leaves the dense denoised layer out above this size (GiB).
@@ -68,13 +68,18 @@ def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train the GIST hybrid graph-transformer autoencoder. Recipe 'gist' (default): an ensemble "
-        "of 5 models (repeats R..R+4, seeds S..S+4) of 150 epochs each, image features standardised and "
-        "reconstructed by the fused branch. Recipe 'paper': the original (one model, 1000 epochs). Both: Adam, "
+        "of 5 models (repeats R..R+4, seeds S..S+4) of 150 epochs each on 50 principal components of the "
+        "expression (hidden 128, latent 30; 2 message-passing layers for cell types, 1 for domains), image "
+        "features standardised and reconstructed by the fused branch. Recipe 'paper': the original (one model, 1000 epochs). Both: Adam, "
         "lr 1e-3, weight decay 1e-4, gradient clipping 5, one sample per mini-batch.",
     )
     _add_data_args(parser)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                         help="'gist' (default; see docs/reproduction.md for each difference) or 'paper' (the original's)")
+    parser.add_argument("--task", choices=TASKS,
+                        help="what the embedding is for, which sets the recipe's task settings: cell_types (leiden; "
+                             "gist: 2 message-passing layers) or domains (mclust; gist: 1). Default: the dataset's "
+                             "clustering (domains for the Visium paper datasets), else cell_types")
     parser.add_argument("--epochs", type=int,
                         help=f"training epochs per model (default: gist {RECIPES['gist']['epochs']}; paper 1000, "
                              f"demo {PAPER_RECIPE_EPOCHS['demo']})")
@@ -87,7 +92,14 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, help="Adam weight decay (default: 0.0001)")
     parser.add_argument("--gradient_clipping", type=float, help="max gradient norm (default: 5)")
     parser.add_argument("--hidden", type=int, nargs=2, metavar=("HIDDEN", "LATENT"),
-                        help="hidden and latent widths (default: 512 30)")
+                        help="hidden and latent widths (default: the recipe's; gist 128 30, paper 512 30)")
+    parser.add_argument("--hops", type=int, choices=range(5), metavar="{0..4}",
+                        help="graph layers that pass messages from the input, the rest per-cell (default: the "
+                             "recipe's; gist: 2 for --task cell_types, 1 for domains; 4 = every layer, the original's)")
+    parser.add_argument("--n_pcs", type=int, metavar="N",
+                        help="feed the model N principal components of the expression instead of the genes; the "
+                             "reconstruction is mapped back to genes through the loadings (default: the recipe's; gist 50, at most the "
+                             "gene count; 0 = genes, the original's)")
     parser.add_argument("--use_img_loss", type=int, choices=[0, 1],
                         help="1: the image branch reconstructs the image features instead of expression (default: 0)")
     parser.add_argument("--standardize_img", type=int, choices=[0, 1],
@@ -136,10 +148,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     epochs = args.epochs
     if epochs is None and args.recipe == "paper":
         epochs = PAPER_RECIPE_EPOCHS.get(args.dataset)
+    spec = DATASETS.get(args.dataset)
+    task = args.task or task_of(spec.cluster if spec and spec.cluster else "leiden")
     overrides = {"lr": args.lr, "weight_decay": args.weight_decay, "gradient_clipping": args.gradient_clipping,
                  "hidden": tuple(args.hidden) if args.hidden else None, "save_every": args.save_every,
                  "use_img_loss": None if args.use_img_loss is None else bool(args.use_img_loss),
                  "standardize_img": None if args.standardize_img is None else bool(args.standardize_img),
+                 "hops": args.hops, "n_pcs": args.n_pcs,
                  "repeat": args.repeat, "precision": args.precision, "patience": args.patience,
                  "min_delta": args.min_delta if args.patience else None, "keep_state": args.keep_state or None}
     if args.max_cells_per_batch is not None:
@@ -150,8 +165,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         record = {"argv": list(sys.argv[1:] if argv is None else argv), "dataset": args.dataset, "data": args.data,
                   "graph": graph, "gene_rule": adata.uns["gist"]["genes"]["rule"]}
         if distributed.is_main():
-            print(_expected_size(adata, args.recipe, epochs, args.ensemble, overrides, args.checkpoint_dir))
-        models = tl.fit(adata, args.recipe, epochs=epochs, ensemble=args.ensemble, seed=args.seed,
+            print(_expected_size(adata, args.recipe, task, epochs, args.ensemble, overrides, args.checkpoint_dir))
+        models = tl.fit(adata, args.recipe, epochs=epochs, ensemble=args.ensemble, seed=args.seed, task=task,
                         save_path=args.checkpoint_dir, device=args.device, resume=args.resume,
                         progress=not args.no_progress, embed_cells=False, record=record,
                         **{k: v for k, v in overrides.items() if v is not None})
@@ -168,12 +183,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _expected_size(adata, recipe: str, epochs: int | None, ensemble: int | None, overrides: dict, folder: Path) -> str:
+def _expected_size(adata, recipe: str, task: str, epochs: int | None, ensemble: int | None, overrides: dict,
+                   folder: Path) -> str:
     """The line train.py prints before training: the checkpoint bytes the run will leave."""
     from gist.keys import IMG_KEY
     from gist.train import expected_checkpoint_bytes, recipe_config
 
-    config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, **{k: v for k, v in overrides.items() if v is not None})
+    config = recipe_config(recipe, task, epochs=epochs, ensemble=ensemble, **{k: v for k, v in overrides.items() if v is not None})
     img_dim = adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0
     size = expected_checkpoint_bytes(adata.n_vars, img_dim, config)
     return (f"checkpoints: about {human_bytes(size['kept'])} will stay in {folder}/ ({size['files']} weight file(s)"
@@ -391,6 +407,7 @@ def extract_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: ROOT/<dataset>/features)")
     parser.add_argument("--extractor", type=_extractor_name, default="stats", metavar="NAME",
                         help=f"{', '.join(extractor_names())} or timm:<architecture>: stats (default; no weights), "
+                             "he (H&E stain separation: per-stain statistics and nuclear density; RGB H&E only, no weights), "
                              "the presets uni, virchow2, ctranspath, any timm model by name (e.g. "
                              "timm:vit_giant_patch14_reg4_dinov2 for H-optimus-0; all need --weights), or none "
                              "(no image: graph only, the model then trains its gene branch alone)")

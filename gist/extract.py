@@ -22,19 +22,22 @@ from gist.data import sample_name
 from gist.errors import GistInputError
 from gist.extractors import check_extractor_name
 from gist.features import patch_stats
+from gist.he_features import patch_he
 from gist.keys import IMG_KEY
 from gist.io.image import check_inside, get_image, image_coordinates
 from gist.patches import PAD_MODES, DevicePatches, PatchDataset
 from gist.utils import atomic_path, exclusive_folder
 
 MANIFEST = "manifest.json"
+#: The weight-free descriptors: ``stats`` (intensity and texture per channel), ``he`` (per H&E stain, nuclear density).
+DESCRIPTORS = {"stats": patch_stats, "he": patch_he}
 
 
 @dataclass
 class ExtractConfig:
     """Settings of one extraction run (recorded in the manifest and in ``uns['gist_features']``)."""
 
-    extractor: str = "stats"  # stats, a preset (uni, virchow2, ctranspath), timm:<architecture> or none
+    extractor: str = "stats"  # stats, he, a preset (uni, virchow2, ctranspath), timm:<architecture> or none
     weights: str | None = None
     extractor_kwargs: dict | None = None  # timm:<architecture>: keyword arguments of timm.create_model
     pool: str | None = None  # timm:<architecture>: cls, mean or cls+mean (None: the model's own pooling)
@@ -88,8 +91,8 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
     if config.flip_y:
         coords = np.column_stack([coords[:, 0], image.shape[0] - coords[:, 1]])
     check_inside(coords, image.shape, name)
-    if config.extractor == "stats":
-        return patch_stats(image, coords, config.patch_size)
+    if config.extractor in DESCRIPTORS:
+        return DESCRIPTORS[config.extractor](image, coords, config.patch_size)
     from gist.extractors import embed_patches
 
     # on a GPU the windows are cut and resized there (image uploaded once); on the CPU by loader workers
@@ -152,7 +155,7 @@ def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume
 
     device = resolve_device(config.device)
     extractor = None
-    if config.extractor not in ("stats", "none"):
+    if config.extractor not in (*DESCRIPTORS, "none"):
         from gist.extractors import create_extractor
 
         extractor = create_extractor(config.extractor, config.weights, config.extractor_kwargs, config.pool)

@@ -132,13 +132,13 @@ REGISTRY: dict[str, ExtractorSpec] = {
 TIMM_PREFIX = "timm:"
 #: How ``timm:`` models turn tokens into one vector: the class token, the mean of the patch tokens, both.
 POOLS = ("cls", "mean", "cls+mean")
-#: Extractors that are not foundation models: the built-in descriptor and "no image features".
-BUILT_IN = ("stats", "none")
+#: Extractors that are not foundation models: the weight-free descriptors (:data:`DESCRIPTORS`) and "no image features".
+BUILT_IN = ("stats", "he", "none")
 
 
 def extractor_names() -> tuple[str, ...]:
     """The extractor names ``--extractor`` takes (besides ``timm:<architecture>``)."""
-    return (BUILT_IN[0], *REGISTRY, BUILT_IN[1])
+    return (*BUILT_IN[:-1], *REGISTRY, BUILT_IN[-1])
 
 
 def check_extractor_name(name: str) -> str:

@@ -43,7 +43,7 @@ def image_features(
     adata
         Cells with ``obsm['spatial']`` and each sample's image in ``uns['spatial'][sample]``.
     extractor
-        ``stats`` (no weights), ``uni``, ``virchow2``, ``ctranspath`` or ``timm:<architecture>``
+        ``stats`` or ``he`` (no weights), ``uni``, ``virchow2``, ``ctranspath`` or ``timm:<architecture>``
         (with local ``weights``).
     weights
         Path of the foundation model's weights (never downloaded).
@@ -65,7 +65,7 @@ def image_features(
         ``(cells, features)`` float32, rows in ``adata``'s order.
     """
     from gist.device import resolve_device
-    from gist.extract import ExtractConfig, default_patch_size, sample_features
+    from gist.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
     from gist.extractors import check_extractor_name, create_extractor
 
     if check_extractor_name(extractor) == "none":
@@ -74,7 +74,7 @@ def image_features(
     config = ExtractConfig(extractor=extractor, weights=weights, patch_size=patch_size or default_patch_size(parts),
                            pad=pad, flip_y=flip_y, batch_size=batch_size, num_workers=num_workers, device=device,
                            precision=precision, extractor_kwargs=extractor_kwargs, pool=pool)
-    model = None if extractor == "stats" else create_extractor(extractor, weights, extractor_kwargs, pool)
+    model = None if extractor in DESCRIPTORS else create_extractor(extractor, weights, extractor_kwargs, pool)
     dev = resolve_device(device)
     features = np.concatenate([sample_features(p, str(p.obs[library_key].iloc[0]) if library_key in p.obs else "all",
                                                config, model, dev) for p in parts])

@@ -48,6 +48,7 @@ def fit(
     progress: bool = True,
     embed_cells: bool = True,
     record: dict | None = None,
+    task: str = "cell_types",
     **overrides,
 ):
     """Train GIST on ``adata`` (raw counts, graph, optional ``obsm['imgs']``) and embed it.
@@ -57,7 +58,8 @@ def fit(
     adata
         All samples; ``obs[library_key]`` splits them into one graph (mini-batch) each.
     recipe
-        ``gist`` (default: an ensemble of 5 models of 150 epochs) or ``paper`` (the original).
+        ``gist`` (default: an ensemble of 5 models of 150 epochs on 50 principal components) or
+        ``paper`` (the original).
     epochs, ensemble
         Override the recipe's epochs per model and number of models.
     seed
@@ -76,6 +78,10 @@ def fit(
         Write the embedding into ``adata`` (:func:`embed`) after training.
     record
         Extra entries for the checkpoints' JSON records (e.g. the command line).
+    task
+        ``cell_types`` (leiden) or ``domains`` (mclust): the recipe's settings for that task
+        (:data:`gist.train.TASK_SETTINGS`; the gist recipe passes messages over 2 graph layers for
+        cell types, 1 for domains).
     **overrides
         Other :class:`gist.train.TrainConfig` fields (``lr``, ``hidden``, ``save_every``, ...).
 
@@ -89,7 +95,7 @@ def fit(
     parts, _, graphs = _graphs(adata, library_key)
     if save_path is None:
         overrides.setdefault("save_every", 0)
-    config = recipe_config(recipe, epochs=epochs, ensemble=ensemble, seed=seed, device=device, **overrides)
+    config = recipe_config(recipe, task, epochs=epochs, ensemble=ensemble, seed=seed, device=device, **overrides)
     config.extra = dict(config.extra) | dict(record or {}) | {"genes": list(adata.var_names)}
     with tempfile.TemporaryDirectory(prefix="gist-fit-") as tmp:
         models, curves = train_ensemble(graphs, config, save_path or tmp, resume=resume, progress=progress)

@@ -82,17 +82,48 @@ class TrainConfig:
 #: Named recipes: the settings that differ from :class:`TrainConfig`'s (the paper's) defaults.
 RECIPES: dict[str, dict] = {
     "paper": {},
-    "gist": {"epochs": 150, "ensemble": 5, "fused_img_head": True, "standardize_img": True, "save_every": 0},
+    "gist": {"epochs": 150, "ensemble": 5, "fused_img_head": True, "standardize_img": True, "save_every": 0,
+             "n_pcs": 50, "hidden": (128, 30), "hops": 2},
 }
 DEFAULT_RECIPE = "gist"
+#: The two tasks a default is chosen for (BENCHMARKS.md, protocol): ``cell_types`` (leiden) and
+#: ``domains`` (mclust-like mixtures).
+TASKS = ("cell_types", "domains")
+#: Settings of a recipe that differ by task, over :data:`RECIPES` (each the winner of the task's
+#: development sets in BENCHMARKS.md: two message-passing layers for cell types, one for domains).
+TASK_SETTINGS: dict[str, dict[str, dict]] = {"gist": {"domains": {"hops": 1}}}
 
 
-def recipe_config(recipe: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` for a named recipe; ``overrides`` that are ``None`` are ignored."""
+def task_of(cluster_method: str) -> str:
+    """The task a clusterer serves: ``domains`` for ``mclust``/``hmrf``, ``cell_types`` for ``leiden``."""
+    if cluster_method not in ("leiden", "mclust", "hmrf"):
+        raise GistInputError(f"unknown clusterer {cluster_method!r} (leiden, mclust or hmrf)")
+    return "cell_types" if cluster_method == "leiden" else "domains"
+
+
+def recipe_config(recipe: str = DEFAULT_RECIPE, task: str = "cell_types", **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` for a named recipe; ``overrides`` that are ``None`` are ignored.
+
+    ``hops=4`` (every layer) and ``n_pcs=0`` (genes in) mean the original's layout and are stored
+    as ``None``, so that a recipe with other values can be brought back to it. ``task`` (one of
+    :data:`TASKS`) adds the recipe's settings for that task (:data:`TASK_SETTINGS`) and is recorded
+    in ``extra['task']``."""
     if recipe not in RECIPES:
         raise GistInputError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
-    settings = RECIPES[recipe] | {k: v for k, v in overrides.items() if v is not None}
+    if task not in TASKS:
+        raise GistInputError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+    settings = RECIPES[recipe] | TASK_SETTINGS.get(recipe, {}).get(task, {}) | {k: v for k, v in overrides.items() if v is not None}
+    settings["extra"] = dict(settings.get("extra", {})) | {"task": task}
+    # the original's layout has its own spelling: every layer passes messages, genes in
+    if settings.get("hops") == ALL_HOPS:
+        settings["hops"] = None
+    if settings.get("n_pcs") == 0:
+        settings["n_pcs"] = None
     return TrainConfig(recipe=recipe, **settings)
+
+
+#: ``hops`` of the original (all four encoder layers pass messages); ``recipe_config`` stores it as ``None``.
+ALL_HOPS = 4
 
 
 def seed_everything(seed: int) -> None:
@@ -152,9 +183,11 @@ def pca_sample(graphs: list[SampleGraph], max_cells: int, seed: int) -> torch.Te
 
 def _model(n_genes: int, img_dim: int, config: TrainConfig) -> TransImg:
     has_image = img_dim > 0
+    # a panel with fewer genes than the recipe's components is read through all of its axes
+    n_pcs = None if config.n_pcs is None else min(config.n_pcs, n_genes)
     return TransImg([n_genes, img_dim, *config.hidden], use_img_loss=config.use_img_loss,
                     fused_img_head=config.fused_img_head and has_image, standardize_img=config.standardize_img and has_image,
-                    hops=config.hops, n_pcs=config.n_pcs)
+                    hops=config.hops, n_pcs=n_pcs)
 
 
 def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -> dict[str, int]:

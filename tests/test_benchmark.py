@@ -21,7 +21,7 @@ from bench.benchmark import (
     run_clustering,
     smoothed_expression_rep,
 )
-from bench.benchmark_report import START, END, clustering_table, summarise, update_markdown
+from bench.benchmark_report import START, END, clustering_table, summarise, task_scores, update_markdown
 from gist.errors import GistInputError
 
 
@@ -280,3 +280,20 @@ def test_cluster_rep_spatial_prior_and_refinement(demo_small):
     for i in range(0, rep.n_obs, 17):
         counts = Counter(before[near[i, 1:]])
         assert counts[after[i]] == max(counts.values())
+
+
+def test_task_score_is_the_equal_weight_mean_over_the_tasks_sets():
+    def rec(dataset, method, seed, ari):
+        return {"dataset": dataset, "method": method, "seed": seed, "ari": ari, "nmi": 0.0, "seconds": 1.0, "peak_mb": 1.0}
+
+    records = [rec("a", "m", 0, 0.2), rec("a", "m", 1, 0.4),  # set a: 0.3 over two seeds
+               rec("b", "m", 0, 0.6),  # set b: 0.6 over one seed; the score is 0.45, not the mean of 3 runs (0.4)
+               rec("a", "n", 0, 0.9),  # n misses set b: no score
+               rec("c", "m", 0, 0.1), {"dataset": "b", "method": "n", "seed": 0, "error": "failed"}]
+    scores = task_scores(records, {"t": ("a", "b"), "u": ("c",)})
+    row = scores[(scores.task == "t") & (scores.method == "m")].iloc[0]
+    assert row["score"] == pytest.approx(0.45) and row["sets"] == "2/2" and row["min seeds"] == 1
+    missing = scores[(scores.task == "t") & (scores.method == "n")].iloc[0]
+    assert missing["sets"] == "1/2" and (missing["score"] is None or np.isnan(missing["score"]))
+    assert list(scores[scores.task == "t"]["method"]) == ["m", "n"]  # scored first
+    assert scores[(scores.task == "u")]["score"].tolist() == [pytest.approx(0.1)]

@@ -1,6 +1,7 @@
 """bench/recluster.py: kept benchmark representations clustered again under post-processing variants."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,6 +45,11 @@ def test_smoothing_variants_recover_domains_a_noisy_representation_hides(tmp_pat
               for v in recluster.VARIANTS}
     assert scores["as_run"] == 1.0
     assert scores["raw"] < 0.6 and scores["avg"] > scores["raw"] + 0.2 and scores["refine"] >= scores["avg"] - 0.02
+    assert scores["hmrf"] > scores["raw"] + 0.2  # the Potts prior recovers what the noise hides
+
+
+def test_a_candidate_method_name_is_a_kept_run():
+    assert recluster.run_name(Path("her2st_B1_gist+h1pc50_noimg_s3.npz")) == ("her2st_B1", "gist+h1pc50_noimg", 3)
 
 
 def test_main_scores_every_kept_run_and_writes_records(tmp_path, capsys):

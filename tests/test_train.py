@@ -156,6 +156,26 @@ def test_cli_standardize_img_off_keeps_the_image_in_its_own_units(tmp_path):
     assert "--standardize_img" in default.stdout
 
 
+@pytest.mark.parametrize("hops, n_pcs", [("1", "8"), ("4", "0")])
+def test_cli_hops_and_n_pcs_set_the_layout_a_checkpoint_carries(tmp_path, hops, n_pcs):
+    ckpt, res = tmp_path / "ckpt", tmp_path / "res"
+    out = _run("train.py", "--dataset", "demo", "--epochs", "1", "--hidden", "32", "6", "--ensemble", "1",
+               "--hops", hops, "--n_pcs", n_pcs, "--save_path", str(ckpt), "--no_progress")
+    assert out.returncode == 0, out.stderr
+    state = torch.load(ckpt / "final_0.pth", weights_only=True)
+    config = json.loads((ckpt / "final_0.json").read_text())["config"]
+    if hops == "4":  # the original's spelling: every layer passes messages, genes in, no extra buffers
+        assert config["hops"] is None and config["n_pcs"] is None
+        assert "message_hops" not in state and "pca_components" not in state
+    else:
+        assert config["hops"] == 1 and config["n_pcs"] == 8
+        assert int(state["message_hops"]) == 1 and tuple(state["pca_components"].shape) == (8, 300)
+    out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res), "--no_cluster")
+    assert out.returncode == 0, out.stderr
+    result = ad.read_h5ad(res / "gist.h5ad")
+    assert result.layers["recon"].shape == result.shape  # denoised genes either way
+
+
 def test_cli_loads_an_original_layout_checkpoint_and_rejects_a_mismatch(tmp_path):
     torch.manual_seed(0)
     original = {k: torch.randn_like(v) * 0.01 for k, v in TransImg([300, 54, 512, 30]).state_dict().items()}
