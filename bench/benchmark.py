@@ -24,6 +24,9 @@ and scored against the labels. Methods:
 ``gist_paper``
     The original recipe (one model, the paper's loss, its fused latent clustered as is), trained
     for ``paper_epochs``; with the image where there is one.
+``gist_denoised``
+    The default's denoised expression, 20 principal components (as GraphST clusters its
+    reconstruction), averaged over the graph for domains like the latent. Run only when named.
 ``gist+<candidate>``
     A candidate recipe searched for the default (issue 21): the ``gist`` recipe with the settings of
     :data:`CANDIDATES` (graph layers that pass messages, principal-component input, widths), with
@@ -67,8 +70,15 @@ CANDIDATES: dict[str, dict] = {
     "h2pc50": {"hops": 2, "n_pcs": 50, "hidden": (128, 30)},
     "h0pc50": {"hops": 0, "n_pcs": 50, "hidden": (128, 30)},
     "h1pc50w512": {"hops": 1, "n_pcs": 50, "hidden": (512, 30)},
-    "h1": {"hops": 1},
+    "h1": {"hops": 1, "n_pcs": 0, "hidden": (512, 30)},  # one message-passing layer, genes in
+    # widths and input size around the default, message passing as the task sets it
+    "z15": {"hidden": (128, 15)},
+    "z50": {"hidden": (128, 50)},
+    "w512": {"hidden": (512, 30)},
+    "pc100": {"n_pcs": 100},
 }
+#: Methods that run only when named (besides the ``gist+<candidate>`` rows).
+ON_REQUEST = ("gist_denoised",)
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
 GRAPHST_MAX_CELLS = 20000
 #: The her2st sections of ../shared/data/her2st_spots (pathologist labels, no image).
@@ -291,6 +301,21 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
     return result
 
 
+#: Principal components of the denoised expression that ``gist_denoised`` clusters (GraphST's 20).
+DENOISED_PCS = 20
+
+
+def denoised_rep(result: AnnData, seed: int, n_pcs: int = DENOISED_PCS) -> AnnData:
+    """``gist_denoised``: the default's denoised expression (``layers['gist_denoised']``, the
+    ensemble's mean reconstruction in genes) reduced to ``n_pcs`` principal components, as GraphST
+    clusters its reconstruction; domains average it over the graph like every ``gist`` row."""
+    from sklearn.decomposition import PCA
+
+    values = np.asarray(result.layers[DENOISED_LAYER], dtype=np.float64)
+    result.obsm[REP_KEY] = PCA(n_components=min(n_pcs, *values.shape), random_state=seed).fit_transform(values)
+    return result
+
+
 def offset_coordinates(adatas: list[AnnData]) -> np.ndarray:
     """Coordinates of all samples in one frame, samples side by side with a gap, so that a
     spatial neighbour search over the pooled cells never links two samples."""
@@ -429,6 +454,8 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
         return gist_rep(adatas, seed, first, weights, device, recipe="paper", epochs=paper_epochs, task=task_of(task))
     if method in ("graphst", "graphst_refine"):
         return graphst_rep(adatas, seed, device)
+    if method == "gist_denoised":
+        return denoised_rep(gist_rep(adatas, seed, first, weights, device, **default), seed)
     if method.startswith("gist+"):
         name, noimg = method[len("gist+"):].removesuffix("_noimg"), method.endswith("_noimg")
         if name not in CANDIDATES:

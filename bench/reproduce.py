@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.benchmark import (  # noqa: E402
+    ON_REQUEST,
     BenchDataset,
     load_samples,
     methods_for,
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of: expression expression_smoothed image_<extractor> gist gist_noimg gist_<extractor> "
                         "gist_paper graphst graphst_refine banksy cellcharter expression_hmrf (default: all that apply); candidates for the "
-                        "default, gist+<name> and gist+<name>_noimg (bench.benchmark.CANDIDATES), run only when named")
+                        "default, gist+<name> and gist+<name>_noimg (bench.benchmark.CANDIDATES), and gist_denoised (PCA of the denoised "
+                        "expression), run only when named")
     p.add_argument("--extractors", nargs="+", default=["stats"],
                    help="image feature extractors for the image_* and gist_* methods (uni/virchow2/ctranspath need --weights)")
     p.add_argument("--weights", default=None, help="local weight file of the foundation-model extractor")
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     # seed by seed, so that a partial run already covers every dataset and method
     for seed in [] if args.no_cluster else args.seeds:
         for dataset in datasets:
-            named = [m for m in args.methods or [] if m.startswith("gist+")]  # candidates run only when named
+            named = [m for m in args.methods or [] if m.startswith("gist+") or m in ON_REQUEST]  # run only when named
             for method in [m for m in applicable[dataset.name] if args.methods is None or m in args.methods] + named:
                 jobs.append(task_for("cluster", dataset, seed, args.paper_epochs, method, weights=args.weights,
                                      device=args.device, extractors=list(args.extractors), keep_rep=args.keep_reps,

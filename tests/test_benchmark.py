@@ -297,3 +297,41 @@ def test_task_score_is_the_equal_weight_mean_over_the_tasks_sets():
     assert missing["sets"] == "1/2" and (missing["score"] is None or np.isnan(missing["score"]))
     assert list(scores[scores.task == "t"]["method"]) == ["m", "n"]  # scored first
     assert scores[(scores.task == "u")]["score"].tolist() == [pytest.approx(0.1)]
+
+
+def test_image_moran_separates_a_smooth_field_from_noise_and_reads_the_image_gain():
+    import scipy.sparse as sp
+
+    from bench.image_moran import image_gain, mean_morans_i
+
+    side = 20
+    xy = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2).astype(float)
+    pairs = cKDTree(xy).query_pairs(1.01, output_type="ndarray")
+    graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(side * side,) * 2).tocsr()
+    graph = graph + graph.T
+    smooth = np.stack([xy[:, 0], xy[:, 1] + xy[:, 0]], axis=1)
+    noise = np.random.default_rng(0).normal(size=(side * side, 2))
+    assert mean_morans_i(graph, smooth) > 0.9
+    assert abs(mean_morans_i(graph, noise)) < 0.1
+    # a constant column carries no autocorrelation and is left out instead of giving NaN
+    assert np.isfinite(mean_morans_i(graph, np.hstack([noise, np.ones((side * side, 1))])))
+    records = [{"dataset": "d", "method": m, "seed": s, "ari": a}
+               for m, s, a in [("gist", 0, 0.5), ("gist_noimg", 0, 0.3), ("gist", 1, 0.4), ("gist_noimg", 1, 0.4), ("gist", 2, 0.9)]]
+    assert image_gain(records, "d") == (0.1, 2)  # seed 2 has no gist_noimg run and is not counted
+    assert image_gain(records, "other") == (None, 0)
+
+
+def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(demo_small):
+    from gist.data import build_graphs
+
+    samples = [a.copy() for a in demo_small]
+    build_graphs(samples, None, verbose=False)
+    rep = representation(samples, "gist_denoised", seed=0, paper_epochs=1, gist_epochs=2, gist_ensemble=2)
+    denoised = np.asarray(rep.layers["gist_denoised"], dtype=np.float64)
+    assert denoised.shape == (rep.n_obs, rep.n_vars)  # genes, through the loadings of the component input
+    scores = rep.obsm["bench_rep"]
+    assert scores.shape == (rep.n_obs, 20)
+    # the 20 scores carry the 20 largest variances of the denoised expression, not the latent's
+    top = np.linalg.svd(denoised - denoised.mean(0), compute_uv=False)[:20] ** 2 / (rep.n_obs - 1)
+    np.testing.assert_allclose(np.sort(scores.var(0, ddof=1))[::-1], top, rtol=1e-4)
+    assert not np.allclose(scores, rep.obsm["X_gist"][:, :20])
