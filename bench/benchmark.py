@@ -301,18 +301,14 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
     return result
 
 
-#: Principal components of the denoised expression that ``gist_denoised`` clusters (GraphST's 20).
-DENOISED_PCS = 20
-
-
-def denoised_rep(result: AnnData, seed: int, n_pcs: int = DENOISED_PCS) -> AnnData:
+def denoised_rep(result: AnnData, seed: int) -> AnnData:
     """``gist_denoised``: the default's denoised expression (``layers['gist_denoised']``, the
-    ensemble's mean reconstruction in genes) reduced to ``n_pcs`` principal components, as GraphST
-    clusters its reconstruction; domains average it over the graph like every ``gist`` row."""
-    from sklearn.decomposition import PCA
+    ensemble's mean reconstruction in genes) reduced to principal components
+    (:func:`gist.cluster.denoised_components`, as GraphST clusters its reconstruction); domains
+    average it over the graph like every ``gist`` row."""
+    from gist.cluster import denoised_components
 
-    values = np.asarray(result.layers[DENOISED_LAYER], dtype=np.float64)
-    result.obsm[REP_KEY] = PCA(n_components=min(n_pcs, *values.shape), random_state=seed).fit_transform(values)
+    result.obsm[REP_KEY] = result.obsm[denoised_components(result, seed=seed)]
     return result
 
 

@@ -14,7 +14,8 @@ from gist.data import feature_dims, load_dataset
 from gist.datasets import DATASETS, dataset_spec
 from gist.device import PRECISIONS
 from gist.errors import GistInputError
-from gist.keys import LIBRARY_KEY
+from gist.cluster import default_rep
+from gist.keys import LATENT_KEY, LIBRARY_KEY
 from gist.train import DEFAULT_RECIPE, RECIPES, TASKS, task_of
 from gist.utils import folder_bytes, h5ad_safe, human_bytes
 
@@ -229,6 +230,11 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
                         help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
                              "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
+    parser.add_argument("--cluster_rep", choices=["auto", "latent"], default="auto",
+                        help="what is clustered: auto = the fused latent for leiden and paper checkpoints, and for "
+                             "mclust domains with a gist checkpoint the 20 principal components of the denoised "
+                             "expression (obsm['X_gist_denoised_pca']; measured in BENCHMARKS.md: mean ARI 0.260 vs 0.254 "
+                             "for the latent over six domain sets); latent = always the fused latent")
     parser.add_argument("--denoised", choices=["auto", "on", "off"], default="auto",
                         help="write the denoised expression (layers['recon'], a dense cells x genes float32 matrix); "
                              f"auto: on unless it would exceed {DENOISED_AUTO_MAX_GIB:g} GiB (12 GB at 1M cells x 3,000 "
@@ -339,7 +345,8 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, 
         return {}
     method = args.cluster or spec.cluster or "leiden"
     smooth = args.smooth == "on" or (args.smooth == "auto" and method == "mclust" and recipe != "paper")
-    metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed, smooth=smooth)
+    use_rep = LATENT_KEY if args.cluster_rep == "latent" else default_rep(result, method, recipe, seed=args.seed)
+    metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed, use_rep=use_rep, smooth=smooth)
     metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
     if args.baseline and label_key:
         from gist.evaluate import expression_baseline

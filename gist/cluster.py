@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from gist.keys import CLUSTER_KEY, LATENT_KEY
+from gist.keys import CLUSTER_KEY, DENOISED_LAYER, DENOISED_PCA_KEY, LATENT_KEY
 
 #: Clusterers of :func:`cluster`: leiden (cell types), a tied Gaussian mixture (domains) and the same
 #: mixture with a Potts prior over the spatial graph.
@@ -154,6 +154,37 @@ def smooth_rep(adata: AnnData, use_rep: str = LATENT_KEY, key_added: str | None 
     key = key_added or f"{use_rep}_smoothed"
     adata.obsm[key] = neighbour_average(adata.obsm[use_rep], adata.obsp["spatial_connectivities"])
     return key
+
+
+#: Principal components of the denoised expression that domain clustering reads (GraphST's 20).
+DENOISED_PCS = 20
+
+
+def denoised_components(adata: AnnData, n_pcs: int = DENOISED_PCS, seed: int = 0,
+                        key_added: str = DENOISED_PCA_KEY) -> str:
+    """Write ``obsm[key_added]``: the first ``n_pcs`` principal components of the denoised
+    expression (``layers['gist_denoised']``), as GraphST clusters its reconstruction. Returns the key."""
+    from sklearn.decomposition import PCA
+
+    if DENOISED_LAYER not in adata.layers:
+        raise KeyError(f"no denoised expression in layers[{DENOISED_LAYER!r}] (test.py --denoised off leaves it out)")
+    values = np.asarray(adata.layers[DENOISED_LAYER], dtype=np.float64)
+    adata.obsm[key_added] = PCA(n_components=min(n_pcs, *values.shape), random_state=seed).fit_transform(values)
+    return key_added
+
+
+def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0) -> str:
+    """The representation a clustering reads by default: for ``mclust`` domains from a ``gist``
+    recipe, the principal components of the denoised expression (written by
+    :func:`denoised_components`; BENCHMARKS.md, issue 21: mean ARI 0.260 over the six domain sets
+    against 0.254 for the latent), falling back to the latent with a message when the denoised
+    layer was left out; otherwise (leiden cell types, paper checkpoints) the fused latent."""
+    if method != "mclust" or recipe == "paper":
+        return LATENT_KEY
+    if DENOISED_LAYER not in adata.layers:
+        print(f"domains clustered on the latent: the denoised expression (layers[{DENOISED_LAYER!r}]) was left out")
+        return LATENT_KEY
+    return denoised_components(adata, seed=seed)
 
 
 def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY,

@@ -129,20 +129,25 @@ def embed(adata: AnnData, models, device: str = "auto", library_key: str = LIBRA
     return adata
 
 
-def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: str = LATENT_KEY,
+def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: str = "auto",
             smooth: bool | str = "auto", seed: int = 0, key_added: str = CLUSTER_KEY) -> dict:
     """Cluster ``obsm[use_rep]`` into ``n_clusters`` groups; writes ``obs[key_added]``.
 
     ``method``: ``leiden`` (resolution search to exactly ``n_clusters``; cell types) or ``mclust``
-    (Gaussian mixture with one shared covariance; domains). ``smooth='auto'`` averages the latent
-    over each cell's spatial neighbourhood for ``mclust`` unless the model came from the paper
-    recipe (:func:`gist.cluster.smooth_rep`). Returns the run's parameters.
+    (Gaussian mixture with one shared covariance; domains). ``use_rep='auto'`` reads the fused
+    latent, except for ``mclust`` with a ``gist``-recipe model, which reads the principal
+    components of the denoised expression (:func:`gist.cluster.default_rep`). ``smooth='auto'``
+    averages the representation over each cell's spatial neighbourhood for ``mclust`` unless the
+    model came from the paper recipe (:func:`gist.cluster.smooth_rep`). Returns the run's parameters.
     """
-    from gist.cluster import cluster as run
+    from gist.cluster import cluster as run, default_rep
 
+    recipe = adata.uns.get(UNS_KEY, {}).get("recipe")
     if smooth == "auto":
-        smooth = method == "mclust" and adata.uns.get(UNS_KEY, {}).get("recipe") != "paper"
-    return run(adata, method, int(n_clusters), seed=seed, use_rep=use_rep, key_added=key_added, smooth=bool(smooth))
+        smooth = method == "mclust" and recipe != "paper"
+    if use_rep == "auto":
+        use_rep = default_rep(adata, method, recipe, seed=seed)
+    return run(adata, method, int(n_clusters), seed=seed, use_rep=use_rep, key_added=key_added, smooth=bool(smooth)) | {"use_rep": use_rep}
 
 
 def score(adata: AnnData, label_key: str, cluster_key: str = CLUSTER_KEY, key_added: str = MATCHED_KEY) -> dict:

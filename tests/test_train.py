@@ -128,6 +128,12 @@ def test_cli_train_then_test_writes_results(tmp_path):
     assert {"cell_type", "merge_cell_type", "sample", "fov"} <= set(result.obs.columns)
     assert len(result.uns["spatial"]) == 4 and result.uns["gist"]["select"] == "final"
     assert result.obs["sample"].nunique() == 4
+    # domains (mclust) read the denoised expression's components unless --cluster_rep latent
+    for choice, rep in (("auto", "X_gist_denoised_pca"), ("latent", "X_gist")):
+        out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res / choice),
+                   "--cluster", "mclust", "--ncluster", "4", "--cluster_rep", choice)
+        assert out.returncode == 0, out.stderr
+        assert json.loads((res / choice / "metrics.json").read_text())["use_rep"] == rep
 
 
 def test_cli_paper_recipe_trains_one_original_layout_model(tmp_path):
