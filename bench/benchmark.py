@@ -77,6 +77,14 @@ CANDIDATES: dict[str, dict] = {
     "w512": {"hidden": (512, 30)},
     "pc100": {"n_pcs": 100},
 }
+def candidate_settings(method: str) -> dict:
+    """The recipe overrides of a ``gist+<name>`` or ``gist+<name>_noimg`` method (:data:`CANDIDATES`)."""
+    name = method.removeprefix("gist+").removesuffix("_noimg")
+    if name not in CANDIDATES:
+        raise GistInputError(f"unknown candidate {name!r} in {method!r} (known: {', '.join(CANDIDATES)})")
+    return CANDIDATES[name]
+
+
 #: Methods that run only when named (besides the ``gist+<candidate>`` rows).
 ON_REQUEST = ("gist_denoised",)
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
@@ -453,10 +461,8 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
     if method == "gist_denoised":
         return denoised_rep(gist_rep(adatas, seed, first, weights, device, **default), seed)
     if method.startswith("gist+"):
-        name, noimg = method[len("gist+"):].removesuffix("_noimg"), method.endswith("_noimg")
-        if name not in CANDIDATES:
-            raise GistInputError(f"unknown candidate {name!r} in {method!r} (known: {', '.join(CANDIDATES)})")
-        return gist_rep(adatas, seed, None if noimg else first, weights, device, overrides=CANDIDATES[name], **default)
+        return gist_rep(adatas, seed, None if method.endswith("_noimg") else first, weights, device,
+                        overrides=candidate_settings(method), **default)
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
         return image_rep(adatas, seed, extractor, weights, device)
@@ -591,7 +597,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
         "scored_cells": int(labelled.sum()), "genes": int(rep.n_vars), "ncluster": int(ncluster),
         "n_clusters": run["n_clusters"], "cluster": run["method"], "resolution": run["resolution"],
         "smoothed": run["smoothed"], "beta": run["beta"], "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
-        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in CANDIDATES.get(method[5:].removesuffix("_noimg"), {}).items()}
+        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in candidate_settings(method).items()}
         if method.startswith("gist+") else None,
         "loaded_mb": round(base_mb, 1), "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -2,7 +2,7 @@
 
 Issue 21 asked whether the data could say, without labels, when the image branch helps: for each
 dataset with an image, Moran's I (scanpy's ``metrics.morans_i`` on the dataset's spatial graph) of
-the standardised image descriptor's features and of the expression's 30 principal components,
+the image descriptor's features (Moran's I does not depend on their scale) and of the expression's 30 principal components,
 each averaged over its columns, printed beside the benchmark's ``gist`` minus ``gist_noimg`` ARI
 (docs/benchmarks.json) so that one can see whether the quantity separates the datasets where the
 image helps from those where it costs. Writes docs/image_moran.json.
@@ -61,8 +61,7 @@ def measure(dataset: BenchDataset, adatas: list, records: list[dict]) -> dict:
     graph = pooled_graph(adatas)
     graph = ((graph + graph.T) > 0).astype(np.float64)
     expression = np.asarray(expression_rep(adatas, seed=0).obsm["X_pca"])
-    image = np.vstack(image_features(adatas, "stats"))
-    image = (image - image.mean(0)) / np.where(image.std(0) > 0, image.std(0), 1.0)
+    image = np.vstack(image_features(adatas, "stats"))  # Moran's I is scale-free: no standardising needed
     gain, seeds = image_gain(records, dataset.name)
     return {"dataset": dataset.name, "cells": int(graph.shape[0]), "moran_expression_pcs": round(mean_morans_i(graph, expression), 3),
             "moran_image_stats": round(mean_morans_i(graph, image), 3), "gist_minus_noimg_ari": gain, "seeds": seeds}

@@ -21,7 +21,7 @@ RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 _ROWS = 1024  # image rows converted at a time (bounded float memory on large images)
 #: ``stats`` columns of a one-channel image that hold the disk, inner-ring and outer-ring means.
-_REGION_MEANS = [0, 5, 10]
+_REGION_MEANS = [stats_feature_names(1).index(f"{region}_mean_c0") for region in ("disk", "ring1", "ring2")]
 
 
 def rgb_to_hed(image: np.ndarray) -> np.ndarray:
@@ -70,6 +70,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def he_feature_names() -> list[str]:
+    """The 39 column names of :func:`patch_he`: the ``stats`` names per stain, then the nuclear densities."""
     stains = [name.replace("_c0", "_haematoxylin").replace("_c1", "_eosin") for name in stats_feature_names(2)]
     return stains + ["disk_nuclei", "ring1_nuclei", "ring2_nuclei"]
 
