@@ -5,7 +5,7 @@ Reads results/<dataset>/gist.h5ad written by test.py and writes into results/<da
 
 import sys
 
-from gist.figures import spatial_main
+from gist.cli.figures import spatial_main
 
 if __name__ == "__main__":
     sys.exit(spatial_main())

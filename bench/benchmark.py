@@ -1,7 +1,7 @@
 """Side-by-side benchmark of GIST and the alternatives on labelled data (``bench/reproduce.py``).
 
 Every method turns the same cells into one representation (``obsm['bench_rep']``), which is then
-clustered by the same routine (:func:`gist.cluster.cluster`, the dataset's method and target count)
+clustered by the same routine (:func:`gist.tl.clustering.cluster`, the dataset's method and target count)
 and scored against the labels. Methods:
 
 ``expression``
@@ -13,8 +13,8 @@ and scored against the labels. Methods:
 ``image_<extractor>``
     Image features alone (``stats``, or a foundation model given weights), standardised, PCA (30).
 ``gist``
-    The default ``gist`` recipe (:data:`gist.train.RECIPES`, with the dataset's task settings,
-    :data:`gist.train.TASK_SETTINGS`): an ensemble of 5 models on 50 principal components, their
+    The default ``gist`` recipe (:data:`gist.tl.training.RECIPES`, with the dataset's task settings,
+    :data:`gist.tl.training.TASK_SETTINGS`): an ensemble of 5 models on 50 principal components, their
     consensus latent, averaged over each spot's graph neighbourhood for ``mclust`` (domain)
     clustering; image branch fed the first extractor's features where the data have an image.
 ``gist_noimg``
@@ -106,7 +106,7 @@ class BenchDataset:
     label_key: str
     cluster: str = "leiden"
     ncluster: int | None = None
-    rad_cutoff: float | None = None  # None: the radius rule of gist.graph.spatial_graph
+    rad_cutoff: float | None = None  # None: the radius rule of gist.pp.graph.spatial_graph
     image: str | None = None
     image_scalef: float = 1.0
     library_key: str | None = None
@@ -135,7 +135,7 @@ def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
 
 def load_samples(dataset: BenchDataset) -> list[AnnData]:
     """The dataset's samples with raw counts in ``X``, labels, coordinates and radius graphs."""
-    from gist.data import build_graphs
+    from gist.pp.graph import build_graphs
     from gist.demo import make_demo
     from gist.io import read_h5ad_samples
 
@@ -221,8 +221,8 @@ def expression_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_pcs: i
 def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int = 6) -> AnnData:
     """:func:`expression_rep` averaged over each cell and its ``n_neighbours`` nearest cells of the
     same sample (the graph made symmetric, one row-normalised sparse product)."""
-    from gist.cluster import neighbour_average
-    from gist.graph import knn_edges
+    from gist.tl.clustering import neighbour_average
+    from gist.pp.graph import knn_edges
 
     adata = expression_rep(adatas, seed)
     rows, cols, offset = [], [], 0
@@ -240,14 +240,14 @@ def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int 
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Per-sample image features with a weight-free descriptor (``stats``, ``he``) or a foundation
     model (local ``weights``)."""
-    from gist.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
+    from gist.pp.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
     from gist.device import resolve_device
 
     # the window: a Visium spot's diameter on the image used (DLPFC's lowres), else the paper's 240 px
     config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=default_patch_size(adatas))
     model = None
     if extractor not in DESCRIPTORS:
-        from gist.extractors import create_extractor
+        from gist.pp.extractors import create_extractor
 
         model = create_extractor(extractor, weights)
     dev = resolve_device(device)
@@ -272,12 +272,12 @@ def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: i
     """Train GIST with a recipe on the samples (image branch on when they carry ``obsm['imgs']``)
     and embed them with the final checkpoint(s).
 
-    Returns :func:`gist.infer.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``).
+    Returns :func:`gist.tl.inference.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``).
     """
-    from gist.data import check_consistent, sample_name, to_graph
-    from gist.infer import infer
+    from gist.tl._inputs import check_consistent, sample_name, to_graph
+    from gist.tl.inference import infer
     from gist.device import resolve_device
-    from gist.train import recipe_config, train_ensemble
+    from gist.tl.training import recipe_config, train_ensemble
 
     check_consistent(adatas)
     graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
@@ -295,8 +295,8 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
              recipe: str = "gist", epochs: int | None = None, ensemble: int | None = None,
              n_top_genes: int | None = None, overrides: dict | None = None, task: str = "cell_types") -> AnnData:
     """GIST's fused latent (the ensemble's consensus for the ``gist`` recipe); ``extractor=None``
-    turns the image branch off. Genes follow :mod:`gist.genes` (as train.py)."""
-    from gist.genes import select_genes
+    turns the image branch off. Genes follow :mod:`gist.pp.genes` (as train.py)."""
+    from gist.pp.genes import select_genes
 
     adatas, _ = select_genes(adatas, n_top_genes, verbose=False)
     if extractor is not None:
@@ -312,9 +312,9 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
 def denoised_rep(result: AnnData, seed: int) -> AnnData:
     """``gist_denoised``: the default's denoised expression (``layers['gist_denoised']``, the
     ensemble's mean reconstruction in genes) reduced to principal components
-    (:func:`gist.cluster.denoised_components`, as GraphST clusters its reconstruction); domains
+    (:func:`gist.tl.clustering.denoised_components`, as GraphST clusters its reconstruction); domains
     average it over the graph like every ``gist`` row."""
-    from gist.cluster import denoised_components
+    from gist.tl.clustering import denoised_components
 
     result.obsm[REP_KEY] = result.obsm[denoised_components(result, seed=seed)]
     return result
@@ -439,7 +439,7 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
     ``task`` is the dataset's clustering (``leiden`` cell types, ``mclust`` domains)."""
     image = has_image(adatas)
     first = extractors[0] if image else None
-    from gist.train import task_of
+    from gist.tl.training import task_of
 
     default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble, "task": task_of(task)}
     if method in ("expression", "expression_hmrf"):
@@ -497,7 +497,7 @@ def cluster_rep(rep: AnnData, adatas: list[AnnData], method: str, task: str, ncl
     """Cluster a method's representation (``obsm['bench_rep']``) into ``obs['bench_cluster']`` the
     way the benchmark does for every method: the clusterer of :func:`clusterer`, the average over
     the spatial graph where :func:`smooths` says so, GraphST's label refinement for ``graphst_refine``."""
-    from gist.cluster import cluster
+    from gist.tl.clustering import cluster
 
     smooth = smooths(method, task)
     how = clusterer(method, task)
@@ -526,7 +526,7 @@ def warm_up(method: str) -> None:
     ``leiden``, the numba compilation of neighbours/leiden (~20 s in a fresh process)."""
     import scanpy as sc
 
-    from gist.cluster import cluster
+    from gist.tl.clustering import cluster
 
     rng = np.random.default_rng(0)
     toy = AnnData(X=rng.poisson(2.0, size=(300, 40)).astype(np.float32), obsm={"spatial": rng.uniform(size=(300, 2))})
@@ -541,7 +541,7 @@ def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int 
     """The ``epochs`` a record carries: the training epochs per model for runs that train GIST
     (``gist_paper``: ``paper_epochs``; the ``gist`` recipe's, or ``gist_epochs``, otherwise),
     ``None`` for the others. Part of a run's identity for ``bench/reproduce.py --resume``."""
-    from gist.train import RECIPES
+    from gist.tl.training import RECIPES
 
     if method == "gist_paper":
         return paper_epochs
@@ -551,9 +551,9 @@ def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int 
 
 
 def dataset_labels(dataset: BenchDataset, adatas: list[AnnData]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Every cell's label as text, which cells have one (:func:`gist.metrics.labelled_mask`) and the
+    """Every cell's label as text, which cells have one (:func:`gist.tl.metrics.labelled_mask`) and the
     target cluster count (``dataset.ncluster``, else the number of label classes)."""
-    from gist.metrics import labelled_mask
+    from gist.tl.metrics import labelled_mask
 
     labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
     labelled = labelled_mask(labels)
@@ -574,7 +574,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     one-time compilation of the clustering code (:func:`warm_up`, before the clock starts).
     Cells without a label are clustered but left out of the scores.
     """
-    from gist.metrics import score
+    from gist.tl.metrics import score
 
     adatas = load_samples(dataset)
     labels, labelled, ncluster = dataset_labels(dataset, adatas)
@@ -678,7 +678,7 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
         When the kept cells are not the dataset's (count, order, coordinates or labels differ), or a
         smoothed method kept no graph.
     """
-    from gist.metrics import score
+    from gist.tl.metrics import score
 
     adatas = load_samples(dataset)
     labels, labelled, ncluster = dataset_labels(dataset, adatas)
@@ -705,7 +705,7 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     the ``stats`` image branch where there is an image) on the rest, and score ``layers['recon']``
     at the held-out entries against the raw and neighbour-mean baselines (:mod:`bench.denoise`)."""
     from bench.denoise import HeldOut, denoising_scores, mask_counts
-    from gist.genes import select_genes
+    from gist.pp.genes import select_genes
 
     adatas, _ = select_genes(load_samples(dataset), verbose=False)
     image = has_image(adatas)
@@ -721,7 +721,7 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
         counts.append(held.counts)
         offset += adata.n_obs
     start = time.perf_counter()
-    from gist.train import task_of
+    from gist.tl.training import task_of
 
     result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
     seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from gist.data import TARGET_SUM, log_normalize
+from gist.tl._inputs import TARGET_SUM, log_normalize
 from gist.errors import GistInputError
 
 

@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gist.demo import make_demo  # noqa: E402
-from gist.extractors import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, FoundationExtractor, embed_patches  # noqa: E402
-from gist.features import patch_stats  # noqa: E402
-from gist.patches import DevicePatches, PatchDataset  # noqa: E402
+from gist.pp.extractors import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, FoundationExtractor, embed_patches  # noqa: E402
+from gist.pp.stats import patch_stats  # noqa: E402
+from gist.pp.patches import DevicePatches, PatchDataset  # noqa: E402
 
 
 def original_patch(image: np.ndarray, col: float, row: float, half: int = 120) -> torch.Tensor:

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gist.datasets import COSMX_RADIUS  # noqa: E402
-from gist.graph import Cal_Spatial_Net  # noqa: E402
+from gist.pp.graph import Cal_Spatial_Net  # noqa: E402
 
 CELLS_PER_FOV = 5000
 FOV_SHAPE = (3648, 5472)  # rows, columns

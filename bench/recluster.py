@@ -9,14 +9,14 @@ and variant, and writes the records as JSON.
     python bench/recluster.py DIR [--variants as_run raw avg refine] [--out recluster.json]
 
 Variants (each from the stored representation ``z``; ``A`` is the spatial graph with self-loops,
-row-normalised; graph = the run's own when kept, else the radius rule of :mod:`gist.graph`):
+row-normalised; graph = the run's own when kept, else the radius rule of :mod:`gist.pp.graph`):
 
 ``as_run``  the run's own clusters (checks that the scores are reproduced)
 ``raw``     the run's clusterer on ``z``
 ``avg``     on ``A z`` (the ``gist`` recipe's smoothing for domains)
 ``avg2``    on ``A A z`` (two rounds: the second ring weighs in)
 ``banksy``  on ``[sqrt(1 - l) z, sqrt(l) A z]`` with BANKSY's domain weight ``l = 0.8``, each block standardised
-``hmrf``    the tied mixture with a Potts prior over the graph (:func:`gist.hmrf.potts_mixture`,
+``hmrf``    the tied mixture with a Potts prior over the graph (:func:`gist.tl.hmrf.potts_mixture`,
             strength by pseudo-likelihood) on ``z``; ``avg_hmrf`` the same on ``A z``
 ``refine``  ``avg``'s clusters, each cell then given the most frequent cluster among itself and its
             graph neighbours (GraphST's label refinement on the spatial graph, not its 50 nearest)
@@ -57,7 +57,7 @@ def run_name(path: Path) -> tuple[str, str, int]:
 
 def graph_of(arrays, n: int) -> sp.csr_matrix:
     """The run's spatial graph (kept CSR), else the radius-rule graph within each sample
-    (:func:`gist.graph.spatial_graph`); symmetric, with self-loops, unweighted."""
+    (:func:`gist.pp.graph.spatial_graph`); symmetric, with self-loops, unweighted."""
     from bench.benchmark import kept_graph
 
     adj = kept_graph(arrays, n)
@@ -65,7 +65,7 @@ def graph_of(arrays, n: int) -> sp.csr_matrix:
         import pandas as pd
         from anndata import AnnData
 
-        from gist.graph import spatial_graph
+        from gist.pp.graph import spatial_graph
         from gist.keys import LIBRARY_KEY
 
         obs = pd.DataFrame({LIBRARY_KEY: arrays["samples"]}, index=np.arange(n).astype(str))
@@ -88,7 +88,7 @@ def refine(adj: sp.csr_matrix, clusters: np.ndarray) -> np.ndarray:
 def cluster_rep(z: np.ndarray, method: str, ncluster: int, seed: int) -> np.ndarray:
     from anndata import AnnData
 
-    from gist.cluster import mclust, res_search
+    from gist.tl.clustering import mclust, res_search
 
     adata = AnnData(np.zeros((z.shape[0], 1), dtype=np.float32), obsm={"rep": np.asarray(z, dtype=np.float32)})
     if method == "mclust":
@@ -98,8 +98,8 @@ def cluster_rep(z: np.ndarray, method: str, ncluster: int, seed: int) -> np.ndar
 
 
 def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int) -> np.ndarray:
-    from gist.cluster import neighbour_average
-    from gist.infer import standardize_columns
+    from gist.tl.clustering import neighbour_average
+    from gist.tl.inference import standardize_columns
 
     z = np.asarray(arrays["rep"], dtype=np.float64)
     if variant == "as_run":
@@ -116,7 +116,7 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
                            np.sqrt(BANKSY_LAMBDA) * standardize_columns(neighbour_average(z, adj))])
         return cluster_rep(mixed, method, ncluster, seed)
     if variant in ("hmrf", "avg_hmrf"):
-        from gist.hmrf import potts_mixture
+        from gist.tl.hmrf import potts_mixture
 
         rep = neighbour_average(z, adj) if variant == "avg_hmrf" else z
         return potts_mixture(rep, adj, ncluster, seed=seed).labels.astype(str)
@@ -127,7 +127,7 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
 
 def main(argv: list[str] | None = None) -> int:
     from bench.benchmark import shared_datasets
-    from gist.metrics import labelled_mask, n_labels, score
+    from gist.tl.metrics import labelled_mask, n_labels, score
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("reps", help="folder written by bench/reproduce.py --keep_reps")

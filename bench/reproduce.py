@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = read_records(args.out) if args.resume else {"records": [], "denoising": []}
     payload["machine"] = machine()
     known = payload.get("settings", {}).get("datasets", {})
-    from gist.train import RECIPES
+    from gist.tl.training import RECIPES
 
     payload["settings"] = {"seeds": args.seeds, "paper_epochs": args.paper_epochs, "recipes": RECIPES,
                            "gist_overrides": {"epochs": args.gist_epochs, "ensemble": args.gist_ensemble},

@@ -37,11 +37,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gist import pp  # noqa: E402
-from gist.data import to_graph  # noqa: E402
-from gist.infer import embed  # noqa: E402
+from gist.tl._inputs import to_graph  # noqa: E402
+from gist.tl.inference import embed  # noqa: E402
 from gist.keys import LATENT_KEY, LIBRARY_KEY  # noqa: E402
-from gist.samples import split_samples  # noqa: E402
-from gist.train import TrainConfig, train  # noqa: E402
+from gist.io.samples import split_samples  # noqa: E402
+from gist.tl.training import TrainConfig, train  # noqa: E402
 
 FOV_SHAPE = (3648, 5472)  # rows, columns (CosMx)
 

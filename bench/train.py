@@ -26,9 +26,11 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gist.data import ensure_graph, load_dataset, to_graph  # noqa: E402
+from gist.pp.graph import ensure_graph
+from gist.datasets import load_dataset
+from gist.tl._inputs import to_graph  # noqa: E402
 from gist.datasets import COSMX_RADIUS  # noqa: E402
-from gist.train import TrainConfig, train  # noqa: E402
+from gist.tl.training import TrainConfig, train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from graph import FOV_SHAPE  # noqa: E402

@@ -11,8 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("celltypes", "datasets", "demo", "device", "errors", "genes", "graph", "io", "keys", "model", "nn", "pl",
-               "pp", "tl", "train", "utils")
+_SUBMODULES = ("cli", "datasets", "demo", "device", "errors", "io", "keys", "pl", "pp", "tl", "utils")
 __all__ = [*_SUBMODULES, "__version__"]
 
 

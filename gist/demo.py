@@ -27,12 +27,14 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from gist.celltypes import PAPER_CLASSES
+from gist.io.celltypes import PAPER_CLASSES
 from gist.datasets import COSMX_RADIUS
 from gist.errors import GistInputError
 from gist.io.image import spatial_entry
 from gist.utils import atomic_path
 from gist.keys import LIBRARY_KEY
+from gist.pp.graph import Cal_Spatial_Net
+from gist.pp.stats import add_patch_stats
 
 CELL_TYPES: tuple[str, ...] = PAPER_CLASSES
 #: Expression profile of each type; tumors and epithelial share one on purpose.
@@ -249,6 +251,15 @@ def make_demo(
     return adatas
 
 
+def load_demo(seed: int = 0, n_fovs: int = 4) -> list[AnnData]:
+    """The demo dataset with the ``stats`` image features, generated in memory.
+
+    Used by ``--dataset demo`` when ``dataset/demo/features/`` has not been written by
+    ``extract_features.py --dataset demo`` (which holds the same data).
+    """
+    return [add_patch_stats(a) for a in make_demo(n_fovs=n_fovs, seed=seed)]
+
+
 def write_cosmx_export(adatas: Sequence[AnnData], root: str | Path, prefix: str = "Demo") -> Path:
     """Write AnnData from :func:`make_demo` as a CosMx flat-file export that ``read_cosmx`` reads.
 
@@ -297,7 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rad_cutoff", type=float, default=COSMX_RADIUS, help="radius of the spatial graph in px (default: %(default)s, the paper's CosMx value)")
     args = parser.parse_args(argv)
 
-    from gist.graph import Cal_Spatial_Net
     from gist.io import read_cosmx_fovs
 
     if args.n_fovs < 1:

@@ -67,8 +67,8 @@ def write_cells(folder: Path, edit: Callable[[ad.AnnData], ad.AnnData | None] | 
 
 def write_prepared(folder: Path, edit: Callable[[ad.AnnData], ad.AnnData | None] | None = None) -> Path:
     """Prepared per-sample files (image features + graphs), as extract_features.py writes them."""
-    from gist.data import build_graphs
-    from gist.features import add_patch_stats
+    from gist.pp.graph import build_graphs
+    from gist.pp.stats import add_patch_stats
 
     out = folder / "prepared"
     out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def _other_genes_checkpoint(folder: Path) -> list[str]:
 def _wrong_dims_checkpoint(folder: Path) -> list[str]:
     import torch
 
-    from gist.model import TransImg
+    from gist.tl.model import TransImg
 
     torch.save(TransImg([960, 1024, 64, 8]).state_dict(), folder / "lung.pth")
     return ["test.py", "--data", str(write_prepared(folder)), "--pretrain", str(folder / "lung.pth"), "--result_path",

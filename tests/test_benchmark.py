@@ -258,7 +258,7 @@ def test_cluster_rep_spatial_prior_and_refinement(demo_small):
     from collections import Counter
 
     from bench.benchmark import cluster_rep, clusterer
-    from gist.data import build_graphs
+    from gist.pp.graph import build_graphs
 
     samples = [a.copy() for a in demo_small]
     build_graphs(samples, None, verbose=False)
@@ -322,7 +322,7 @@ def test_image_moran_separates_a_smooth_field_from_noise_and_reads_the_image_gai
 
 
 def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(demo_small):
-    from gist.data import build_graphs
+    from gist.pp.graph import build_graphs
 
     samples = [a.copy() for a in demo_small]
     build_graphs(samples, None, verbose=False)

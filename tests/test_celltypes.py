@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gist.celltypes import MERGE_MAP, PAPER_CLASSES, merge_cell_types
+from gist.io.celltypes import MERGE_MAP, PAPER_CLASSES, merge_cell_types
 
 NANOSTRING_TYPES = {
     "B-cell": "lymphocyte", "NK": "lymphocyte", "plasmablast": "lymphocyte", "Treg": "lymphocyte",

@@ -23,9 +23,9 @@ TRAIN_OPTIONS = ["--epochs", "6", "--save_every", "2", "--hidden", "32", "8", "-
 def small(tmp_path_factory):
     """Two small demo FOVs: ``cells.h5ad`` with their images (for extraction) and ``prepared.h5ad``
     with image features and graphs (for training)."""
-    from gist.data import build_graphs
+    from gist.pp.graph import build_graphs
     from gist.demo import make_demo
-    from gist.features import add_patch_stats
+    from gist.pp.stats import add_patch_stats
 
     folder = tmp_path_factory.mktemp("small")
     fovs = make_demo(n_fovs=2, seed=4, image_size=448)

@@ -7,9 +7,9 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gist.celltypes import PAPER_CLASSES
+from gist.io.celltypes import PAPER_CLASSES
 from gist.demo import make_demo, write_cosmx_export
-from gist.graph import Cal_Spatial_Net, edge_index
+from gist.pp.graph import Cal_Spatial_Net, edge_index
 from gist.io import get_image
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gist.data import log_normalize
+from gist.tl._inputs import log_normalize
 from bench.denoise import HeldOut, denoising_scores, held_out_truth, mask_counts, neighbour_mean, score_prediction
 from gist.errors import GistInputError
 

@@ -16,8 +16,8 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import ROOT, shared_path
 from gist.errors import GistInputError
-from gist.extract import ExtractConfig, extract_samples
-from gist.features import stats_feature_names
+from gist.pp.extract import ExtractConfig, extract_samples
+from gist.pp.stats import stats_feature_names
 
 
 def _run(script, *args, cwd=ROOT):
@@ -94,7 +94,7 @@ def _small_h5ad_with_image(tmp_path):
 
 
 def test_foundation_model_through_the_cli(tmp_path):
-    from gist.extractors import REGISTRY
+    from gist.pp.extractors import REGISTRY
 
     a = _small_h5ad_with_image(tmp_path)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gist.errors import GistInputError
-from gist.extractors import REGISTRY, create_extractor, embed_patches
+from gist.pp.extractors import REGISTRY, create_extractor, embed_patches
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def small_vit(tmp_path_factory):
 def test_any_timm_model_loads_through_weights_and_matches_timm(small_vit, tmp_path):
     import numpy as np
 
-    from gist.patches import PatchDataset
+    from gist.pp.patches import PatchDataset
 
     model, path = small_vit
     extractor = create_extractor("timm:vit_small_patch16_224", path)

@@ -1,4 +1,4 @@
-"""Which genes the model sees (gist.genes)."""
+"""Which genes the model sees (gist.pp.genes)."""
 
 import anndata as ad
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from gist.errors import GistInputError
-from gist.genes import MAX_GENES, choose_genes, restrict_genes, select_genes
+from gist.pp.genes import MAX_GENES, choose_genes, restrict_genes, select_genes
 
 
 def _samples(n_genes: int, n_cells: int = 120, informative: int = 20, seed: int = 0) -> list[ad.AnnData]:

@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from gist.errors import GistInputError
-from gist.graph import Cal_Spatial_Net, Stats_Spatial_Net, edge_index
+from gist.pp.graph import Cal_Spatial_Net, Stats_Spatial_Net, edge_index
 
 
 def _random_adata(n=400, n_samples=3, seed=0, side=500.0):
@@ -160,7 +160,7 @@ def _lattice_adata(kind: str, pitch: float = 137.0, n: int = 12, jitter: float =
 
 @pytest.mark.parametrize("kind,ring", [("hex", 6), ("square", 8)])
 def test_radius_rule_gives_the_first_ring_of_a_lattice(kind, ring):
-    from gist.graph import auto_radius, spatial_graph
+    from gist.pp.graph import auto_radius, spatial_graph
 
     adata = _lattice_adata(kind)
     sixth = 137.0 if kind == "hex" else 137.0 * np.sqrt(2)  # the 6th neighbour: ring 1, or a diagonal
@@ -172,7 +172,7 @@ def test_radius_rule_gives_the_first_ring_of_a_lattice(kind, ring):
 
 
 def test_radius_rule_on_irregular_cells_gives_about_six_neighbours():
-    from gist.graph import spatial_graph
+    from gist.pp.graph import spatial_graph
 
     rng = np.random.default_rng(1)
     adata = ad.AnnData(X=np.ones((2000, 2), np.float32), obsm={"spatial": rng.uniform(0, 2000, (2000, 2))})
@@ -181,8 +181,8 @@ def test_radius_rule_on_irregular_cells_gives_about_six_neighbours():
 
 
 def test_a_graph_without_neighbours_is_an_error():
-    from gist.data import build_graphs
-    from gist.graph import spatial_graph
+    from gist.pp.graph import build_graphs
+    from gist.pp.graph import spatial_graph
 
     adata = _lattice_adata("hex")
     with pytest.raises(GistInputError, match="neighbours per cell on average"):
@@ -192,7 +192,7 @@ def test_a_graph_without_neighbours_is_an_error():
 
 
 def test_build_graphs_uses_one_radius_for_all_samples(capsys):
-    from gist.data import build_graphs
+    from gist.pp.graph import build_graphs
 
     small, large = _lattice_adata("hex", pitch=100.0), _lattice_adata("hex", pitch=100.0, n=20)
     summary = build_graphs([small, large])

@@ -4,7 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import shared_path
-from gist.celltypes import PAPER_CLASSES
+from gist.io.celltypes import PAPER_CLASSES
 from gist.errors import GistInputError
 from gist.io import get_image, image_coordinates, read_h5ad, read_h5ad_samples
 

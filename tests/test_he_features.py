@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from gist.errors import GistInputError
-from gist.he_features import he_feature_names, otsu_threshold, patch_he, rgb_to_hed
+from gist.pp.he import he_feature_names, otsu_threshold, patch_he, rgb_to_hed
 
 HAEMATOXYLIN = np.array([70, 50, 140], np.uint8)  # dark purple nuclei
 EOSIN = np.array([235, 150, 200], np.uint8)  # pink stroma

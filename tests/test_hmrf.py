@@ -1,4 +1,4 @@
-"""The Potts-prior mixture (gist.hmrf) and its clusterer entry (gist.cluster.cluster(..., 'hmrf'))."""
+"""The Potts-prior mixture (gist.tl.hmrf) and its clusterer entry (gist.tl.clustering.cluster(..., 'hmrf'))."""
 
 import anndata as ad
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from gist.cluster import cluster, mclust
-from gist.hmrf import potts_mixture, pseudo_likelihood_beta
+from gist.tl.clustering import cluster, mclust
+from gist.tl.hmrf import potts_mixture, pseudo_likelihood_beta
 
 
 def lattice(side: int) -> tuple[np.ndarray, sp.csr_matrix]:

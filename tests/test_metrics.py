@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from gist.cluster import mclust, res_search
-from gist.evaluate import evaluate
-from gist.metrics import hungarian_match, labelled_mask, n_labels, score
+from gist.tl.clustering import mclust, res_search
+from gist.tl.evaluate import evaluate
+from gist.tl.metrics import hungarian_match, labelled_mask, n_labels, score
 
 
 def test_hungarian_recovers_a_known_permutation():
@@ -85,7 +85,7 @@ def test_res_search_warns_and_returns_the_closest_when_the_count_is_unreachable(
 
 
 def test_leiden_restarts_keep_the_partition_of_highest_modularity():
-    from gist.cluster import _modularity, res_search
+    from gist.tl.clustering import _modularity, res_search
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(c, 1.0, size=(80, 5)) for c in (0, 3, 6, 9)])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gist.model import TransImg, dims_from_state_dict, gist_loss
+from gist.tl.model import TransImg, dims_from_state_dict, gist_loss
 
 G, D, H, Z = 37, 11, 512, 30
 PAPER_OPTIONS = {"use_img_loss": False, "fused_img_head": False, "standardize_img": False, "hops": None, "n_pcs": None}

@@ -1,9 +1,9 @@
-"""gist.nn.TransformerConv computes what PyG's TransformerConv computes, faster."""
+"""gist.tl.nn.TransformerConv computes what PyG's TransformerConv computes, faster."""
 
 import pytest
 import torch
 
-from gist.nn import Graph, TransformerConv, edge_softmax
+from gist.tl.nn import Graph, TransformerConv, edge_softmax
 
 
 def _pyg(fan_in, fan_out):

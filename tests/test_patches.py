@@ -4,7 +4,7 @@ import torch
 
 from gist.errors import GistInputError
 from gist.io.image import check_inside
-from gist.patches import DevicePatches, PatchDataset, crop_patch
+from gist.pp.patches import DevicePatches, PatchDataset, crop_patch
 
 
 def _image(h=50, w=60):

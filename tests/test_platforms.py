@@ -12,7 +12,7 @@ from layouts import disks, scattered_positions, write_visium_hd, write_xenium
 from gist.errors import GistInputError
 from gist.io import get_image, read_spatialdata, read_visium_hd, read_xenium
 from gist.io.platforms import platform_of
-from gist.patches import crop_patch
+from gist.pp.patches import crop_patch
 
 pytest.importorskip("spatialdata_io", reason="spatialdata-io (requirements.txt) is not installed")
 

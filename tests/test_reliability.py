@@ -10,7 +10,8 @@ from reliability_cases import CASES, DOC, END, START, table
 
 
 def _main(script):
-    from gist import cli, figures
+    from gist import cli
+    from gist.cli import figures
 
     return {"train.py": cli.train_main, "test.py": cli.test_main, "extract_features.py": cli.extract_main,
             "spatial.py": figures.spatial_main, "violin.py": figures.violin_main,

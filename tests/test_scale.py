@@ -10,14 +10,15 @@ import scipy.sparse as sp
 import torch
 
 from conftest import ROOT
-from gist import batches as batches_mod
-from gist.batches import make_batches, stitch, tile_sample
-from gist.data import ensure_graph, log_normalize, to_graph
-from gist.features import add_patch_stats
-from gist.infer import embed
+from gist.tl import batches as batches_mod
+from gist.tl.batches import make_batches, stitch, tile_sample
+from gist.pp.graph import ensure_graph
+from gist.tl._inputs import log_normalize, to_graph
+from gist.pp.stats import add_patch_stats
+from gist.tl.inference import embed
 from gist.keys import LATENT_KEY
-from gist.model import TransImg, gist_loss
-from gist.train import TrainConfig, stop_reason, train
+from gist.tl.model import TransImg, gist_loss
+from gist.tl.training import TrainConfig, stop_reason, train
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_tf32_precision_is_plain_fp32_on_the_cpu(graphs, tmp_path):
 
 def test_halo_reaches_every_neighbour_of_a_high_degree_cell():
     """A hub with 300 neighbours: counting neighbours in int8 would overflow and lose them."""
-    from gist.batches import halo
+    from gist.tl.batches import halo
 
     n = 301
     hub = sp.csr_matrix((np.ones(2 * (n - 1), dtype=np.int32),

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from gist.cluster import res_search
-from gist.data import ensure_graph
+from gist.tl.clustering import res_search
+from gist.pp.graph import ensure_graph
 from gist.errors import GistInputError
-from gist.features import add_patch_stats
-from gist.infer import oracle_select
-from gist.train import TrainConfig, epoch_checkpoints, train
-from gist.data import to_graph
+from gist.pp.stats import add_patch_stats
+from gist.tl.inference import oracle_select
+from gist.tl.training import TrainConfig, epoch_checkpoints, train
+from gist.tl._inputs import to_graph
 
 
 def test_res_search_hits_the_cluster_count_on_separated_blobs():

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gist.data import ensure_graph, to_graph
+from gist.pp.graph import ensure_graph
+from gist.tl._inputs import to_graph
 from gist.errors import GistInputError
-from gist.features import add_patch_stats
-from gist.infer import load_checkpoint
-from gist.model import TransImg
-from gist.train import TrainConfig, latest_epoch_checkpoint, train
+from gist.pp.stats import add_patch_stats
+from gist.tl.inference import load_checkpoint
+from gist.tl.model import TransImg
+from gist.tl.training import TrainConfig, latest_epoch_checkpoint, train
 from gist.utils import atomic_path
 
 SMALL = dict(hidden=(64, 8), save_every=3, seed=7)
@@ -204,8 +205,8 @@ def test_resume_from_weights_only_checkpoint_warns(graphs, tmp_path):
 
 
 def test_gene_branch_alone_without_image_features(graphs, tmp_path):
-    from gist.data import SampleGraph
-    from gist.infer import infer
+    from gist.tl._inputs import SampleGraph
+    from gist.tl.inference import infer
 
     no_image = [SampleGraph(g.name, g.x, g.img[:, :0], g.edge_index) for g in graphs]
     model, losses = train(no_image, TrainConfig(epochs=3, **SMALL), tmp_path, progress=False)
@@ -224,8 +225,8 @@ def test_gene_branch_alone_without_image_features(graphs, tmp_path):
 def test_paper_recipe_is_the_original_unchanged(graphs, tmp_path):
     """The paper recipe pins the original: its hyper-parameters, one model, the original parameter
     set (no fused image head, no image scaling buffers) and the original loss."""
-    from gist.model import gist_loss
-    from gist.train import RECIPES, recipe_config
+    from gist.tl.model import gist_loss
+    from gist.tl.training import RECIPES, recipe_config
 
     config = recipe_config("paper")
     assert RECIPES["paper"] == {}
@@ -242,8 +243,8 @@ def test_paper_recipe_is_the_original_unchanged(graphs, tmp_path):
 
 
 def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
-    from gist.infer import infer
-    from gist.train import recipe_config, train_ensemble
+    from gist.tl.inference import infer
+    from gist.tl.training import recipe_config, train_ensemble
 
     config = recipe_config("gist", epochs=2, ensemble=3, hidden=(32, 6), save_every=0, seed=5)
     models, curves = train_ensemble(graphs, config, tmp_path, progress=False)
@@ -261,7 +262,7 @@ def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
     single = infer(adatas, models[0], torch.device("cpu"))
     assert not np.allclose(result.obsm["pred"], single.obsm["pred"])
     # the consensus of one model's latent with itself spans the same space as that latent
-    from gist.infer import consensus_latent
+    from gist.tl.inference import consensus_latent
 
     z = single.obsm["pred"]
     both = consensus_latent([z, z], 6)
@@ -270,7 +271,7 @@ def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
 
 
 def test_component_input_trains_on_components_and_denoises_genes(graphs, tmp_path):
-    from gist.infer import embed
+    from gist.tl.inference import embed
 
     model, losses = train(graphs, TrainConfig(epochs=2, hidden=(32, 6), n_pcs=12, hops=1, save_every=0, seed=2),
                           tmp_path, progress=False)

@@ -111,7 +111,7 @@ MIN_CELLS_PER_SAMPLE = 10
 def check_sample_column(obs: pd.DataFrame, key: str, source: str) -> None:
     """Every cell must name its sample in ``obs[key]``: a column that is missing (NaN, None) for some
     or all cells would train them as one unnamed sample or drop them."""
-    from gist.metrics import labelled_mask
+    from gist.tl.metrics import labelled_mask
 
     named = labelled_mask(obs[key])
     if named.all():

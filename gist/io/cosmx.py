@@ -12,7 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from gist.celltypes import merge_cell_types
+from gist.io.celltypes import merge_cell_types
 from gist.errors import GistInputError
 from gist.io._validate import (
     check_coordinates,
@@ -109,7 +109,7 @@ def read_cosmx_fovs(
         Column of the cell types (default: the first of ``cell_type``, ``cellType``,
         ``CellType``, ``celltype`` present, else no labels). Stored as ``obs['cell_type']``.
     merge
-        Add ``obs['merge_cell_type']``, the paper's 8 classes (:mod:`gist.celltypes`).
+        Add ``obs['merge_cell_type']``, the paper's 8 classes (:mod:`gist.io.celltypes`).
     drop_unlabelled
         Drop cells without a cell type, as the paper does (only when labels exist).
     edge_margin
@@ -209,7 +209,7 @@ def read_cosmx(root: str | Path, **kwargs) -> AnnData:
     Takes the arguments of :func:`read_cosmx_fovs` (which returns one AnnData per FOV); each FOV's
     image entry is kept in ``uns['spatial'][sample]``.
     """
-    from gist.samples import join_samples
+    from gist.io.samples import join_samples
 
     fovs = read_cosmx_fovs(root, **kwargs)
     if not fovs:

@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData, read_h5ad as _read_h5ad
 
-from gist.celltypes import merge_cell_types
+from gist.io.celltypes import merge_cell_types
 from gist.errors import GistInputError
 from gist.io._validate import check_coordinates, check_counts, check_sample_column
 from gist.io.image import image_shape, spatial_entry
@@ -150,6 +150,32 @@ def read_h5ad(path: str | Path, **kwargs) -> AnnData:
 
     Takes the arguments of :func:`read_h5ad_samples`, which returns one AnnData per sample.
     """
-    from gist.samples import join_samples
+    from gist.io.samples import join_samples
 
     return join_samples(read_h5ad_samples(path, **kwargs))
+
+
+def load_prepared(path: str | Path) -> list[AnnData]:
+    """Read prepared samples: one ``.h5ad`` (split by ``obs['sample']``) or a folder of per-sample files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.h5ad"))
+        if not files:
+            raise GistInputError(f"no .h5ad files in {path} (expected one prepared file per sample)")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise GistInputError(f"prepared data not found: {path} (expected an .h5ad file or a folder of them)")
+    adatas = []
+    for file in files:
+        try:
+            adata = _read_h5ad(file)
+        except Exception as err:  # h5py/anndata raise many types for a damaged file
+            raise GistInputError(f"{file} is not a readable .h5ad file: {err}") from None
+        if LIBRARY_KEY not in adata.obs:
+            adata.obs[LIBRARY_KEY] = pd.Categorical([file.stem] * adata.n_obs)
+        check_sample_column(adata.obs, LIBRARY_KEY, str(file))
+        for name in adata.obs[LIBRARY_KEY].astype(str).unique():
+            part = adata[adata.obs[LIBRARY_KEY].astype(str) == name].copy() if adata.obs[LIBRARY_KEY].nunique() > 1 else adata
+            adatas.append(part)
+    return adatas

@@ -34,12 +34,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gist import distributed
-from gist.batches import DEFAULT_MAX_CELLS, make_batches, own_rows
-from gist.data import SampleGraph
+from gist.tl import distributed
+from gist.tl.batches import DEFAULT_MAX_CELLS, make_batches, own_rows
+from gist.tl._inputs import SampleGraph
 from gist.device import autocast, resolve_device
 from gist.errors import GistInputError
-from gist.model import TransImg, gist_loss
+from gist.tl.model import TransImg, gist_loss
 from gist.utils import atomic_path, exclusive_folder
 
 
@@ -73,7 +73,7 @@ class TrainConfig:
     standardize_img: bool = False  # z-score image features inside the model (statistics of the training cells)
     hops: int | None = None  # graph layers that pass messages from the input (None: all, the original)
     n_pcs: int | None = None  # the model reads this many principal components of the expression (None: genes)
-    max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.batches); None: never
+    max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.tl.batches); None: never
     patience: int | None = None  # stop after this many epochs without a relative loss improvement of min_delta
     min_delta: float = 0.0
     extra: dict = field(default_factory=dict)  # recorded in the JSON, e.g. the CLI arguments
@@ -310,7 +310,7 @@ def train(
     Parameters
     ----------
     graphs
-        One :class:`~gist.data.SampleGraph` per sample; their order is shuffled every epoch.
+        One :class:`~gist.tl._inputs.SampleGraph` per sample; their order is shuffled every epoch.
     config
         Hyper-parameters (paper defaults).
     save_path

@@ -13,9 +13,9 @@ import numpy as np
 from anndata import AnnData
 
 from gist.errors import GistInputError
-from gist.graph import spatial_graph
+from gist.pp.graph import spatial_graph
 from gist.keys import IMG_KEY, LIBRARY_KEY, UNS_KEY
-from gist.samples import split_samples
+from gist.io.samples import split_samples
 
 __all__ = ["spatial_graph", "image_features", "select_genes"]
 
@@ -57,7 +57,7 @@ def image_features(
         obsm key of the features.
     extractor_kwargs, pool
         For ``timm:<architecture>``: keyword arguments of ``timm.create_model`` and the token pooling
-        (``cls``, ``mean``, ``cls+mean``; :mod:`gist.extractors`).
+        (``cls``, ``mean``, ``cls+mean``; :mod:`gist.pp.extractors`).
 
     Returns
     -------
@@ -65,8 +65,8 @@ def image_features(
         ``(cells, features)`` float32, rows in ``adata``'s order.
     """
     from gist.device import resolve_device
-    from gist.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
-    from gist.extractors import check_extractor_name, create_extractor
+    from gist.pp.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
+    from gist.pp.extractors import check_extractor_name, create_extractor
 
     if check_extractor_name(extractor) == "none":
         raise GistInputError("extractor 'none' computes no image features; choose stats or a foundation model")
@@ -85,7 +85,7 @@ def image_features(
 
 
 def select_genes(adata: AnnData, n_top_genes: int | None = None, verbose: bool = True) -> AnnData:
-    """The genes the model will see (:mod:`gist.genes`): ``var['highly_variable']`` when present,
+    """The genes the model will see (:mod:`gist.pp.genes`): ``var['highly_variable']`` when present,
     else all genes up to 3,000, else the 3,000 (or ``n_top_genes``) most variable by scanpy's
     ``seurat_v3`` on the raw counts of all samples pooled.
 
@@ -95,7 +95,7 @@ def select_genes(adata: AnnData, n_top_genes: int | None = None, verbose: bool =
         ``adata`` restricted to those genes (a copy when genes drop), with the rule in
         ``uns['gist']['genes']``.
     """
-    from gist.genes import select_genes as choose
+    from gist.pp.genes import select_genes as choose
 
     (kept,), choice = choose([adata], n_top_genes, verbose=verbose)
     kept.uns[UNS_KEY] = dict(kept.uns.get(UNS_KEY, {})) | {"genes": {"rule": choice.rule, "n_genes": len(choice.genes)}}

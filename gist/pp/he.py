@@ -3,7 +3,7 @@
 The RGB image is separated into its haematoxylin (nuclei) and eosin (cytoplasm, stroma) optical
 densities by colour deconvolution (Ruifrok & Johnston 2001, the stain matrix of
 ``skimage.color.rgb2hed``). Each stain goes through the ``stats`` descriptor
-(:func:`gist.features.patch_stats`: intensity statistics in a disk and two rings, gradient and
+(:func:`gist.pp.stats.patch_stats`: intensity statistics in a disk and two rings, gradient and
 local-variance texture; 18 numbers per stain), and three numbers add the nuclear density: the share
 of haematoxylin-positive pixels (above the image's Otsu threshold) in the disk and in each ring.
 That is 39 numbers per cell.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from gist.errors import GistInputError
-from gist.features import patch_stats, stats_feature_names
+from gist.pp.stats import patch_stats, stats_feature_names
 
 #: Stain vectors (rows: haematoxylin, eosin, DAB) in RGB optical density, as ``skimage.color``'s ``rgb_from_hed``.
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])

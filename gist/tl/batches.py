@@ -3,7 +3,7 @@
 A sample (FOV, section) is one mini-batch, as in the original. A sample of more than
 ``max_cells`` cells (a whole Xenium or Visium HD section) is split into tiles of at most
 ``max_cells`` *own* cells, each carrying the cells within ``hops`` graph steps of them (its halo).
-With ``hops`` equal to the model's message-passing depth (:attr:`gist.model.TransImg.depth`),
+With ``hops`` equal to the model's message-passing depth (:attr:`gist.tl.model.TransImg.depth`),
 every own cell sees exactly the neighbourhood it has in the whole sample, so its embedding and
 reconstruction equal the untiled ones; the loss counts own cells only, and inference keeps own
 rows only, so every cell gets exactly one embedding.
@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from gist.data import SampleGraph
+from gist.tl._inputs import SampleGraph
 from gist.errors import GistInputError
 
 #: Default ``max_cells_per_batch``: own cells per training step. Sized for a 24 GiB GPU with the

@@ -20,13 +20,13 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY, UNS_KEY
-from gist.samples import split_samples
+from gist.io.samples import split_samples
 
 __all__ = ["fit", "embed", "cluster", "score"]
 
 
 def _graphs(adata: AnnData, library_key: str):
-    from gist.data import check_consistent, sample_name, to_graph
+    from gist.tl._inputs import check_consistent, sample_name, to_graph
 
     if CONNECTIVITIES_KEY not in adata.obsp:
         raise GistInputError("adata has no spatial graph (obsp['spatial_connectivities']): run gist.pp.spatial_graph first")
@@ -80,17 +80,17 @@ def fit(
         Extra entries for the checkpoints' JSON records (e.g. the command line).
     task
         ``cell_types`` (leiden) or ``domains`` (mclust): the recipe's settings for that task
-        (:data:`gist.train.TASK_SETTINGS`; the gist recipe passes messages over 2 graph layers for
+        (:data:`gist.tl.training.TASK_SETTINGS`; the gist recipe passes messages over 2 graph layers for
         cell types, 1 for domains).
     **overrides
-        Other :class:`gist.train.TrainConfig` fields (``lr``, ``hidden``, ``save_every``, ...).
+        Other :class:`gist.tl.training.TrainConfig` fields (``lr``, ``hidden``, ``save_every``, ...).
 
     Returns
     -------
     list of TransImg
         The trained models (the ensemble's members).
     """
-    from gist.train import recipe_config, train_ensemble, versions
+    from gist.tl.training import recipe_config, train_ensemble, versions
 
     parts, _, graphs = _graphs(adata, library_key)
     if save_path is None:
@@ -113,7 +113,7 @@ def embed(adata: AnnData, models, device: str = "auto", library_key: str = LIBRA
     ``adata``: ``obsm['X_gist']``, ``obsm['X_gist_gene']``, ``obsm['X_gist_img']`` (with an image
     branch) and ``layers['gist_denoised']``. Returns ``adata``."""
     from gist.device import resolve_device
-    from gist.infer import as_models, embed_samples, write_outputs
+    from gist.tl.inference import as_models, embed_samples, write_outputs
 
     models = as_models(models)
     parts, order, _ = _graphs(adata, library_key)
@@ -136,11 +136,11 @@ def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: st
     ``method``: ``leiden`` (resolution search to exactly ``n_clusters``; cell types) or ``mclust``
     (Gaussian mixture with one shared covariance; domains). ``use_rep='auto'`` reads the fused
     latent, except for ``mclust`` with a ``gist``-recipe model, which reads the principal
-    components of the denoised expression (:func:`gist.cluster.default_rep`). ``smooth='auto'``
+    components of the denoised expression (:func:`gist.tl.clustering.default_rep`). ``smooth='auto'``
     averages the representation over each cell's spatial neighbourhood for ``mclust`` unless the
-    model came from the paper recipe (:func:`gist.cluster.smooth_rep`). Returns the run's parameters.
+    model came from the paper recipe (:func:`gist.tl.clustering.smooth_rep`). Returns the run's parameters.
     """
-    from gist.cluster import cluster as run, default_rep
+    from gist.tl.clustering import cluster as run, default_rep
 
     recipe = adata.uns.get(UNS_KEY, {}).get("recipe")
     if smooth == "auto":
@@ -156,7 +156,7 @@ def score(adata: AnnData, label_key: str, cluster_key: str = CLUSTER_KEY, key_ad
     ``obs[key_added]`` and returns the scores."""
     import pandas as pd
 
-    from gist.metrics import labelled_mask, score as compare
+    from gist.tl.metrics import labelled_mask, score as compare
 
     for key in (label_key, cluster_key):
         if key not in adata.obs:

@@ -1,6 +1,6 @@
 """A spatial prior for domain clustering: a tied Gaussian mixture with a Potts prior on the labels.
 
-The plain domain clusterer (:func:`gist.cluster.mclust`) treats spots as independent. Methods such
+The plain domain clusterer (:func:`gist.tl.clustering.mclust`) treats spots as independent. Methods such
 as BayesSpace, SC-MEB, DR-SC and BASS instead put a Potts (hidden Markov random field) prior on the
 labels over the spatial graph: a spot is more likely to share its neighbours' label. Here the model is
 
@@ -105,7 +105,7 @@ def potts_mixture(x: np.ndarray, graph, ncluster: int, seed: int = 0, beta: floa
     ncluster
         Number of domains.
     seed
-        Seed of the initial mixture (:func:`gist.cluster.mclust`'s start).
+        Seed of the initial mixture (:func:`gist.tl.clustering.mclust`'s start).
     beta
         Potts strength per agreeing neighbour; ``None`` estimates it by pseudo-likelihood at every
         iteration (:func:`pseudo_likelihood_beta`).

@@ -2,7 +2,7 @@
 
 Parameter names and shapes follow the original exactly, so its published state dicts load with
 ``strict=True``. Every layer is a single-head graph transformer layer, computed by
-:class:`gist.nn.TransformerConv` (PyG's ``TransformerConv`` numbers, faster for wide layers).
+:class:`gist.tl.nn.TransformerConv` (PyG's ``TransformerConv`` numbers, faster for wide layers).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gist.nn import Graph, TransformerConv, as_graph
+from gist.tl.nn import Graph, TransformerConv, as_graph
 
 
 class GistOutput(NamedTuple):
@@ -201,7 +201,7 @@ class TransImg(nn.Module):
     def forward(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor | Graph) -> GistOutput:
         """Run the three branches on one sample.
 
-        ``edge_index`` is a PyG ``(2, edges)`` tensor or a prepared :class:`gist.nn.Graph` (built
+        ``edge_index`` is a PyG ``(2, edges)`` tensor or a prepared :class:`gist.tl.nn.Graph` (built
         once per sample and reused). Without an image branch the image outputs are ``None`` and the
         fused ones are the gene ones.
         """

@@ -18,14 +18,14 @@ import numpy as np
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from gist.data import sample_name
+from gist.tl._inputs import sample_name
 from gist.errors import GistInputError
-from gist.extractors import check_extractor_name
-from gist.features import patch_stats
-from gist.he_features import patch_he
+from gist.pp.extractors import check_extractor_name
+from gist.pp.stats import patch_stats
+from gist.pp.he import patch_he
 from gist.keys import IMG_KEY
 from gist.io.image import check_inside, get_image, image_coordinates
-from gist.patches import PAD_MODES, DevicePatches, PatchDataset
+from gist.pp.patches import PAD_MODES, DevicePatches, PatchDataset
 from gist.utils import atomic_path, exclusive_folder
 
 MANIFEST = "manifest.json"
@@ -48,7 +48,7 @@ class ExtractConfig:
     num_workers: int = 0
     device: str = "auto"
     precision: str = "fp32"
-    rad_cutoff: float | None = None  # None (and no k_cutoff): the radius rule of gist.data.build_graphs
+    rad_cutoff: float | None = None  # None (and no k_cutoff): the radius rule of gist.pp.graph.build_graphs
     k_cutoff: int | None = None
     n_top_genes: int | None = None  # mark this many most variable genes in var['highly_variable']
     channels: tuple[int, ...] | None = None  # image channels drawn as R, G, B (None: the image's or reader's default)
@@ -77,7 +77,7 @@ def default_patch_size(adatas: list[AnnData]) -> int:
 def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=None, device="cpu") -> np.ndarray | None:
     """Image features of one sample's cells with ``config.extractor`` (``None`` for ``none``).
 
-    ``extractor`` is the model from :func:`gist.extractors.create_extractor` (unused for ``stats``).
+    ``extractor`` is the model from :func:`gist.pp.extractors.create_extractor` (unused for ``stats``).
     """
     if config.extractor == "none":
         return None
@@ -93,7 +93,7 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
     check_inside(coords, image.shape, name)
     if config.extractor in DESCRIPTORS:
         return DESCRIPTORS[config.extractor](image, coords, config.patch_size)
-    from gist.extractors import embed_patches
+    from gist.pp.extractors import embed_patches
 
     # on a GPU the windows are cut and resized there (image uploaded once); on the CPU by loader workers
     size = extractor.input_size
@@ -134,8 +134,8 @@ def extract_samples(
     if config.rad_cutoff is not None and config.k_cutoff is not None:
         raise GistInputError("give --rad_cutoff or --k_cutoff for the spatial graph, not both")
     # graphs and genes are decided over all samples before anything is written
-    from gist.data import build_graphs
-    from gist.genes import seurat_v3_genes
+    from gist.pp.graph import build_graphs
+    from gist.pp.genes import seurat_v3_genes
 
     graph_rule = build_graphs(adatas, config.rad_cutoff, config.k_cutoff, rebuild=True, verbose=progress)
     hvg = None
@@ -150,13 +150,13 @@ def extract_samples(
 
 def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume: bool, progress: bool,
              graph_rule: str, hvg: set | None) -> dict:
-    from gist.genes import HVG_KEY
+    from gist.pp.genes import HVG_KEY
     from gist.device import resolve_device
 
     device = resolve_device(config.device)
     extractor = None
     if config.extractor not in (*DESCRIPTORS, "none"):
-        from gist.extractors import create_extractor
+        from gist.pp.extractors import create_extractor
 
         extractor = create_extractor(config.extractor, config.weights, config.extractor_kwargs, config.pool)
     manifest = _read_manifest(out_dir) if resume else {"samples": {}}

@@ -60,7 +60,7 @@ def log_expression(adata: AnnData) -> np.ndarray:
     gist.h5ad), computed when ``X`` holds raw counts (whole numbers, as after :func:`gist.tl.fit`)."""
     import scipy.sparse as sp
 
-    from gist.data import log_normalize
+    from gist.tl._inputs import log_normalize
 
     values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
     if values.size and np.array_equal(values, np.round(values)):

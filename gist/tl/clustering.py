@@ -122,9 +122,9 @@ def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_K
 
 def hmrf(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY, key_added: str = "hmrf") -> float:
     """The tied Gaussian mixture of :func:`mclust` with a Potts prior on the labels over
-    ``obsp['spatial_connectivities']`` (:func:`gist.hmrf.potts_mixture`, strength estimated by
+    ``obsp['spatial_connectivities']`` (:func:`gist.tl.hmrf.potts_mixture`, strength estimated by
     pseudo-likelihood). Writes ``obs[key_added]``; returns the Potts strength."""
-    from gist.hmrf import potts_mixture
+    from gist.tl.hmrf import potts_mixture
 
     if "spatial_connectivities" not in adata.obsp:
         raise KeyError("the hmrf clusterer needs the spatial graph in obsp['spatial_connectivities']")

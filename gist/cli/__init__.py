@@ -8,15 +8,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gist import distributed
-from gist.batches import DEFAULT_MAX_CELLS
-from gist.data import feature_dims, load_dataset
+from gist.tl import distributed
+from gist.tl.batches import DEFAULT_MAX_CELLS
+from gist.tl._inputs import feature_dims
+from gist.datasets import load_dataset
 from gist.datasets import DATASETS, dataset_spec
 from gist.device import PRECISIONS
 from gist.errors import GistInputError
-from gist.cluster import default_rep
+from gist.tl.clustering import default_rep
 from gist.keys import LATENT_KEY, LIBRARY_KEY
-from gist.train import DEFAULT_RECIPE, RECIPES, TASKS, task_of
+from gist.tl.training import DEFAULT_RECIPE, RECIPES, TASKS, task_of
 from gist.utils import folder_bytes, h5ad_safe, human_bytes
 
 #: test.py --denoised auto leaves the dense denoised layer out above this size (GiB).
@@ -144,7 +145,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if args.test_only:
         return test_main(_forward_to_test(args))
     from gist import pp, tl
-    from gist.samples import join_samples
+    from gist.io.samples import join_samples
 
     epochs = args.epochs
     if epochs is None and args.recipe == "paper":
@@ -188,7 +189,7 @@ def _expected_size(adata, recipe: str, task: str, epochs: int | None, ensemble: 
                    folder: Path) -> str:
     """The line train.py prints before training: the checkpoint bytes the run will leave."""
     from gist.keys import IMG_KEY
-    from gist.train import expected_checkpoint_bytes, recipe_config
+    from gist.tl.training import expected_checkpoint_bytes, recipe_config
 
     config = recipe_config(recipe, task, epochs=epochs, ensemble=ensemble, **{k: v for k, v in overrides.items() if v is not None})
     img_dim = adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0
@@ -248,8 +249,8 @@ def test_parser() -> argparse.ArgumentParser:
 
 def test_main(argv: Sequence[str] | None = None) -> int:
     """``test.py``: inference with a checkpoint (or an ensemble's); writes ``gist.h5ad``."""
-    from gist.genes import restrict_genes, select_genes
-    from gist.infer import denoised_bytes, infer, load_checkpoint, write_result
+    from gist.pp.genes import restrict_genes, select_genes
+    from gist.tl.inference import denoised_bytes, infer, load_checkpoint, write_result
     from gist.device import resolve_device
 
     parser = test_parser()
@@ -332,7 +333,7 @@ def _ensemble_members(checkpoint: Path, record: dict | None) -> list[Path]:
 
 
 def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, recipe: str = "paper") -> dict:
-    from gist.evaluate import evaluate, write_metrics
+    from gist.tl.evaluate import evaluate, write_metrics
 
     label_key = args.label_key or spec.label_key
     if label_key and label_key not in result.obs:
@@ -349,7 +350,7 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, 
     metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed, use_rep=use_rep, smooth=smooth)
     metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
     if args.baseline and label_key:
-        from gist.evaluate import expression_baseline
+        from gist.tl.evaluate import expression_baseline
 
         base = expression_baseline(result, label_key, metrics["ncluster"], method, seed=args.seed, smooth=smooth)
         metrics["baseline_expression"] = {k: base[k] for k in ("ari", "nmi", "n_clusters", "method", "resolution")}
@@ -362,8 +363,8 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, 
 
 
 def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
-    from gist.infer import oracle_select
-    from gist.train import epoch_checkpoints
+    from gist.tl.inference import oracle_select
+    from gist.tl.training import epoch_checkpoints
 
     label_key = args.label_key or spec.label_key
     ncluster = args.ncluster or spec.ncluster
@@ -380,7 +381,7 @@ def _oracle(args, spec, adatas, save_path: Path, device) -> tuple[Path, dict]:
 
 
 def extract_parser() -> argparse.ArgumentParser:
-    from gist.extractors import POOLS, extractor_names
+    from gist.pp.extractors import POOLS, extractor_names
 
     parser = argparse.ArgumentParser(
         prog="extract_features.py",
@@ -457,7 +458,7 @@ def extract_parser() -> argparse.ArgumentParser:
 
 def _extractor_name(text: str) -> str:
     """argparse type of --extractor: a known name or timm:<architecture>."""
-    from gist.extractors import check_extractor_name
+    from gist.pp.extractors import check_extractor_name
 
     try:
         return check_extractor_name(text)
@@ -479,7 +480,7 @@ def _json_object(text: str) -> dict:
 def _extract_inputs(args) -> list:
     from gist import io
     from gist.demo import make_demo
-    from gist.extract import read_pickled_adatas
+    from gist.pp.extract import read_pickled_adatas
 
     if args.from_pickle:
         adatas = read_pickled_adatas(args.from_pickle)
@@ -504,7 +505,7 @@ def _extract_inputs(args) -> list:
 
 def extract_main(argv: Sequence[str] | None = None) -> int:
     """``extract_features.py``: per-cell image features and graphs -> prepared per-sample files."""
-    from gist.extract import ExtractConfig, default_patch_size, extract_samples
+    from gist.pp.extract import ExtractConfig, default_patch_size, extract_samples
 
     parser = extract_parser()
     args = parser.parse_args(argv)

@@ -292,7 +292,7 @@ def Stats_Spatial_Net(adata: AnnData, ax=None, verbose: bool = True) -> pd.DataF
         counted under 0 (the original leaves them out).
     """
     if "spatial_connectivities" not in adata.obsp:
-        raise GistInputError("no spatial graph in adata: run gist.graph.Cal_Spatial_Net first")
+        raise GistInputError("no spatial graph in adata: run gist.pp.graph.Cal_Spatial_Net first")
     per_cell = np.diff(adata.obsp["spatial_connectivities"].indptr)
     values, counts = np.unique(per_cell, return_counts=True)
     table = pd.DataFrame({"n_neighbors": values, "n_cells": counts, "fraction": counts / max(adata.n_obs, 1)})
@@ -309,6 +309,60 @@ def Stats_Spatial_Net(adata: AnnData, ax=None, verbose: bool = True) -> pd.DataF
 def edge_index(adata: AnnData) -> np.ndarray:
     """The graph as a PyG ``edge_index`` array of shape ``(2, n_edges)`` (source, target)."""
     if "spatial_connectivities" not in adata.obsp:
-        raise GistInputError("no spatial graph in adata: run gist.graph.Cal_Spatial_Net first")
+        raise GistInputError("no spatial graph in adata: run gist.pp.graph.Cal_Spatial_Net first")
     coo = sp.coo_matrix(adata.obsp["spatial_connectivities"])
     return np.vstack([coo.row, coo.col]).astype(np.int64)
+
+
+def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutoff: int | None = None,
+                 rebuild: bool = False, verbose: bool = True) -> str:
+    """Give every sample its spatial graph with one rule for all of them.
+
+    Samples that already carry ``obsp['spatial_connectivities']`` keep it unless ``rebuild``. With
+    neither ``rad_cutoff`` nor ``k_cutoff`` the radius is :func:`gist.pp.graph.rule_radius` of all
+    samples' cells pooled (neighbours sought within samples), so that every sample gets the same
+    radius. Prints (and returns) the rule and the neighbours per cell.
+
+    Raises
+    ------
+    GistInputError
+        If the graphs have fewer than :data:`gist.pp.graph.MIN_MEAN_NEIGHBOURS` neighbours per cell on
+        average.
+    """
+    todo = [a for a in adatas if rebuild or "spatial_connectivities" not in a.obsp]
+    rule = "the prepared graphs"
+    if todo:
+        if rad_cutoff is not None and k_cutoff is not None:
+            raise GistInputError("give --rad_cutoff or --k_cutoff, not both")
+        if k_cutoff is not None:
+            rule = f"{k_cutoff} nearest neighbours"
+        else:
+            if rad_cutoff is None:
+                rad_cutoff = rule_radius([np.asarray(a.obsm["spatial"], dtype=np.float64) for a in todo])
+                rule = f"radius {rad_cutoff:.4g} = {RULE}"
+            else:
+                rule = f"radius {rad_cutoff:.4g}"
+        for adata in todo:
+            if k_cutoff is not None:
+                Cal_Spatial_Net(adata, k_cutoff=k_cutoff, model="KNN", verbose=False)
+            else:
+                Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
+    cells = sum(a.n_obs for a in adatas)
+    mean = sum(a.obsp["spatial_connectivities"].nnz for a in adatas) / max(cells, 1)
+    if mean < MIN_MEAN_NEIGHBOURS:
+        raise GistInputError(
+            f"the spatial graph ({rule}) has {mean:.2f} neighbours per cell on average, fewer than "
+            f"{MIN_MEAN_NEIGHBOURS:g}: the radius is too small for these coordinates (units of obsm['spatial']); "
+            "pass a larger --rad_cutoff or --k_cutoff N"
+        )
+    summary = f"spatial graph: {rule}; {mean:.2f} neighbours per cell on average"
+    if verbose:
+        print(summary)
+    return summary
+
+
+def ensure_graph(adata: AnnData, rad_cutoff: float) -> AnnData:
+    """Build the radius graph unless the sample already has one."""
+    if "spatial_connectivities" not in adata.obsp:
+        Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
+    return adata

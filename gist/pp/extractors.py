@@ -311,7 +311,7 @@ def embed_patches(
     """Embed every patch of ``dataset`` in batches under ``inference_mode``.
 
     Patches come from a ``DataLoader`` (``num_workers`` processes load the next batches while the
-    model runs; pinned memory on CUDA), or, for a :class:`gist.patches.DevicePatches`, are cut and
+    model runs; pinned memory on CUDA), or, for a :class:`gist.pp.patches.DevicePatches`, are cut and
     resized on the device batch by batch. ``precision``: ``fp32``; ``bf16``/``fp16`` autocast (fp16
     for CUDA; bf16 only pays on CPUs with bf16 units - on this project's AVX2 CPU it is ~5x
     slower); ``int8`` = dynamic int8 quantisation of the Linear layers, the fast CPU path
@@ -328,7 +328,7 @@ def embed_patches(
     if precision not in PRECISIONS:
         raise GistInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cuda = device.type == "cuda"
-    if hasattr(dataset, "batches"):  # gist.patches.DevicePatches: batches made on the device
+    if hasattr(dataset, "batches"):  # gist.pp.patches.DevicePatches: batches made on the device
         loader = dataset.batches(batch_size)
     else:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -10,8 +10,9 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from gist.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
-from gist.data import SampleGraph, feature_dims, join_samples, log_normalize, log_normalize_sparse, sample_name, to_graph
+from gist.tl.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
+from gist.tl._inputs import SampleGraph, feature_dims, log_normalize, log_normalize_sparse, sample_name, to_graph
+from gist.io.samples import join_samples
 from gist.errors import GistInputError
 from gist.keys import (
     COUNTS_LAYER,
@@ -24,7 +25,7 @@ from gist.keys import (
     SPATIAL_NET_KEY,
     UNS_KEY,
 )
-from gist.model import TransImg, dims_from_state_dict
+from gist.tl.model import TransImg, dims_from_state_dict
 from gist.utils import atomic_path
 
 
@@ -67,7 +68,7 @@ def embed(model: TransImg, graph: SampleGraph, device: torch.device,
     ``denoise=False``: the fused latent alone (encoder layers only, no cells x genes output).
 
     A sample of more than ``max_cells`` cells runs tile by tile (each with a halo as deep as the
-    model, see :mod:`gist.batches`), stitched back so that every cell gets its one embedding.
+    model, see :mod:`gist.tl.batches`), stitched back so that every cell gets its one embedding.
     """
     model.eval()
     parts = []
@@ -243,8 +244,8 @@ def oracle_select(
     """
     from sklearn.metrics import adjusted_rand_score
 
-    from gist.cluster import cluster
-    from gist.metrics import labelled_mask
+    from gist.tl.clustering import cluster
+    from gist.tl.metrics import labelled_mask
 
     if not checkpoints:
         raise GistInputError("--select oracle found no final_<epoch>_<repeat>.pth checkpoints to choose from")

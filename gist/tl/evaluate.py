@@ -10,10 +10,10 @@ import scipy.sparse as sp
 import pandas as pd
 from anndata import AnnData
 
-from gist.cluster import cluster
+from gist.tl.clustering import cluster
 from gist.errors import GistInputError
 from gist.keys import CLUSTER_KEY, LATENT_KEY, MATCHED_KEY
-from gist.metrics import labelled_mask, n_labels, score
+from gist.tl.metrics import labelled_mask, n_labels, score
 from gist.utils import atomic_path
 
 
