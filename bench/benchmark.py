@@ -1,7 +1,7 @@
 """Side-by-side benchmark of GIST and the alternatives on labelled data (``bench/reproduce.py``).
 
 Every method turns the same cells into one representation (``obsm['bench_rep']``), which is then
-clustered by the same routine (:func:`gist.tl.clustering.cluster`, the dataset's method and target count)
+clustered by the same routine (:func:`gist.tl.clustering.cluster_rep`, the dataset's method and target count)
 and scored against the labels. Methods:
 
 ``expression``
@@ -13,8 +13,8 @@ and scored against the labels. Methods:
 ``image_<extractor>``
     Image features alone (``stats``, or a foundation model given weights), standardised, PCA (30).
 ``gist``
-    The default ``gist`` recipe (:data:`gist.tl.training.RECIPES`, with the dataset's task settings,
-    :data:`gist.tl.training.TASK_SETTINGS`): an ensemble of 5 models on 50 principal components, their
+    The default ``gist`` recipe (:data:`gist.tl.recipes.RECIPES`, with the dataset's task settings,
+    ``Recipe.tasks``): an ensemble of 5 models on 50 principal components, their
     consensus latent, averaged over each spot's graph neighbourhood for ``mclust`` (domain)
     clustering; image branch fed the first extractor's features where the data have an image.
 ``gist_noimg``
@@ -274,13 +274,12 @@ def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: i
 
     Returns :func:`gist.tl.inference.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``).
     """
-    from gist.tl._inputs import check_consistent, sample_name, to_graph
+    from gist.tl._inputs import sample_graphs
     from gist.tl.inference import infer
     from gist.device import resolve_device
     from gist.tl.training import recipe_config, train_ensemble
 
-    check_consistent(adatas)
-    graphs = [to_graph(a, sample_name(a, f"#{i}")) for i, a in enumerate(adatas)]
+    graphs = list(sample_graphs(adatas))
     config = recipe_config(recipe, task, **(overrides or {}) | {"epochs": epochs, "ensemble": ensemble, "seed": seed,
                                                          "save_every": 0, "device": device})
     # benchmark seed s trains members s*M .. s*M+M-1, so that the seeds share no member
@@ -296,9 +295,9 @@ def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: s
              n_top_genes: int | None = None, overrides: dict | None = None, task: str = "cell_types") -> AnnData:
     """GIST's fused latent (the ensemble's consensus for the ``gist`` recipe); ``extractor=None``
     turns the image branch off. Genes follow :mod:`gist.pp.genes` (as train.py)."""
-    from gist.pp.genes import select_genes
+    from gist.pp.genes import apply_gene_rule
 
-    adatas, _ = select_genes(adatas, n_top_genes, verbose=False)
+    adatas, _ = apply_gene_rule(adatas, n_top_genes, verbose=False)
     if extractor is not None:
         features = image_features(adatas, extractor, weights, device)
         adatas = [a.copy() for a in adatas]
@@ -439,7 +438,7 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
     ``task`` is the dataset's clustering (``leiden`` cell types, ``mclust`` domains)."""
     image = has_image(adatas)
     first = extractors[0] if image else None
-    from gist.tl.training import task_of
+    from gist.tl.recipes import task_of
 
     default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble, "task": task_of(task)}
     if method in ("expression", "expression_hmrf"):
@@ -497,13 +496,13 @@ def cluster_rep(rep: AnnData, adatas: list[AnnData], method: str, task: str, ncl
     """Cluster a method's representation (``obsm['bench_rep']``) into ``obs['bench_cluster']`` the
     way the benchmark does for every method: the clusterer of :func:`clusterer`, the average over
     the spatial graph where :func:`smooths` says so, GraphST's label refinement for ``graphst_refine``."""
-    from gist.tl.clustering import cluster
+    from gist.tl.clustering import cluster_rep
 
     smooth = smooths(method, task)
     how = clusterer(method, task)
     if how == "hmrf" and "spatial_connectivities" not in rep.obsp:
         rep.obsp["spatial_connectivities"] = pooled_graph(adatas)
-    run = cluster(rep, how, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
+    run = cluster_rep(rep, how, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
     if method == "graphst_refine":
         from GraphST.utils import refine_label
 
@@ -526,7 +525,7 @@ def warm_up(method: str) -> None:
     ``leiden``, the numba compilation of neighbours/leiden (~20 s in a fresh process)."""
     import scanpy as sc
 
-    from gist.tl.clustering import cluster
+    from gist.tl.clustering import cluster_rep
 
     rng = np.random.default_rng(0)
     toy = AnnData(X=rng.poisson(2.0, size=(300, 40)).astype(np.float32), obsm={"spatial": rng.uniform(size=(300, 2))})
@@ -534,19 +533,19 @@ def warm_up(method: str) -> None:
         warnings.simplefilter("ignore")
         _pooled_top_genes([toy], 20)
         sc.pp.pca(toy, n_comps=5)
-        cluster(toy, method, 3, use_rep="X_pca", key_added="warm")
+        cluster_rep(toy, method, 3, use_rep="X_pca", key_added="warm")
 
 
 def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int | None = None) -> int | None:
     """The ``epochs`` a record carries: the training epochs per model for runs that train GIST
     (``gist_paper``: ``paper_epochs``; the ``gist`` recipe's, or ``gist_epochs``, otherwise),
     ``None`` for the others. Part of a run's identity for ``bench/reproduce.py --resume``."""
-    from gist.tl.training import RECIPES
+    from gist.tl.recipes import RECIPES
 
     if method == "gist_paper":
         return paper_epochs
     if kind == "denoise" or method.startswith("gist"):
-        return gist_epochs or RECIPES["gist"]["epochs"]
+        return gist_epochs or RECIPES["gist"].settings["epochs"]
     return None
 
 
@@ -574,7 +573,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     one-time compilation of the clustering code (:func:`warm_up`, before the clock starts).
     Cells without a label are clustered but left out of the scores.
     """
-    from gist.tl.metrics import score
+    from gist.tl.metrics import compare_labels
 
     adatas = load_samples(dataset)
     labels, labelled, ncluster = dataset_labels(dataset, adatas)
@@ -585,7 +584,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
                          task=dataset.cluster)
     run = cluster_rep(rep, adatas, method, dataset.cluster, ncluster, seed)
     seconds = time.perf_counter() - start
-    summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
+    summary, _, _ = compare_labels(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
     if keep_rep:
         save_rep(Path(keep_rep) / f"{dataset.name}_{method}_s{seed}.npz", rep, labels)
     gist_info = rep.uns.get("gist", {})
@@ -678,7 +677,7 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
         When the kept cells are not the dataset's (count, order, coordinates or labels differ), or a
         smoothed method kept no graph.
     """
-    from gist.tl.metrics import score
+    from gist.tl.metrics import compare_labels
 
     adatas = load_samples(dataset)
     labels, labelled, ncluster = dataset_labels(dataset, adatas)
@@ -690,7 +689,7 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
     if smooths(record["method"], dataset.cluster) and "spatial_connectivities" not in rep.obsp:
         raise GistInputError(f"{path}: {record['method']} averages over the spatial graph, but the run kept none")
     run = cluster_rep(rep, adatas, record["method"], dataset.cluster, ncluster, record["seed"])
-    summary, _, _ = score(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
+    summary, _, _ = compare_labels(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
     return record | {
         "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
         "scored_cells": int(labelled.sum()), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
@@ -705,9 +704,9 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     the ``stats`` image branch where there is an image) on the rest, and score ``layers['recon']``
     at the held-out entries against the raw and neighbour-mean baselines (:mod:`bench.denoise`)."""
     from bench.denoise import HeldOut, denoising_scores, mask_counts
-    from gist.pp.genes import select_genes
+    from gist.pp.genes import apply_gene_rule
 
-    adatas, _ = select_genes(load_samples(dataset), verbose=False)
+    adatas, _ = apply_gene_rule(load_samples(dataset), verbose=False)
     image = has_image(adatas)
     masked_parts, rows, cols, counts, offset = [], [], [], [], 0
     for i, adata in enumerate(adatas):
@@ -721,7 +720,7 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
         counts.append(held.counts)
         offset += adata.n_obs
     start = time.perf_counter()
-    from gist.tl.training import task_of
+    from gist.tl.recipes import task_of
 
     result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
     seconds = time.perf_counter() - start

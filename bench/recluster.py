@@ -70,7 +70,7 @@ def graph_of(arrays, n: int) -> sp.csr_matrix:
 
         obs = pd.DataFrame({LIBRARY_KEY: arrays["samples"]}, index=np.arange(n).astype(str))
         cells = AnnData(np.zeros((n, 1), dtype=np.float32), obs=obs, obsm={"spatial": arrays["spatial"]})
-        adj = spatial_graph(cells, verbose=False).obsp["spatial_connectivities"]
+        adj = spatial_graph(cells, verbose=False, copy=True).obsp["spatial_connectivities"]
     adj = ((adj + adj.T) > 0).astype(np.float64).tolil()
     adj.setdiag(1.0)
     return adj.tocsr()
@@ -127,7 +127,7 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
 
 def main(argv: list[str] | None = None) -> int:
     from bench.benchmark import shared_datasets
-    from gist.tl.metrics import labelled_mask, n_labels, score
+    from gist.tl.metrics import labelled_mask, n_labels, compare_labels
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("reps", help="folder written by bench/reproduce.py --keep_reps")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         ncluster = (spec.ncluster if spec and spec.ncluster else None) or n_labels(labels)
         for variant in args.variants:
             clusters = variant_clusters(variant, arrays, clusterer, ncluster, seed)
-            summary, _, _ = score(labels[labelled], clusters[labelled])
+            summary, _, _ = compare_labels(labels[labelled], clusters[labelled])
             records.append({"dataset": dataset, "method": method, "seed": seed, "variant": variant,
                             "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4)})
             print(f"{dataset} {method} s{seed} {variant}: ARI {records[-1]['ari']:.3f}", flush=True)

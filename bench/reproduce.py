@@ -173,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     payload = read_records(args.out) if args.resume else {"records": [], "denoising": []}
     payload["machine"] = machine()
     known = payload.get("settings", {}).get("datasets", {})
-    from gist.tl.training import RECIPES
+    from gist.tl.recipes import RECIPES
 
-    payload["settings"] = {"seeds": args.seeds, "paper_epochs": args.paper_epochs, "recipes": RECIPES,
+    payload["settings"] = {"seeds": args.seeds, "paper_epochs": args.paper_epochs, "recipes": {name: r.settings for name, r in RECIPES.items()},
                            "gist_overrides": {"epochs": args.gist_epochs, "ensemble": args.gist_ensemble},
                            "extractors": args.extractors, "device": args.device,
                            "datasets": known | {d.name: {"cluster": d.cluster, "ncluster": d.ncluster, "rad_cutoff": d.rad_cutoff,

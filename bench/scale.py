@@ -37,8 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gist import pp  # noqa: E402
-from gist.tl._inputs import to_graph  # noqa: E402
-from gist.tl.inference import embed  # noqa: E402
+from gist.tl._inputs import model_input, sample_graphs  # noqa: E402
+from gist.tl.inference import embed_graph  # noqa: E402
 from gist.keys import LATENT_KEY, LIBRARY_KEY  # noqa: E402
 from gist.io.samples import split_samples  # noqa: E402
 from gist.tl.training import TrainConfig, train  # noqa: E402
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     stage("spatial graphs (radius rule)", time.perf_counter() - t,
           neighbours=round(adata.obsp["spatial_connectivities"].nnz / adata.n_obs, 2))
     t = time.perf_counter()
-    adata = pp.select_genes(adata, args.n_top_genes, verbose=False)
+    pp.select_genes(adata, args.n_top_genes, verbose=False)
+    adata = model_input(adata)  # the marked genes, as gist.tl.fit reads them
     stage("gene selection", time.perf_counter() - t, genes=adata.n_vars)
     t = time.perf_counter()
     samples, _ = split_samples(adata)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     graphs = []
     while samples:  # one sample's dense-free inputs at a time
         sample = samples.pop(0)
-        graphs.append(to_graph(sample, str(sample.obs[LIBRARY_KEY].iloc[0])))
+        graphs.extend(sample_graphs([sample]))
     stage("normalise (sparse model inputs)", time.perf_counter() - t, samples=len(graphs))
 
     kwargs = {"max_cells_per_batch": args.max_cells_per_batch} if args.max_cells_per_batch else {}
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     latents = []
     for g in graphs:
-        latents.append(embed(model, g, torch.device("cpu"), denoise=False, **({"max_cells": args.max_cells_per_batch}
+        latents.append(embed_graph(model, g, torch.device("cpu"), denoise=False, **({"max_cells": args.max_cells_per_batch}
                                                                                if args.max_cells_per_batch else {}))[LATENT_KEY])
     latent = np.concatenate(latents)
     seconds = time.perf_counter() - t

@@ -26,9 +26,10 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gist.pp.graph import ensure_graph
+from gist.pp.graph import Cal_Spatial_Net
 from gist.datasets import load_dataset
-from gist.tl._inputs import to_graph  # noqa: E402
+from gist.io.samples import split_samples
+from gist.tl._inputs import sample_graphs  # noqa: E402
 from gist.datasets import COSMX_RADIUS  # noqa: E402
 from gist.tl.training import TrainConfig, train  # noqa: E402
 
@@ -44,12 +45,12 @@ def lung13_like(n_fovs: int = 20, cells: int = 4000, genes: int = 960, img_dim: 
         a.obs["sample"] = pd.Categorical([f"fov{f}"] * cells)
         a.obsm["spatial"] = rng.uniform((0, 0), (FOV_SHAPE[1], FOV_SHAPE[0]), size=(cells, 2))
         a.obsm["imgs"] = rng.normal(size=(cells, img_dim)).astype(np.float32)
-        adatas.append(ensure_graph(a, COSMX_RADIUS))
+        adatas.append(Cal_Spatial_Net(a, rad_cutoff=COSMX_RADIUS, verbose=False))
     return adatas
 
 
 def measure(name: str, adatas, epochs: int, device: str) -> dict:
-    graphs = [to_graph(a, str(i)) for i, a in enumerate(adatas)]
+    graphs = list(sample_graphs(adatas))
     cells = sum(g.x.shape[0] for g in graphs)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -72,7 +73,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     parser.add_argument("--json", default="bench/results/train.json", help="where to write the results")
     args = parser.parse_args()
-    rows = [measure("demo", load_dataset("demo")[0], args.epochs, args.device)]
+    rows = [measure("demo", split_samples(load_dataset("demo")[0])[0], args.epochs, args.device)]
     print(f"  demo done: {rows[-1]['s_per_epoch']} s/epoch", file=sys.stderr, flush=True)
     rows.append(measure("lung13-like 20x4k, 960 genes", lung13_like(), args.large_epochs, args.device))
     table = pd.DataFrame(rows)

@@ -39,20 +39,23 @@ print(adata)
 # `spatial_graph` builds one radius graph per sample (keys `obsp['spatial_connectivities']`,
 # `obsp['spatial_distances']`); without a radius it takes 1.1 x the median distance to the 6th
 # nearest cell. `image_features` crops a patch around every cell and describes it (`stats`: colour
-# statistics; `uni`, `virchow2`, `ctranspath` with local weights). `select_genes` keeps
-# `var['highly_variable']` or the 3,000 most variable genes.
+# statistics; `uni`, `virchow2`, `ctranspath` with local weights). `select_genes` marks the genes
+# the model reads in `var['highly_variable']` (the marks present, else up to 3,000 most variable).
+# Each writes into `adata` and returns `None`, as scanpy does (`copy=True` for a copy). The code of
+# each step: `gist/pp/graph.py`, `gist/pp/extract.py` (+ `extractors.py`), `gist/pp/genes.py`.
 
 # %%
 gist.pp.spatial_graph(adata)
 gist.pp.image_features(adata, extractor="stats")
-adata = gist.pp.select_genes(adata)
+gist.pp.select_genes(adata)
 print(adata.obsm["imgs"].shape, adata.n_vars, "genes")
 
 # %% [markdown]
 # ## 3. Train and embed
 # `fit` trains the default `gist` recipe (an ensemble of 5 graph-transformer autoencoders; pass
 # `recipe="paper"` for the original) and writes `obsm['X_gist']` (fused latent),
-# `obsm['X_gist_gene']`, `obsm['X_gist_img']`, `layers['gist_denoised']` and `uns['gist']`.
+# `obsm['X_gist_gene']`, `obsm['X_gist_img']`, `layers['gist_denoised']` and `uns['gist']`
+# (`gist/tl/training.py`, recipes in `gist/tl/recipes.py`, the files in `gist/tl/checkpoints.py`).
 
 # %%
 models = gist.tl.fit(adata, epochs=epochs, ensemble=2, seed=0, device="auto", progress=False)
@@ -61,10 +64,12 @@ print(adata.obsm["X_gist"].shape, adata.uns["gist"]["recipe"])
 # %% [markdown]
 # ## 4. Cluster and score
 # Leiden with a resolution search to the wanted number of clusters (cell types); `method="mclust"`
-# for tissue domains. `score` matches clusters to labels (Hungarian) and gives ARI and NMI.
+# for tissue domains (`gist/tl/clustering.py`); the run's parameters land in
+# `uns['gist_cluster']['params']`. `score` matches clusters to labels (Hungarian) and gives ARI and NMI.
 
 # %%
 gist.tl.cluster(adata, n_clusters=8, method="leiden")
+print(adata.uns["gist_cluster"]["params"])
 print(gist.tl.score(adata, label_key="merge_cell_type"))
 
 # %% [markdown]

@@ -1,8 +1,10 @@
 """GIST: Gene expression and histology Integration for SpaTial cellular profiling.
 
-In scanpy's split: ``gist.io`` (readers, one AnnData per dataset), ``gist.pp`` (spatial graph,
-image features, genes), ``gist.tl`` (fit, embed, cluster, score) and ``gist.pl`` (figures). Key
-names are in ``gist.keys``. Submodules load on first use, so ``import gist`` is cheap.
+In scanpy's split, one folder per step as the data flow: ``gist.io`` (readers, one AnnData per
+dataset), ``gist.pp`` (spatial graph, image features, genes), ``gist.tl`` (fit, embed, cluster,
+score) and ``gist.pl`` (figures); ``gist.cli`` maps the scripts onto them. Key names are in
+``gist.keys``, named datasets in ``gist.datasets``. Submodules load on first use, so ``import gist``
+is cheap.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io._validate import check_samples
+from gist.io.cosmx import read_cosmx_fovs
+from gist.io.visium import read_visium
 from gist.io.h5ad import load_prepared
+from gist.io.samples import join_samples
 from gist.pp.graph import build_graphs
 from gist.tl._inputs import check_consistent
 
@@ -29,7 +32,8 @@ class DatasetSpec:
         The labels to score against, the cluster count and ``leiden`` (cell types) or ``mclust``
         (domains), as the paper evaluates the dataset.
     platform
-        ``cosmx``, ``visium``, ``demo`` or ``h5ad`` (any other file), which selects the reader.
+        ``cosmx``, ``visium``, ``demo`` or ``h5ad`` (any other file), which selects the reader
+        (:func:`read_raw_dataset`).
     """
 
     name: str
@@ -68,11 +72,54 @@ def dataset_spec(name: str | None) -> DatasetSpec:
     return DATASETS[name]
 
 
+def scoring_defaults(spec: DatasetSpec, columns, label_key: str | None = None, ncluster: int | None = None,
+                     method: str | None = None, source: str = "obs") -> tuple[str | None, int | None, str]:
+    """The labels, cluster count and clusterer a run scores with: each as given, else the dataset's.
+
+    The dataset's label column counts only where ``columns`` (the data's obs columns) hold it; its
+    cluster count only together with its labels. ``method`` defaults to the dataset's, else leiden.
+
+    Raises
+    ------
+    GistInputError
+        If ``label_key`` was given and is not one of ``columns``.
+    """
+    columns = list(columns)
+    if label_key is not None and label_key not in columns:
+        raise GistInputError(f"--label_key {label_key!r} is not a column of {source} (have {columns})")
+    label_key = label_key or (spec.label_key if spec.label_key in columns else None)
+    ncluster = ncluster or (spec.ncluster if label_key else None)
+    return label_key, ncluster, method or spec.cluster or "leiden"
+
+
+def read_raw_dataset(name: str, root: str | Path = "dataset", image: str | Path | None = None,
+                     labels: str | Path | None = None, label_key: str = "label",
+                     annotation: str | Path | None = None) -> list[AnnData]:
+    """The samples of a named dataset before extraction, read by its platform's reader
+    (:attr:`DatasetSpec.platform`): ``demo`` generated, ``cosmx`` flat files under
+    ``root/<name>`` (or ``root``) with ``annotation`` (default: ``matched_annotation_all.csv`` there
+    when present), ``visium`` an ``outs/`` folder under ``root/<name>`` with ``image`` (full
+    resolution) and ``labels`` (CSV, column ``label_key``)."""
+    spec = dataset_spec(name)
+    folder = Path(root) / name
+    if spec.platform == "demo":
+        from gist.demo import make_demo  # gist.demo reads this registry: imported here, not above
+
+        return make_demo(n_fovs=4, seed=0)
+    if spec.platform == "cosmx":
+        folder = folder if folder.is_dir() else Path(root)
+        annotation = annotation or (folder / "matched_annotation_all.csv")
+        return read_cosmx_fovs(folder, annotation_file=annotation if Path(annotation).is_file() else None)
+    if spec.platform == "visium":
+        return [read_visium(folder, fullres_image=image, labels=labels, label_key=label_key)]
+    raise GistInputError(f"dataset {name!r} has no reader for platform {spec.platform!r}; pass --data PATH")
+
+
 def load_dataset(dataset: str | None = None, data: str | Path | None = None, root: str | Path = "dataset",
                  rad_cutoff: float | None = None, k_cutoff: int | None = None, strict: bool = False,
-                 verbose: bool = True) -> tuple[list[AnnData], DatasetSpec, str]:
-    """Samples of a named dataset (or a prepared path) with graphs, the dataset's defaults and the
-    graph rule used.
+                 verbose: bool = True) -> tuple[AnnData, DatasetSpec, str]:
+    """One AnnData with every sample of a named dataset (or a prepared path; ``obs['sample']``
+    names each cell's sample), with graphs, the dataset's defaults and the graph rule used.
 
     Names read ``{root}/{name}/features/`` written by ``extract_features.py`` (``demo`` is
     generated in memory when that folder is absent); ``data`` reads any prepared ``.h5ad`` or folder.
@@ -102,4 +149,4 @@ def load_dataset(dataset: str | None = None, data: str | Path | None = None, roo
     check_consistent(adatas)
     explicit = rad_cutoff is not None or k_cutoff is not None
     graph = build_graphs(adatas, rad_cutoff if explicit else spec.rad_cutoff, k_cutoff, rebuild=explicit, verbose=verbose)
-    return adatas, spec, graph
+    return join_samples(adatas), spec, graph

@@ -27,14 +27,15 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from gist.io.celltypes import PAPER_CLASSES
 from gist.datasets import COSMX_RADIUS
 from gist.errors import GistInputError
+from gist.io import read_cosmx_fovs
+from gist.io.celltypes import PAPER_CLASSES
 from gist.io.image import spatial_entry
-from gist.utils import atomic_path
-from gist.keys import LIBRARY_KEY
+from gist.keys import CONNECTIVITIES_KEY, LIBRARY_KEY, SPATIAL_KEY
 from gist.pp.graph import Cal_Spatial_Net
 from gist.pp.stats import add_patch_stats
+from gist.utils import atomic_path
 
 CELL_TYPES: tuple[str, ...] = PAPER_CLASSES
 #: Expression profile of each type; tumors and epithelial share one on purpose.
@@ -239,7 +240,7 @@ def make_demo(
         )
         var = pd.DataFrame({"marker_of": marker_of}, index=pd.Index(genes))
         adata = AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
-        adata.obsm["spatial"] = xy.astype(np.float64)
+        adata.obsm[SPATIAL_KEY] = xy.astype(np.float64)
         negatives = rng.poisson(0.02, size=(len(xy), N_NEGATIVE_PROBES)).astype(np.float32)
         adata.obsm["control_counts"] = pd.DataFrame(
             negatives, index=adata.obs_names, columns=[f"NegPrb{i + 1}" for i in range(N_NEGATIVE_PROBES)]
@@ -279,8 +280,8 @@ def write_cosmx_export(adatas: Sequence[AnnData], root: str | Path, prefix: str 
         expr_parts.append(pd.concat([keys, counts, controls], axis=1))
         meta_parts.append(
             keys.assign(
-                CenterX_local_px=adata.obsm["spatial"][:, 0],
-                CenterY_local_px=image.shape[0] - adata.obsm["spatial"][:, 1],
+                CenterX_local_px=adata.obsm[SPATIAL_KEY][:, 0],
+                CenterY_local_px=image.shape[0] - adata.obsm[SPATIAL_KEY][:, 1],
                 cell_type=adata.obs["cell_type"].astype(str).to_numpy(),
                 niche=adata.obs["niche"].astype(str).to_numpy(),
             )
@@ -308,7 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rad_cutoff", type=float, default=COSMX_RADIUS, help="radius of the spatial graph in px (default: %(default)s, the paper's CosMx value)")
     args = parser.parse_args(argv)
 
-    from gist.io import read_cosmx_fovs
 
     if args.n_fovs < 1:
         parser.error(f"--n_fovs must be >= 1, got {args.n_fovs}")
@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for adata in loaded:
         Cal_Spatial_Net(adata, rad_cutoff=args.rad_cutoff, verbose=False)
-        n_edges = adata.obsp["spatial_connectivities"].nnz
+        n_edges = adata.obsp[CONNECTIVITIES_KEY].nnz
         rows.append(
             {
                 "sample": adata.obs[LIBRARY_KEY].iloc[0],

@@ -8,7 +8,11 @@ import torch
 
 from gist.errors import GistInputError
 
+#: Arithmetic of training and inference (:func:`autocast`).
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: Arithmetic of a foundation-model extractor (:func:`gist.pp.extractors.embed_patches`): the
+#: autocast ones, and int8 dynamic quantisation (a CPU path) instead of tf32.
+EXTRACTION_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+
+from gist.errors import GistInputError
 
 
 @contextlib.contextmanager
@@ -28,19 +33,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if SLOW_WRITES_ENV in os.environ:  # fault injection for the crash-safety tests: kill mid-write
-            import time
-
-            time.sleep(float(os.environ[SLOW_WRITES_ENV]))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-
-
-#: Environment variable: seconds every :func:`atomic_path` waits between writing and renaming
-#: (tests use it to kill a run in the middle of a checkpoint write).
-SLOW_WRITES_ENV = "GIST_SLOW_WRITES"
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -80,11 +76,6 @@ def exclusive_folder(folder: str | Path, what: str = "this run") -> Iterator[Pat
     GistInputError
         If another live process holds the folder.
     """
-    import socket
-    import time
-    import warnings
-
-    from gist.errors import GistInputError
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The scverse-style API on one AnnData: gist.io -> gist.pp -> gist.tl -> gist.pl."""
 
 import importlib
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,9 @@ def adata():
 
 def test_the_whole_path_on_one_anndata(adata, tmp_path):
     gist.pp.spatial_graph(adata, verbose=False)
-    features = gist.pp.image_features(adata, extractor="stats")
-    assert features.shape == (adata.n_obs, 54) and adata.obsm[IMG_KEY] is features
+    assert gist.pp.image_features(adata, extractor="stats") is None  # in place, as scanpy
+    features = adata.obsm[IMG_KEY]
+    assert features.shape == (adata.n_obs, 54) and features.dtype == np.float32
     # features land on their own cells: recompute one sample alone and compare
     from gist.pp.stats import patch_stats
     from gist.io.image import get_image, image_coordinates
@@ -32,8 +34,17 @@ def test_the_whole_path_on_one_anndata(adata, tmp_path):
     alone = adata[mask]
     np.testing.assert_allclose(features[mask], patch_stats(get_image(alone, first), image_coordinates(alone, first), 240),
                                rtol=1e-5)
-    genes = gist.pp.select_genes(adata, n_top_genes=120, verbose=False)
-    assert genes.n_vars == 120 and genes.uns["gist"]["genes"]["n_genes"] == 120
+    marked = gist.pp.select_genes(adata, n_top_genes=120, verbose=False, copy=True)
+    assert marked.var["highly_variable"].sum() == 120 and marked.uns["gist"]["genes"]["n_genes"] == 120
+    assert "highly_variable" not in adata.var  # copy=True
+    # the model reads only the marked genes: unmarked ones are NaN in the denoised layer
+    gist.tl.fit(marked, epochs=1, ensemble=1, hidden=(32, 6), seed=1, progress=False)
+    modelled = marked.var["highly_variable"].to_numpy()
+    assert np.isfinite(marked.layers[DENOISED_LAYER][:, modelled]).all()
+    assert np.isnan(marked.layers[DENOISED_LAYER][:, ~modelled]).all()
+    gist.tl.cluster(marked, n_clusters=4, method="mclust")
+    assert marked.obsm["X_gist_denoised_pca"].shape == (marked.n_obs, 20)  # PCA of the modelled genes
+    genes = adata[:, marked.var["highly_variable"].to_numpy()].copy()
     models = gist.tl.fit(genes, epochs=2, ensemble=2, hidden=(32, 6), seed=1, progress=False)
     assert len(models) == 2
     for key in (LATENT_KEY, GENE_LATENT_KEY, IMG_LATENT_KEY):
@@ -45,10 +56,18 @@ def test_the_whole_path_on_one_anndata(adata, tmp_path):
     single = gist.tl.embed(part, models[0])
     whole = gist.tl.embed(genes.copy(), models[0])
     np.testing.assert_allclose(single.obsm[LATENT_KEY], whole.obsm[LATENT_KEY][mask], rtol=1e-4, atol=1e-5)
-    run = gist.tl.cluster(genes, n_clusters=8, method="leiden")
+    assert gist.tl.cluster(genes, n_clusters=8, method="leiden") is None
+    run = genes.uns[CLUSTER_KEY]["params"]
     assert run["n_clusters"] == 8 and not run["smoothed"] and genes.obs[CLUSTER_KEY].nunique() == 8
     assert run["use_rep"] == LATENT_KEY  # cell types read the latent
-    domains = gist.tl.cluster(genes, n_clusters=4, method="mclust")
+    # right after clustering (before scoring) the map draws the clusters
+    drawn = gist.pl.spatial(genes)
+    legend = {text.get_text() for text in drawn.legends[0].get_texts()}
+    assert legend == set(genes.obs[CLUSTER_KEY].astype(str)) and all("GIST" in ax.get_title() for ax in drawn.axes if ax.collections)
+    copied = gist.tl.cluster(genes, n_clusters=4, method="mclust", copy=True)
+    domains = copied.uns[CLUSTER_KEY]["params"]
+    assert genes.uns[CLUSTER_KEY]["params"]["method"] == "leiden"  # copy=True left genes as it was
+    gist.tl.cluster(genes, n_clusters=4, method="mclust")
     assert domains["smoothed"]  # domains: neighbourhood average
     # ... of the denoised expression's 20 principal components, the best domain row of BENCHMARKS.md
     assert domains["use_rep"] == "X_gist_denoised_pca" and genes.obsm["X_gist_denoised_pca"].shape == (genes.n_obs, 20)
@@ -58,7 +77,8 @@ def test_the_whole_path_on_one_anndata(adata, tmp_path):
     # without the denoised layer (test.py --denoised off) domains fall back to the latent
     bare = genes.copy()
     del bare.layers[DENOISED_LAYER]
-    assert gist.tl.cluster(bare, n_clusters=4, method="mclust")["use_rep"] == LATENT_KEY
+    gist.tl.cluster(bare, n_clusters=4, method="mclust")
+    assert bare.uns[CLUSTER_KEY]["params"]["use_rep"] == LATENT_KEY
     scores = gist.tl.score(genes, "merge_cell_type")
     assert 0 < scores["ari"] <= 1 and MATCHED_KEY in genes.obs
     figures = {"spatial.png": gist.pl.spatial(genes, "merge_cell_type"),

@@ -1,7 +1,6 @@
 """A killed run resumes to exactly the result of an uninterrupted one, leaves no truncated file,
 and two runs never write into one folder at once (demo data, small models: about a minute)."""
 
-import os
 import random
 import signal
 import subprocess
@@ -46,12 +45,12 @@ def _train_args(small, folder, *extra):
 
 
 def _start(script, *args, slow_writes=None):
-    env = dict(os.environ)
-    env.pop("GIST_SLOW_WRITES", None)
+    """Run ``script``; with ``slow_writes`` every atomic rename first waits that many seconds
+    (tests/slow_writes.py), so that a kill can land in the middle of a write."""
+    command = [sys.executable, str(ROOT / script), *args]
     if slow_writes is not None:
-        env["GIST_SLOW_WRITES"] = str(slow_writes)
-    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        command = [sys.executable, str(ROOT / "tests" / "slow_writes.py"), str(slow_writes), str(ROOT / script), *args]
+    return subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _run(script, *args):

@@ -121,7 +121,7 @@ def test_denoised_off_writes_the_same_latent_without_the_dense_layer(result, tmp
 
 
 def test_denoised_auto_leaves_out_a_layer_over_budget(capsys):
-    from gist.cli import DENOISED_AUTO_MAX_GIB, wants_denoised
+    from gist.cli.test import DENOISED_AUTO_MAX_GIB, wants_denoised
     from gist.tl.inference import denoised_bytes
     from anndata import AnnData
     import numpy as np

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from gist.errors import GistInputError
-from gist.pp.genes import MAX_GENES, choose_genes, restrict_genes, select_genes
+from gist.pp.genes import MAX_GENES, choose_genes, restrict_genes, apply_gene_rule
 
 
 def _samples(n_genes: int, n_cells: int = 120, informative: int = 20, seed: int = 0) -> list[ad.AnnData]:
@@ -27,7 +27,7 @@ def _samples(n_genes: int, n_cells: int = 120, informative: int = 20, seed: int 
 
 def test_all_genes_up_to_the_maximum():
     samples = _samples(300)
-    kept, choice = select_genes(samples, verbose=False)
+    kept, choice = apply_gene_rule(samples, verbose=False)
     assert kept is samples and len(choice.genes) == 300 and "all genes" in choice.rule
 
 
@@ -37,7 +37,7 @@ def test_most_variable_genes_above_the_maximum_and_on_request():
     assert len(choice.genes) == MAX_GENES and "seurat_v3" in choice.rule
     forced = choose_genes(samples, n_top_genes=15)
     assert len(forced.genes) == 15 and set(forced.genes) <= {f"g{i}" for i in range(20)}  # the informative ones
-    kept, _ = select_genes(samples, n_top_genes=15, verbose=False)
+    kept, _ = apply_gene_rule(samples, n_top_genes=15, verbose=False)
     assert [list(a.var_names) for a in kept] == [forced.genes, forced.genes]
 
 

@@ -171,6 +171,20 @@ def test_radius_rule_gives_the_first_ring_of_a_lattice(kind, ring):
     assert adata.uns["spatial_neighbors"]["params"]["rule"].startswith("1.1 x median distance to the 6th")
 
 
+def test_spatial_graph_follows_squidpy_keys_and_leaves_the_edge_table_to_the_original_api():
+    from gist.pp.graph import Cal_Spatial_Net, spatial_graph
+
+    adata = _lattice_adata("hex")
+    copied = spatial_graph(adata, key_added="ring", verbose=False, copy=True)
+    assert not adata.obsp and "ring_neighbors" not in adata.uns  # copy=True: the input is untouched
+    assert set(copied.obsp) == {"ring_connectivities", "ring_distances"} and "Spatial_Net" not in copied.uns
+    assert copied.uns["ring_neighbors"]["connectivities_key"] == "ring_connectivities"
+    assert spatial_graph(adata, verbose=False) is None and "Spatial_Net" not in adata.uns
+    original = Cal_Spatial_Net(adata.copy(), rad_cutoff=151.0, verbose=False)
+    assert len(original.uns["Spatial_Net"]) == original.obsp["spatial_connectivities"].nnz
+    assert (original.obsp["spatial_connectivities"] != adata.obsp["spatial_connectivities"]).nnz == 0
+
+
 def test_radius_rule_on_irregular_cells_gives_about_six_neighbours():
     from gist.pp.graph import spatial_graph
 

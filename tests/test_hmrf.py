@@ -1,4 +1,4 @@
-"""The Potts-prior mixture (gist.tl.hmrf) and its clusterer entry (gist.tl.clustering.cluster(..., 'hmrf'))."""
+"""The Potts-prior mixture (gist.tl.hmrf) and its clusterer entry (gist.tl.clustering.cluster_rep(..., 'hmrf'))."""
 
 import anndata as ad
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from gist.tl.clustering import cluster, mclust
+from gist.tl.clustering import cluster_rep, mclust
 from gist.tl.hmrf import potts_mixture, pseudo_likelihood_beta
 
 
@@ -66,9 +66,9 @@ def test_cluster_hmrf_uses_the_spatial_graph():
     x, adj, truth, xy = two_domains()
     adata = ad.AnnData(np.zeros((len(x), 1), np.float32), obsm={"r": x, "spatial": xy})
     with pytest.raises(KeyError, match="spatial_connectivities"):
-        cluster(adata, "hmrf", 2, use_rep="r")
+        cluster_rep(adata, "hmrf", 2, use_rep="r")
     adata.obsp["spatial_connectivities"] = adj
-    run = cluster(adata, "hmrf", 2, use_rep="r", key_added="dom")
+    run = cluster_rep(adata, "hmrf", 2, use_rep="r", key_added="dom")
     assert run["method"] == "hmrf" and run["beta"] > 0 and run["n_clusters"] == 2
     assert adjusted_rand_score(truth, adata.obs["dom"]) > 0.8
 

@@ -6,7 +6,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from gist.tl.clustering import mclust, res_search
 from gist.tl.evaluate import evaluate
-from gist.tl.metrics import hungarian_match, labelled_mask, n_labels, score
+from gist.tl.metrics import hungarian_match, labelled_mask, n_labels, compare_labels
 
 
 def test_hungarian_recovers_a_known_permutation():
@@ -15,7 +15,7 @@ def test_hungarian_recovers_a_known_permutation():
     perm = {"a": "2", "b": "0", "c": "3", "d": "1"}
     clusters = np.array([perm[x] for x in labels])
     assert hungarian_match(labels, clusters) == {v: k for k, v in perm.items()}
-    summary, table, matched = score(labels, clusters)
+    summary, table, matched = compare_labels(labels, clusters)
     assert summary["accuracy"] == 1.0 and summary["ari"] == pytest.approx(1.0) and (table["f1"] == 1.0).all()
     assert (matched == labels).all()
 
@@ -24,7 +24,7 @@ def test_scores_equal_scikit_learn_and_per_class_f1_is_right():
     rng = np.random.default_rng(1)
     labels = rng.choice(["x", "y", "z"], size=300)
     clusters = np.where(rng.random(300) < 0.7, np.array([{"x": 0, "y": 1, "z": 2}[l] for l in labels]), rng.integers(0, 4, 300))
-    summary, table, matched = score(labels, clusters)
+    summary, table, matched = compare_labels(labels, clusters)
     assert summary["ari"] == pytest.approx(adjusted_rand_score(labels, clusters))
     assert summary["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
     from sklearn.metrics import f1_score
@@ -36,7 +36,7 @@ def test_scores_equal_scikit_learn_and_per_class_f1_is_right():
 
 def test_missing_labels_are_left_out():
     labels = np.array(["a", "a", None, "b", "b"], dtype=object)
-    summary, _, matched = score(labels, np.array([0, 0, 1, 1, 1]))
+    summary, _, matched = compare_labels(labels, np.array([0, 0, 1, 1, 1]))
     assert summary["n_cells"] == 4 and summary["ari"] == pytest.approx(1.0) and matched[2] == "b"
 
 
@@ -46,7 +46,7 @@ def test_a_missing_label_in_any_spelling_is_left_out_and_not_counted_as_a_class(
     labels = pd.Series(pd.Categorical(["a", "a", missing, "b", "b"]))
     assert labelled_mask(labels).tolist() == [True, True, False, True, True]
     assert n_labels(labels) == 2
-    summary, _, _ = score(labels.astype(str).to_numpy(), np.array([0, 0, 2, 1, 1]))
+    summary, _, _ = compare_labels(labels.astype(str).to_numpy(), np.array([0, 0, 2, 1, 1]))
     assert summary["n_cells"] == 4 and summary["ari"] == pytest.approx(1.0)
 
 

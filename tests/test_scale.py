@@ -12,10 +12,10 @@ import torch
 from conftest import ROOT
 from gist.tl import batches as batches_mod
 from gist.tl.batches import make_batches, stitch, tile_sample
-from gist.pp.graph import ensure_graph
+from gist.pp.graph import Cal_Spatial_Net
 from gist.tl._inputs import log_normalize, to_graph
 from gist.pp.stats import add_patch_stats
-from gist.tl.inference import embed
+from gist.tl.inference import embed_graph
 from gist.keys import LATENT_KEY
 from gist.tl.model import TransImg, gist_loss
 from gist.tl.training import TrainConfig, stop_reason, train
@@ -25,7 +25,7 @@ from gist.tl.training import TrainConfig, stop_reason, train
 def samples():
     from gist.demo import make_demo
 
-    return [ensure_graph(add_patch_stats(a), 80) for a in make_demo(n_fovs=2, seed=5, image_size=640)]
+    return [Cal_Spatial_Net(add_patch_stats(a), rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=5, image_size=640)]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_tiles_cover_every_cell_once_and_embed_as_the_whole_sample(graphs, img_d
     owned = np.concatenate([t.index[t.own.numpy()] for t in tiles])
     assert sorted(owned) == list(range(g.n_cells))  # every cell exactly once
     assert any(t.n_cells > int(t.own.sum()) for t in tiles)  # tiles carry a halo
-    whole = embed(model, g, torch.device("cpu"), max_cells=None)
-    tiled = embed(model, g, torch.device("cpu"), max_cells=120)
+    whole = embed_graph(model, g, torch.device("cpu"), max_cells=None)
+    tiled = embed_graph(model, g, torch.device("cpu"), max_cells=120)
     assert whole.keys() == tiled.keys()
     for key in whole:
         np.testing.assert_allclose(tiled[key], whole[key], rtol=1e-4, atol=1e-5, err_msg=key)
@@ -142,8 +142,8 @@ def test_cuda_training_and_tiled_embedding_match_the_cpu(graphs, tmp_path):
     cpu_model, cpu_losses = train(graphs, config, tmp_path / "cpu", progress=False)
     gpu_model, gpu_losses = train(graphs, TrainConfig(**{**config.__dict__, "device": "cuda"}), tmp_path / "gpu", progress=False)
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-3)
-    on_gpu = embed(gpu_model, graphs[0], torch.device("cuda"), max_cells=120)
-    on_cpu = embed(gpu_model, graphs[0], torch.device("cpu"), max_cells=None)
+    on_gpu = embed_graph(gpu_model, graphs[0], torch.device("cuda"), max_cells=120)
+    on_cpu = embed_graph(gpu_model, graphs[0], torch.device("cpu"), max_cells=None)
     np.testing.assert_allclose(on_gpu[LATENT_KEY], on_cpu[LATENT_KEY], rtol=1e-3, atol=1e-4)
 
 
@@ -167,10 +167,10 @@ def test_halo_reaches_every_neighbour_of_a_high_degree_cell():
 
 
 def test_a_sample_embedded_first_can_still_be_trained_on(samples, tmp_path):
-    """embed() runs under inference_mode; the graph layout it caches on the sample must still
+    """embed_graph() runs under inference_mode; the graph layout it caches on the sample must still
     take part in training afterwards."""
     g = to_graph(samples[1], "embedded-first")
     torch.manual_seed(0)
-    embed(TransImg([g.n_genes, 54, 32, 6]), g, torch.device("cpu"))
+    embed_graph(TransImg([g.n_genes, 54, 32, 6]), g, torch.device("cpu"))
     _, losses = train([g], TrainConfig(epochs=1, hidden=(32, 6), save_every=0), tmp_path, progress=False)
     assert np.isfinite(losses).all()

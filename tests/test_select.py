@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from gist.tl.clustering import res_search
-from gist.pp.graph import ensure_graph
+from gist.pp.graph import Cal_Spatial_Net
 from gist.errors import GistInputError
 from gist.pp.stats import add_patch_stats
 from gist.tl.inference import oracle_select
-from gist.tl.training import TrainConfig, epoch_checkpoints, train
+from gist.tl.checkpoints import epoch_checkpoints
+from gist.tl.training import TrainConfig, train
 from gist.tl._inputs import to_graph
 
 
@@ -29,7 +30,7 @@ def test_res_search_hits_the_cluster_count_on_separated_blobs():
 def test_oracle_picks_the_best_scoring_checkpoint_and_needs_labels(tmp_path):
     from gist.demo import make_demo
 
-    adatas = [ensure_graph(add_patch_stats(a), 80) for a in make_demo(n_fovs=2, seed=2, image_size=448)]
+    adatas = [Cal_Spatial_Net(add_patch_stats(a), rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=2, image_size=448)]
     graphs = [to_graph(a, str(i)) for i, a in enumerate(adatas)]
     train(graphs, TrainConfig(epochs=4, save_every=2, hidden=(64, 8), seed=3), tmp_path, progress=False)
     candidates = epoch_checkpoints(tmp_path)

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gist.pp.graph import ensure_graph
+from gist.pp.graph import Cal_Spatial_Net
 from gist.tl._inputs import to_graph
 from gist.errors import GistInputError
 from gist.pp.stats import add_patch_stats
-from gist.tl.inference import load_checkpoint
+from gist.tl.checkpoints import latest_epoch_checkpoint, load_checkpoint
 from gist.tl.model import TransImg
-from gist.tl.training import TrainConfig, latest_epoch_checkpoint, train
+from gist.tl.training import TrainConfig, train
 from gist.utils import atomic_path
 
 SMALL = dict(hidden=(64, 8), save_every=3, seed=7)
@@ -24,7 +24,7 @@ SMALL = dict(hidden=(64, 8), save_every=3, seed=7)
 def graphs():
     from gist.demo import make_demo
 
-    adatas = [ensure_graph(add_patch_stats(a), 80) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    adatas = [Cal_Spatial_Net(add_patch_stats(a), rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
     return [to_graph(a, str(i)) for i, a in enumerate(adatas)]
 
 
@@ -216,7 +216,7 @@ def test_gene_branch_alone_without_image_features(graphs, tmp_path):
     assert not loaded.has_image
     from gist.demo import make_demo
 
-    adatas = [ensure_graph(a, 80) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    adatas = [Cal_Spatial_Net(a, rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
     result = infer(adatas, loaded, torch.device("cpu"))
     assert "img_pred" not in result.obsm and result.obsm["pred"].shape == (result.n_obs, 8)
     assert result.uns["gist"]["image_branch"] is False or result.uns["gist"]["image_branch"] == 0
@@ -226,10 +226,11 @@ def test_paper_recipe_is_the_original_unchanged(graphs, tmp_path):
     """The paper recipe pins the original: its hyper-parameters, one model, the original parameter
     set (no fused image head, no image scaling buffers) and the original loss."""
     from gist.tl.model import gist_loss
-    from gist.tl.training import RECIPES, recipe_config
+    from gist.tl.recipes import RECIPES
+    from gist.tl.training import recipe_config
 
     config = recipe_config("paper")
-    assert RECIPES["paper"] == {}
+    assert RECIPES["paper"].settings == {}
     assert (config.epochs, config.lr, config.weight_decay, config.gradient_clipping, config.hidden, config.ensemble) == \
         (1000, 1e-3, 1e-4, 5.0, (512, 30), 1)
     assert not config.fused_img_head and not config.standardize_img and not config.use_img_loss
@@ -256,7 +257,7 @@ def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
     assert [r["seed"] for r in records] == [5, 6, 7] and all(r["ensemble"]["members"] == [0, 1, 2] for r in records)
     from gist.demo import make_demo
 
-    adatas = [ensure_graph(add_patch_stats(a), 80) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    adatas = [Cal_Spatial_Net(add_patch_stats(a), rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
     result = infer(adatas, models, torch.device("cpu"))
     assert result.obsm["pred"].shape == (result.n_obs, 6) and result.uns["gist"]["ensemble_size"] == 3
     single = infer(adatas, models[0], torch.device("cpu"))
@@ -271,7 +272,7 @@ def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
 
 
 def test_component_input_trains_on_components_and_denoises_genes(graphs, tmp_path):
-    from gist.tl.inference import embed
+    from gist.tl.inference import embed_graph
 
     model, losses = train(graphs, TrainConfig(epochs=2, hidden=(32, 6), n_pcs=12, hops=1, save_every=0, seed=2),
                           tmp_path, progress=False)
@@ -279,7 +280,7 @@ def test_component_input_trains_on_components_and_denoises_genes(graphs, tmp_pat
     # the axes come from the training cells: their components are centred
     x = torch.cat([g.dense_x() for g in graphs])
     torch.testing.assert_close(model.project(x).mean(0), torch.zeros(12), rtol=0, atol=1e-3)
-    out = embed(model, graphs[0], torch.device("cpu"))
+    out = embed_graph(model, graphs[0], torch.device("cpu"))
     assert out["gist_denoised"].shape == (graphs[0].n_cells, graphs[0].n_genes) and (out["gist_denoised"] >= 0).all()
     record = json.loads((tmp_path / "final_0.json").read_text())
     assert record["config"]["n_pcs"] == 12 and record["config"]["hops"] == 1

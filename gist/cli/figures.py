@@ -10,10 +10,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gist.datasets import dataset_spec
+import anndata as ad
+import matplotlib.pyplot as plt
+
+from gist.datasets import dataset_spec, scoring_defaults
 from gist.errors import GistInputError
-from gist.keys import CLUSTER_KEY, DENOISED_LAYER, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY, ORIGINAL_ALIASES, ORIGINAL_DENOISED_LAYER
-from gist.utils import atomic_path
+from gist.keys import (
+    CLUSTER_KEY,
+    DENOISED_LAYER,
+    LATENT_KEY,
+    LIBRARY_KEY,
+    MATCHED_KEY,
+    ORIGINAL_ALIASES,
+    ORIGINAL_DENOISED_LAYER,
+)
+from gist.pl import PAPER_MARKERS, gene_map, present_genes, save_figure, spatial, umap, violin
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -27,8 +38,6 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _load(args):
-    import anndata as ad
-
     result_path = Path(args.result_path or f"results/{args.dataset}")
     path = result_path / "gist.h5ad"
     if not path.is_file():
@@ -40,20 +49,13 @@ def _load(args):
             adata.obsm[key] = adata.obsm[alias]
     if DENOISED_LAYER not in adata.layers and ORIGINAL_DENOISED_LAYER in adata.layers:
         adata.layers[DENOISED_LAYER] = adata.layers[ORIGINAL_DENOISED_LAYER]
-    label_key = args.label_key or (dataset_spec(args.dataset).label_key if args.dataset else None)
-    if label_key is not None and label_key not in adata.obs:
-        if args.label_key:
-            raise GistInputError(f"--label_key {label_key!r} is not a column of {path} (have {list(adata.obs.columns)})")
-        label_key = None
+    label_key, _, _ = scoring_defaults(dataset_spec(args.dataset), adata.obs.columns, args.label_key, source=str(path))
     return adata, label_key, result_path / "figures"
 
 
 def _save(fig, folder: Path, name: str, args) -> Path:
-    import matplotlib.pyplot as plt
 
-    target = folder / f"{name}.{args.format}"
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=args.dpi, bbox_inches="tight", format=args.format)
+    target = save_figure(fig, folder / f"{name}.{args.format}", args.dpi)
     plt.close(fig)
     print(f"wrote {target}")
     return target
@@ -69,8 +71,6 @@ def _run(main, argv) -> int:
 
 def spatial_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import spatial
-
         parser = _parser("spatial.py", "Spatial domain maps: one panel pair per FOV/sample, ground truth beside "
                                        "the matched GIST clusters, y as image rows.")
         parser.add_argument("--point_size", type=float, help="marker size (default: from the number of cells)")
@@ -85,8 +85,6 @@ def spatial_main(argv: Sequence[str] | None = None) -> int:
 
 def umap_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import umap
-
         parser = _parser("umap_all.py", "UMAP of the fused GIST latent beside UMAP of the expression, coloured by labels.")
         parser.add_argument("--seed", type=int, default=0, help="random seed of neighbours/UMAP (default: %(default)s)")
         args = parser.parse_args(argv)
@@ -102,8 +100,6 @@ def umap_main(argv: Sequence[str] | None = None) -> int:
 
 def violin_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import PAPER_MARKERS, present_genes, violin
-
         parser = _parser("violin.py", "Stacked violins of marker genes, raw vs denoised (layers['gist_denoised']), "
                                       "grouped by label and by matched cluster.")
         parser.add_argument("--genes", nargs="+", default=list(PAPER_MARKERS),
@@ -132,8 +128,6 @@ def _need_denoised(adata, path: Path) -> None:
 
 def mark_gene_main(argv: Sequence[str] | None = None) -> int:
     def main(argv):
-        from gist.pl import gene_map
-
         parser = _parser("mark_gene.py", "Per-FOV spatial map of one gene, raw vs denoised.")
         parser.add_argument("--gene", default="KRAS", help="gene to map (default: %(default)s)")
         parser.add_argument("--point_size", type=float, help="marker size (default: from the number of cells)")

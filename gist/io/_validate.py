@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from gist.errors import GistInputError
-from gist.keys import IMG_KEY, LIBRARY_KEY
+from gist.io.samples import sample_name
+from gist.keys import IMG_KEY, SPATIAL_KEY
+
+#: Label texts that mean "no label": how a missing value reads once a column went through ``astype(str)``
+#: (the DLPFC annotation stores its 39 unannotated spots as the category ``"nan"``).
+MISSING_LABEL_TEXTS = frozenset({"nan", "NaN", "None", "<NA>", ""})
+
+
+def labelled_mask(labels) -> np.ndarray:
+    """``True`` where a cell has a label: not missing and not a text in :data:`MISSING_LABEL_TEXTS`.
+
+    Parameters
+    ----------
+    labels
+        One label per cell (array, list or ``pandas.Series``, categorical or not).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    values = pd.Series(np.asarray(labels, dtype=object))
+    present = values.notna().to_numpy()
+    texts = values[present].astype(str).str.strip()
+    present[present] = ~texts.isin(MISSING_LABEL_TEXTS).to_numpy()
+    return present
 
 
 def require_file(path: str | Path, what: str) -> Path:
@@ -61,21 +87,6 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str, dt
     return values.to_numpy(dtype=dtype)
 
 
-def check_counts(counts: np.ndarray, source: str, genes: Sequence[str]) -> None:
-    """Counts must be finite and non-negative."""
-    finite = np.isfinite(counts)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise GistInputError(
-            f"{source}: gene {genes[col]!r} has a missing or infinite count in cell row {row}; "
-            "expected finite, non-negative counts"
-        )
-    if (counts < 0).any():
-        row, col = np.argwhere(counts < 0)[0]
-        raise GistInputError(
-            f"{source}: gene {genes[col]!r} has the negative count {counts[row, col]} in cell row {row}; "
-            "expected raw, non-negative counts"
-        )
 
 
 def check_coordinates(coords: np.ndarray, source: str, ids: Sequence | None = None) -> None:
@@ -111,8 +122,6 @@ MIN_CELLS_PER_SAMPLE = 10
 def check_sample_column(obs: pd.DataFrame, key: str, source: str) -> None:
     """Every cell must name its sample in ``obs[key]``: a column that is missing (NaN, None) for some
     or all cells would train them as one unnamed sample or drop them."""
-    from gist.tl.metrics import labelled_mask
-
     named = labelled_mask(obs[key])
     if named.all():
         return
@@ -122,20 +131,16 @@ def check_sample_column(obs: pd.DataFrame, key: str, source: str) -> None:
                          f"(fill it, or drop the column to read the file as one sample)")
 
 
-def _sample_label(adata, index: int) -> str:
-    if LIBRARY_KEY in adata.obs and adata.n_obs:
-        return str(adata.obs[LIBRARY_KEY].iloc[0])
-    return f"#{index}"
-
-
-def check_count_matrix(x, source: str, genes: Sequence[str], cells: Sequence[str], strict: bool = False) -> None:
-    """Raw counts: numeric, finite and non-negative (errors naming the first gene and cell), and
-    whole numbers (a warning that raw counts are expected, an error with ``strict``)."""
-    import warnings
-
-    import scipy.sparse as sp
+def check_count_matrix(x, source: str, genes: Sequence[str], cells: Sequence[str] | None = None, strict: bool = False,
+                       whole: bool = True) -> None:
+    """Raw counts: numeric, finite and non-negative (errors naming the first gene and cell), and,
+    with ``whole``, whole numbers (a warning that raw counts are expected, an error with ``strict``).
+    The one count check: readers call it with ``whole=False`` (:func:`check_samples` warns later);
+    ``cells`` defaults to row numbers."""
 
     values = x.data if sp.issparse(x) else np.asarray(x)
+    if cells is None:
+        cells = [f"row {i}" for i in range(x.shape[0])]
     if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
         raise GistInputError(f"{source}: X has dtype {values.dtype}; expected numeric raw counts")
     if sp.issparse(x):
@@ -162,7 +167,7 @@ def check_count_matrix(x, source: str, genes: Sequence[str], cells: Sequence[str
                 f"({int(bad.sum())} such value(s)); expected finite, non-negative raw counts"
             )
         fractional = dense != np.round(dense)
-    if fractional.any():
+    if whole and fractional.any():
         message = (f"{source}: X holds non-integer values ({int(fractional.sum())} entries); GIST expects raw "
                    "counts (it normalises and log-transforms them itself)")
         if strict:
@@ -181,21 +186,19 @@ def check_samples(adatas: list, source: str, strict: bool = False, min_cells: in
     with ``strict``). Fixed with a message: cells without any count are dropped (with how many);
     duplicated cell names are made unique (as scanpy's ``obs_names_make_unique``) with a warning.
     """
-    import warnings
-
     if not adatas:
         raise GistInputError(f"{source}: no samples to use")
     out = []
     seen: set[str] = set()
     for i, adata in enumerate(adatas):
-        name = _sample_label(adata, i)
+        name = sample_name(adata, f"#{i}")
         where = f"{source}, sample {name!r}"
         if not adata.var_names.is_unique:
             dup = adata.var_names[adata.var_names.duplicated()][0]
             raise GistInputError(f"{where}: gene {dup!r} appears more than once in var_names; expected unique gene names")
         if "spatial" not in adata.obsm:
             raise GistInputError(f"{where}: obsm has no 'spatial' coordinates (has {list(adata.obsm)})")
-        check_coordinates(np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2], f"{where} obsm['spatial']",
+        check_coordinates(np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2], f"{where} obsm['spatial']",
                           adata.obs_names)
         check_count_matrix(adata.X, where, list(adata.var_names), list(adata.obs_names), strict=strict)
         totals = np.asarray(adata.X.sum(axis=1)).ravel()
@@ -227,7 +230,7 @@ def check_samples(adatas: list, source: str, strict: bool = False, min_cells: in
     for i, adata in enumerate(out[1:], start=1):
         if list(adata.var_names) != genes:
             raise GistInputError(
-                f"{source}, sample {_sample_label(adata, i)!r} has other genes than sample "
-                f"{_sample_label(out[0], 0)!r} ({adata.n_vars} vs {len(genes)}); expected one gene panel"
+                f"{source}, sample {sample_name(adata, f'#{i}')!r} has other genes than sample "
+                f"{sample_name(out[0], '#0')!r} ({adata.n_vars} vs {len(genes)}); expected one gene panel"
             )
     return out

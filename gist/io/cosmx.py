@@ -12,18 +12,19 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from gist.io.celltypes import merge_cell_types
 from gist.errors import GistInputError
 from gist.io._validate import (
     check_coordinates,
-    check_counts,
+    check_count_matrix,
     check_unique,
     numeric_columns,
     read_csv_checked,
     require_columns,
 )
+from gist.io.celltypes import merge_cell_types
 from gist.io.image import image_shape, spatial_entry
-from gist.keys import LIBRARY_KEY
+from gist.io.samples import join_samples
+from gist.keys import LIBRARY_KEY, SPATIAL_KEY
 
 KEYS = ["fov", "cell_ID"]
 X_COL, Y_COL = "CenterX_local_px", "CenterY_local_px"
@@ -150,7 +151,7 @@ def read_cosmx_fovs(
         raise GistInputError(f"expression matrix {expr_path} has no gene columns besides fov and cell_ID")
     source = f"expression matrix {expr_path}"
     counts = numeric_columns(expr, gene_cols, source, dtype=np.float32)
-    check_counts(counts, source, gene_cols)
+    check_count_matrix(counts, source, gene_cols, whole=False)
     controls = numeric_columns(expr, control_cols, source, dtype=np.float32) if control_cols else None
     expr = expr[KEYS]
 
@@ -209,8 +210,6 @@ def read_cosmx(root: str | Path, **kwargs) -> AnnData:
     Takes the arguments of :func:`read_cosmx_fovs` (which returns one AnnData per FOV); each FOV's
     image entry is kept in ``uns['spatial'][sample]``.
     """
-    from gist.io.samples import join_samples
-
     fovs = read_cosmx_fovs(root, **kwargs)
     if not fovs:
         raise GistInputError(f"no cell of {root} is left after the edge and label filters")
@@ -264,7 +263,7 @@ def _fov_anndata(
             obs["merge_cell_type"] = merge_cell_types(obs["cell_type"].astype(object))
     obs.index = pd.Index([f"{sample}_{c}" for c in obs["cell_ID"]])
     adata = AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=pd.Index(gene_cols, dtype=str)))
-    adata.obsm["spatial"] = spatial.astype(np.float64)
+    adata.obsm[SPATIAL_KEY] = spatial.astype(np.float64)
     if controls is not None:
         adata.obsm["control_counts"] = pd.DataFrame(controls, index=adata.obs_names, columns=control_cols)
     adata.uns["spatial"] = {

@@ -6,26 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from anndata import AnnData, read_h5ad as _read_h5ad
+from anndata import AnnData
+from anndata import read_h5ad as _read_h5ad
 
-from gist.io.celltypes import merge_cell_types
 from gist.errors import GistInputError
-from gist.io._validate import check_coordinates, check_counts, check_sample_column
+from gist.io._validate import check_coordinates, check_count_matrix, check_sample_column
+from gist.io.celltypes import merge_cell_types
 from gist.io.image import image_shape, spatial_entry
-from gist.keys import LIBRARY_KEY
+from gist.io.samples import join_samples
+from gist.keys import LIBRARY_KEY, SPATIAL_KEY
 
 
-def _check_counts_matrix(adata: AnnData, source: str) -> None:
-    data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
-    if not np.issubdtype(data.dtype, np.number):
-        raise GistInputError(f"{source}: X has dtype {data.dtype}; expected numeric counts")
-    if sp.issparse(adata.X):
-        bad = ~np.isfinite(data) | (data < 0)
-        if bad.any():
-            raise GistInputError(f"{source}: X holds {int(bad.sum())} negative, NaN or infinite value(s); expected raw counts")
-    else:
-        check_counts(data, source, list(adata.var_names))
+def _read_file(path: Path) -> AnnData:
+    """``anndata.read_h5ad`` with a damaged file reported as an input error."""
+    try:
+        return _read_h5ad(path)
+    except Exception as err:  # h5py/anndata raise many types for a damaged file
+        raise GistInputError(f"{path} is not a readable .h5ad file: {err}") from None
 
 
 def _embedded_image(adata: AnnData, source: str) -> dict | None:
@@ -60,7 +57,7 @@ def read_h5ad_samples(
     sample: str | None = None,
     label_key: str | None = None,
     merge: bool = False,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     image_scalef: float = 1.0,
 ) -> list[AnnData]:
     """Read a spatial ``.h5ad`` as one AnnData per sample.
@@ -100,20 +97,17 @@ def read_h5ad_samples(
     path = Path(path)
     if not path.is_file():
         raise GistInputError(f".h5ad file not found: {path}")
-    try:
-        adata = _read_h5ad(path)
-    except Exception as err:  # h5py/anndata raise many types for a damaged file
-        raise GistInputError(f"{path} is not a readable .h5ad file: {err}") from None
+    adata = _read_file(path)
     source = str(path)
     if spatial_key not in adata.obsm:
         raise GistInputError(f"{source}: obsm has no {spatial_key!r} coordinates (has {list(adata.obsm)})")
     coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
     check_coordinates(coords, f"{source} obsm[{spatial_key!r}]", adata.obs_names)
-    adata.obsm["spatial"] = coords
+    adata.obsm[SPATIAL_KEY] = coords
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][0]
         raise GistInputError(f"{source}: duplicate cell id {dup!r} in obs_names; expected unique ids")
-    _check_counts_matrix(adata, source)
+    check_count_matrix(adata.X, source, list(adata.var_names), list(adata.obs_names), whole=False)
     if label_key is not None and label_key not in adata.obs:
         raise GistInputError(f"{source}: label column {label_key!r} not in obs (have {list(adata.obs.columns)})")
     if merge:
@@ -150,8 +144,6 @@ def read_h5ad(path: str | Path, **kwargs) -> AnnData:
 
     Takes the arguments of :func:`read_h5ad_samples`, which returns one AnnData per sample.
     """
-    from gist.io.samples import join_samples
-
     return join_samples(read_h5ad_samples(path, **kwargs))
 
 
@@ -168,10 +160,7 @@ def load_prepared(path: str | Path) -> list[AnnData]:
         raise GistInputError(f"prepared data not found: {path} (expected an .h5ad file or a folder of them)")
     adatas = []
     for file in files:
-        try:
-            adata = _read_h5ad(file)
-        except Exception as err:  # h5py/anndata raise many types for a damaged file
-            raise GistInputError(f"{file} is not a readable .h5ad file: {err}") from None
+        adata = _read_file(file)
         if LIBRARY_KEY not in adata.obs:
             adata.obs[LIBRARY_KEY] = pd.Categorical([file.stem] * adata.n_obs)
         check_sample_column(adata.obs, LIBRARY_KEY, str(file))

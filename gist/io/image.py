@@ -16,17 +16,19 @@ full-resolution Visium images).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import tifffile
 from anndata import AnnData
 from PIL import Image
 
 from gist.errors import GistInputError
-from gist.keys import LIBRARY_KEY
+from gist.keys import LIBRARY_KEY, SPATIAL_KEY
 
 Image.MAX_IMAGE_PIXELS = None  # whole-slide H&E images exceed PIL's decompression-bomb guard
 
@@ -89,9 +91,6 @@ def read_image_raw(path: str | Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import warnings
-
-    import tifffile
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
@@ -254,7 +253,7 @@ def image_coordinates(adata: AnnData, sample: str | None = None) -> np.ndarray:
     """``obsm['spatial']`` scaled to pixel positions (column, row) in the sample's image."""
     _, entry = _entry(adata, sample)
     scale = float(entry.get("metadata", {}).get("image_scalef", 1.0))
-    return np.asarray(adata.obsm["spatial"], dtype=np.float64) * scale
+    return np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64) * scale
 
 
 def check_inside(coords: np.ndarray, shape: tuple[int, ...], sample: str,

@@ -7,6 +7,7 @@ from pathlib import Path
 from anndata import AnnData
 
 from gist.errors import GistInputError
+from gist.io import read_h5ad_samples, read_spatialdata, read_visium_hd, read_xenium
 
 PLATFORMS = ("xenium", "visium_hd", "spatialdata", "h5ad")
 
@@ -34,8 +35,6 @@ def read_samples(path: str | Path, *, image_path: str | Path | None = None, libr
     full-resolution image), ``bin_size`` to Visium HD, ``table_key``/``image_key`` to SpatialData
     (for Xenium ``image_key`` picks ``morphology_focus``, ``morphology_mip`` or an aligned image).
     """
-    from gist.io import read_h5ad_samples, read_spatialdata, read_visium_hd, read_xenium
-
     kind = platform_of(path)
     if kind != "h5ad" and library_key is not None:
         raise GistInputError(f"--library_key applies to .h5ad input; {path} is a {kind} folder (one sample)")

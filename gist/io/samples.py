@@ -10,6 +10,22 @@ from anndata import AnnData
 from gist.keys import LIBRARY_KEY, SPATIAL_NET_KEY, SPATIAL_UNS_KEY
 
 
+def sample_name(adata: AnnData, fallback: str) -> str:
+    """The sample of a one-sample AnnData (its first ``obs[LIBRARY_KEY]``), else ``fallback``."""
+    if LIBRARY_KEY in adata.obs and adata.n_obs:
+        return str(adata.obs[LIBRARY_KEY].iloc[0])
+    return fallback
+
+
+def sample_rows(adata: AnnData, library_key: str) -> tuple[list[str], list[np.ndarray]]:
+    """Each sample's name and rows (``obs[library_key]`` as text, in order of first appearance; a
+    missing value is a sample of its own)."""
+    codes, names = pd.factorize(adata.obs[library_key].astype(str), use_na_sentinel=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return [str(n) for n in names], np.split(order, bounds)
+
+
 def split_samples(adata: AnnData, library_key: str = LIBRARY_KEY) -> tuple[list[AnnData], np.ndarray]:
     """One AnnData per sample (``obs[library_key]``, in order of first appearance; the whole object
     when the column is absent) and the row order of their concatenation in ``adata``
@@ -19,21 +35,19 @@ def split_samples(adata: AnnData, library_key: str = LIBRARY_KEY) -> tuple[list[
     ``uns['Spatial_Net']`` (its graph is in ``obsp``)."""
     if library_key not in adata.obs:
         return [adata], np.arange(adata.n_obs)
-    codes, names = pd.factorize(adata.obs[library_key].astype(str), use_na_sentinel=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    names, rows = sample_rows(adata, library_key)
     # the images of all samples (uns['spatial']) and the joined edge table (uns['Spatial_Net']) are
     # not copied into every part: with 250 FOVs that was 250 copies of everything (out of memory)
     heavy = {key: adata.uns.pop(key) for key in (SPATIAL_UNS_KEY, SPATIAL_NET_KEY) if key in adata.uns}
     try:
-        parts = [adata[members].copy() for members in np.split(order, bounds)]
+        parts = [adata[members].copy() for members in rows]
     finally:
         adata.uns.update(heavy)
     images = heavy.get(SPATIAL_UNS_KEY, {})
     for part, name in zip(parts, names):
         if name in images:
             part.uns[SPATIAL_UNS_KEY] = {name: images[name]}  # the sample's own entry, shared, not copied
-    return parts, order
+    return parts, np.concatenate(rows)
 
 
 def join_samples(adatas: list[AnnData]) -> AnnData:

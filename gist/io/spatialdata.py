@@ -23,9 +23,9 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io._validate import check_coordinates
-from gist.io.image import spatial_entry
-from gist.keys import LIBRARY_KEY
-from gist.io.image import check_inside
+from gist.io.image import check_inside, spatial_entry
+from gist.keys import LIBRARY_KEY, SPATIAL_KEY
+
 
 def read_store(path: str | Path, selection: Sequence[str] | None = None):
     """A SpatialData zarr store (``spatialdata.read_zarr``), with one clear error when it is not one."""
@@ -154,7 +154,7 @@ def to_anndata(
     adata.obs[LIBRARY_KEY] = pd.Categorical([sample] * adata.n_obs)
     adata.var_names_make_unique()
     check_coordinates(pixels, f"{what} cell positions", adata.obs_names)
-    adata.obsm["spatial"] = pixels
+    adata.obsm[SPATIAL_KEY] = pixels
     adata.obsm[f"spatial_{coordinate_system}"] = xy
     entry: dict[str, Any] = spatial_entry(source=source, image_path=image_path, image_shape=(height, width),
                                           image_scalef=1.0, spot_diameter_fullres=spot_diameter_px)

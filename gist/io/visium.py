@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scanpy as sc
 from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io._validate import check_coordinates, read_csv_checked, require_columns, require_file
 from gist.io.image import image_shape, spatial_entry
-from gist.keys import LIBRARY_KEY
+from gist.keys import LIBRARY_KEY, SPATIAL_KEY
 
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
@@ -73,7 +74,6 @@ def read_visium(
     if not path.is_dir():
         raise GistInputError(f"Visium folder not found: {path}")
     counts_path = require_file(path / count_file, "Visium count matrix")
-    import scanpy as sc  # deferred: importing scanpy takes seconds
 
     try:
         adata = sc.read_10x_h5(counts_path)
@@ -92,7 +92,7 @@ def read_visium(
         adata.obs[col] = positions[col].to_numpy()
     coords = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
     check_coordinates(coords, f"tissue positions in {spatial_dir}", adata.obs_names)
-    adata.obsm["spatial"] = coords
+    adata.obsm[SPATIAL_KEY] = coords
 
     scale_path = require_file(spatial_dir / "scalefactors_json.json", "Visium scale factors")
     try:

@@ -9,6 +9,7 @@ the scale factors.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io._validate import require_file
+from gist.io.spatialdata import to_anndata
 
 
 def _bin_folder(path: Path, bin_size: int) -> Path:
@@ -55,11 +57,8 @@ def read_visium_hd(path: str | Path, bin_size: int = 8, *, fullres_image: str | 
         ``obs['sample']`` and the bins' ``array_row``/``array_col``/``in_tissue``;
         ``uns['spatial'][sample]`` with that image and the bin's width in its pixels as the spot diameter.
     """
-    import warnings
-
     from spatialdata_io import visium_hd
 
-    from gist.io.spatialdata import to_anndata
 
     path = Path(path)
     if not path.is_dir():

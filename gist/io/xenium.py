@@ -10,6 +10,7 @@ first, then the boundary and interior stains when the segmentation kit was used.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io._validate import require_file
+from gist.io.spatialdata import to_anndata
 
 #: Files every Xenium output folder holds that the reader needs.
 XENIUM_FILES = ("experiment.xenium", "cell_feature_matrix.h5", "cells.parquet", "cells.zarr.zip")
@@ -49,8 +51,6 @@ def _check_folder(path: Path) -> None:
 
 
 def _read(path: Path, table: bool, image: str):
-    import warnings
-
     from spatialdata_io import xenium
 
     with warnings.catch_warnings():
@@ -98,8 +98,6 @@ def read_xenium(path: str | Path, *, sample: str | None = None, channels: Sequen
         morphology pixels (column, row); ``obsm['spatial_global']`` the same (the Xenium global frame
         is the morphology image's); ``obs['sample']``; ``uns['spatial'][sample]`` pointing at the folder.
     """
-    from gist.io.spatialdata import to_anndata
-
     path = Path(path)
     _check_folder(path)
     size = pixel_size(path)

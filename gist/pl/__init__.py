@@ -20,7 +20,11 @@ import pandas as pd  # noqa: E402
 from anndata import AnnData  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from gist.keys import DENOISED_LAYER, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY  # noqa: E402
+from gist.utils import atomic_path  # noqa: E402
+from gist.keys import CLUSTER_KEY, DENOISED_LAYER, LATENT_KEY, LIBRARY_KEY, MATCHED_KEY, SPATIAL_KEY  # noqa: E402
+import scipy.sparse as sp
+from gist.tl._inputs import log_normalize
+import scanpy as sc
 
 #: The paper's colours for the 8 Lung13 classes.
 PAPER_COLORS: dict[str, str] = {
@@ -58,9 +62,6 @@ def _members(adata: AnnData, sample: str, library_key: str | None) -> np.ndarray
 def log_expression(adata: AnnData) -> np.ndarray:
     """``X`` on the model's scale (normalize_total 1e4 + log1p): as is when it already is (test.py's
     gist.h5ad), computed when ``X`` holds raw counts (whole numbers, as after :func:`gist.tl.fit`)."""
-    import scipy.sparse as sp
-
-    from gist.tl._inputs import log_normalize
 
     values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
     if values.size and np.array_equal(values, np.round(values)):
@@ -68,13 +69,17 @@ def log_expression(adata: AnnData) -> np.ndarray:
     return adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
 
 
-def _finish(fig: plt.Figure, save: str | Path | None, dpi: int = 150) -> plt.Figure:
-    """Write ``fig`` to ``save`` (atomically) when given; return it."""
-    if save is not None:
-        from gist.utils import atomic_path
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
+    """Write ``fig`` to ``path`` atomically (temporary file, then rename); the format is the suffix's."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+    return Path(path)
 
-        with atomic_path(save) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
+
+def _finish(fig: plt.Figure, save: str | Path | None, dpi: int = 150) -> plt.Figure:
+    """Write ``fig`` to ``save`` when given; return it."""
+    if save is not None:
+        save_figure(fig, save, dpi)
     return fig
 
 
@@ -98,7 +103,9 @@ def spatial(adata: AnnData, label_key: str | None = None, cluster_key: str | Non
     adata
         Cells with ``obsm['spatial']`` and the columns to colour by.
     label_key, cluster_key
-        obs columns drawn side by side (either may be ``None`` or absent).
+        obs columns drawn side by side (either may be ``None`` or absent). The default cluster
+        column is the matched clusters of :func:`gist.tl.score`, else the clusters of
+        :func:`gist.tl.cluster`.
     library_key
         obs column of the samples (one pair of panels each).
     point_size
@@ -106,6 +113,8 @@ def spatial(adata: AnnData, label_key: str | None = None, cluster_key: str | Non
     save
         File to write the figure to (format from its suffix).
     """
+    if cluster_key == MATCHED_KEY and MATCHED_KEY not in adata.obs:
+        cluster_key = CLUSTER_KEY  # clustered, not yet scored
     keys = [k for k in (label_key, cluster_key) if k is not None and k in adata.obs]
     if not keys:
         raise ValueError("nothing to colour by: give a label or a prediction column present in obs")
@@ -114,7 +123,7 @@ def spatial(adata: AnnData, label_key: str | None = None, cluster_key: str | Non
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 2.2, 2.6 * rows + 0.4), squeeze=False)
     categories = sorted({str(v) for k in keys for v in adata.obs[k].dropna().unique()})
     colours = palette(categories)
-    xy = np.asarray(adata.obsm["spatial"])
+    xy = np.asarray(adata.obsm[SPATIAL_KEY])
     for ax in axes.ravel():
         ax.set_axis_off()
     for i, sample in enumerate(samples):
@@ -139,8 +148,6 @@ def umap(adata: AnnData, label_key: str, use_rep: str = LATENT_KEY, seed: int = 
          save: str | Path | None = None) -> plt.Figure:
     """UMAP of ``obsm[use_rep]`` (the fused latent) next to UMAP of the expression (PCA 30 of
     ``X``), coloured by ``obs[label_key]``; written to ``save`` when given."""
-    import scanpy as sc
-
     panels = []
     for title, rep in ((f"GIST ({use_rep})", use_rep), ("expression (PCA)", None)):
         work = AnnData(X=log_expression(adata), obs=adata.obs[[label_key]].copy())
@@ -182,8 +189,6 @@ def violin(adata: AnnData, genes: Sequence[str], groupbys: Sequence[str], layer:
            save: str | Path | None = None) -> plt.Figure:
     """Stacked violins of ``genes``: raw (``X``) beside denoised (``layers[layer]``), one row per
     obs column in ``groupbys``; written to ``save`` when given."""
-    import scanpy as sc
-
     fig, axes = plt.subplots(len(groupbys), 2, figsize=(0.45 * len(genes) * 2 + 5, 3.2 * len(groupbys) + 0.6),
                              squeeze=False)
     columns = [adata.var_names.get_loc(g) for g in genes]
@@ -215,7 +220,7 @@ def gene_map(adata: AnnData, gene: str, library_key: str | None = LIBRARY_KEY, l
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.2, 2.6 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
-    xy = np.asarray(adata.obsm["spatial"])
+    xy = np.asarray(adata.obsm[SPATIAL_KEY])
     for i, sample in enumerate(samples):
         members = _members(adata, sample, library_key)
         for j, (values, title) in enumerate(((raw, "raw"), (recon, "denoised"))):

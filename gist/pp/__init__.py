@@ -1,10 +1,15 @@
 """Preprocessing on one AnnData with all samples (scanpy's ``pp``): graph, image features, genes.
 
+Takes a reader's AnnData (raw counts, ``obsm['spatial']``, ``obs['sample']``, images in
+``uns['spatial']``) and gives what the model reads: ``obsp['spatial_connectivities']``
+(:mod:`gist.pp.graph`), ``obsm['imgs']`` (:mod:`gist.pp.extract`, :mod:`gist.pp.extractors`) and
+``var['highly_variable']`` (:mod:`gist.pp.genes`).
+
 >>> import gist
 >>> adata = gist.io.read_cosmx("dataset/nanostring")           # doctest: +SKIP
 >>> gist.pp.spatial_graph(adata)                               # doctest: +SKIP
 >>> gist.pp.image_features(adata, extractor="stats")           # doctest: +SKIP
->>> adata = gist.pp.select_genes(adata)                        # doctest: +SKIP
+>>> gist.pp.select_genes(adata)                                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,14 +17,20 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from gist._docs import DOC, doc_params
+from gist.device import resolve_device
 from gist.errors import GistInputError
-from gist.pp.graph import spatial_graph
-from gist.keys import IMG_KEY, LIBRARY_KEY, UNS_KEY
 from gist.io.samples import split_samples
+from gist.keys import HVG_KEY, IMG_KEY, LIBRARY_KEY, UNS_KEY
+from gist.pp.extract import ExtractConfig, default_patch_size, sample_features
+from gist.pp.extractors import create_extractor, extractor_kind
+from gist.pp.genes import choose_genes
+from gist.pp.graph import spatial_graph
 
 __all__ = ["spatial_graph", "image_features", "select_genes"]
 
 
+@doc_params(**DOC)
 def image_features(
     adata: AnnData,
     extractor: str = "stats",
@@ -35,8 +46,9 @@ def image_features(
     key_added: str = IMG_KEY,
     extractor_kwargs: dict | None = None,
     pool: str | None = None,
-) -> np.ndarray:
-    """Embed an image patch around every cell; writes ``obsm[key_added]``.
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed an image patch around every cell; writes ``obsm[key_added]`` in place.
 
     Parameters
     ----------
@@ -50,53 +62,68 @@ def image_features(
     library_key
         obs column of the samples (each has its own image).
     patch_size
-        Window side in image pixels (default: the Visium spot diameter, else 240 as the paper).
-    pad, flip_y, batch_size, num_workers, device, precision
-        As ``extract_features.py``'s flags of the same names.
+        {patch_size}.
+    pad
+        {pad}.
+    flip_y
+        {flip_y}.
+    batch_size
+        {batch_size}.
+    num_workers
+        {num_workers} (0: in this process).
+    device
+        {device}.
+    precision
+        {extract_precision}.
     key_added
         obsm key of the features.
     extractor_kwargs, pool
         For ``timm:<architecture>``: keyword arguments of ``timm.create_model`` and the token pooling
         (``cls``, ``mean``, ``cls+mean``; :mod:`gist.pp.extractors`).
+    copy
+        Return a copy with the features instead of writing into ``adata``.
 
     Returns
     -------
-    numpy.ndarray
-        ``(cells, features)`` float32, rows in ``adata``'s order.
+    AnnData or None
+        With ``copy``, the copy; else ``None`` (``adata.obsm[key_added]``: ``(cells, features)``
+        float32, rows in ``adata``'s order).
     """
-    from gist.device import resolve_device
-    from gist.pp.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
-    from gist.pp.extractors import check_extractor_name, create_extractor
-
-    if check_extractor_name(extractor) == "none":
+    kind = extractor_kind(extractor)
+    if kind == "none":
         raise GistInputError("extractor 'none' computes no image features; choose stats or a foundation model")
     parts, order = split_samples(adata, library_key)
     config = ExtractConfig(extractor=extractor, weights=weights, patch_size=patch_size or default_patch_size(parts),
                            pad=pad, flip_y=flip_y, batch_size=batch_size, num_workers=num_workers, device=device,
                            precision=precision, extractor_kwargs=extractor_kwargs, pool=pool)
-    model = None if extractor in DESCRIPTORS else create_extractor(extractor, weights, extractor_kwargs, pool)
+    model = create_extractor(extractor, weights, extractor_kwargs, pool) if kind == "foundation" else None
     dev = resolve_device(device)
     features = np.concatenate([sample_features(p, str(p.obs[library_key].iloc[0]) if library_key in p.obs else "all",
                                                config, model, dev) for p in parts])
     out = np.empty_like(features, dtype=np.float32)
     out[order] = features
+    adata = adata.copy() if copy else adata
     adata.obsm[key_added] = out
-    return out
+    return adata if copy else None
 
 
-def select_genes(adata: AnnData, n_top_genes: int | None = None, verbose: bool = True) -> AnnData:
-    """The genes the model will see (:mod:`gist.pp.genes`): ``var['highly_variable']`` when present,
-    else all genes up to 3,000, else the 3,000 (or ``n_top_genes``) most variable by scanpy's
-    ``seurat_v3`` on the raw counts of all samples pooled.
+def select_genes(adata: AnnData, n_top_genes: int | None = None, verbose: bool = True,
+                 copy: bool = False) -> AnnData | None:
+    """Mark the genes the model will read in ``var['highly_variable']`` (:mod:`gist.pp.genes`):
+    the marks already there, else all genes up to 3,000, else the 3,000 (or ``n_top_genes``) most
+    variable by scanpy's ``seurat_v3`` on the raw counts of all samples pooled. :func:`gist.tl.fit`
+    and :func:`gist.tl.embed` read only the marked genes.
 
     Returns
     -------
-    AnnData
-        ``adata`` restricted to those genes (a copy when genes drop), with the rule in
+    AnnData or None
+        With ``copy``, a copy with the marks; else ``None``. The rule is recorded in
         ``uns['gist']['genes']``.
     """
-    from gist.pp.genes import select_genes as choose
-
-    (kept,), choice = choose([adata], n_top_genes, verbose=verbose)
-    kept.uns[UNS_KEY] = dict(kept.uns.get(UNS_KEY, {})) | {"genes": {"rule": choice.rule, "n_genes": len(choice.genes)}}
-    return kept
+    adata = adata.copy() if copy else adata
+    choice = choose_genes([adata], n_top_genes)
+    if verbose:
+        print(f"genes: {choice.describe()}")
+    adata.var[HVG_KEY] = adata.var_names.isin(choice.genes)
+    adata.uns[UNS_KEY] = dict(adata.uns.get(UNS_KEY, {})) | {"genes": {"rule": choice.rule, "n_genes": len(choice.genes)}}
+    return adata if copy else None

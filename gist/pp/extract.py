@@ -9,6 +9,7 @@ records as done with the same settings.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -18,19 +19,21 @@ import numpy as np
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from gist.tl._inputs import sample_name
+from gist.device import resolve_device
 from gist.errors import GistInputError
-from gist.pp.extractors import check_extractor_name
-from gist.pp.stats import patch_stats
-from gist.pp.he import patch_he
-from gist.keys import IMG_KEY
 from gist.io.image import check_inside, get_image, image_coordinates
+from gist.io.samples import sample_name
+from gist.keys import CONNECTIVITIES_KEY, HVG_KEY, IMG_KEY
+from gist.pp.extractors import REGISTRY, check_extractor_name, create_extractor, embed_patches, extractor_kind
+from gist.pp.genes import seurat_v3_genes
+from gist.pp.graph import build_graphs
 from gist.pp.patches import PAD_MODES, DevicePatches, PatchDataset
 from gist.utils import atomic_path, exclusive_folder
 
 MANIFEST = "manifest.json"
 #: The weight-free descriptors: ``stats`` (intensity and texture per channel), ``he`` (per H&E stain, nuclear density).
-DESCRIPTORS = {"stats": patch_stats, "he": patch_he}
+#: The weight-free descriptors of the extractor registry, by name.
+DESCRIPTORS = {name: spec.describe for name, spec in REGISTRY.items() if spec.kind == "descriptor"}
 
 
 @dataclass
@@ -79,7 +82,8 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
 
     ``extractor`` is the model from :func:`gist.pp.extractors.create_extractor` (unused for ``stats``).
     """
-    if config.extractor == "none":
+    kind = extractor_kind(config.extractor)
+    if kind == "none":
         return None
     try:
         image = get_image(adata, channels=config.channels)
@@ -91,10 +95,8 @@ def sample_features(adata: AnnData, name: str, config: ExtractConfig, extractor=
     if config.flip_y:
         coords = np.column_stack([coords[:, 0], image.shape[0] - coords[:, 1]])
     check_inside(coords, image.shape, name)
-    if config.extractor in DESCRIPTORS:
-        return DESCRIPTORS[config.extractor](image, coords, config.patch_size)
-    from gist.pp.extractors import embed_patches
-
+    if kind == "descriptor":
+        return REGISTRY[config.extractor].describe(image, coords, config.patch_size)
     # on a GPU the windows are cut and resized there (image uploaded once); on the CPU by loader workers
     size = extractor.input_size
     dataset = (DevicePatches(image, coords, config.patch_size, size, config.pad, device) if device.type == "cuda"
@@ -131,11 +133,7 @@ def extract_samples(
     check_extractor_name(config.extractor)
     if config.pad not in PAD_MODES:
         raise GistInputError(f"--pad must be one of {PAD_MODES}, got {config.pad!r}")
-    if config.rad_cutoff is not None and config.k_cutoff is not None:
-        raise GistInputError("give --rad_cutoff or --k_cutoff for the spatial graph, not both")
     # graphs and genes are decided over all samples before anything is written
-    from gist.pp.graph import build_graphs
-    from gist.pp.genes import seurat_v3_genes
 
     graph_rule = build_graphs(adatas, config.rad_cutoff, config.k_cutoff, rebuild=True, verbose=progress)
     hvg = None
@@ -150,14 +148,9 @@ def extract_samples(
 
 def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume: bool, progress: bool,
              graph_rule: str, hvg: set | None) -> dict:
-    from gist.pp.genes import HVG_KEY
-    from gist.device import resolve_device
-
     device = resolve_device(config.device)
     extractor = None
-    if config.extractor not in (*DESCRIPTORS, "none"):
-        from gist.pp.extractors import create_extractor
-
+    if extractor_kind(config.extractor) == "foundation":
         extractor = create_extractor(config.extractor, config.weights, config.extractor_kwargs, config.pool)
     manifest = _read_manifest(out_dir) if resume else {"samples": {}}
     if resume and manifest.get("config", config.key()) != config.key():
@@ -186,7 +179,7 @@ def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume
         manifest["samples"][name] = {
             "file": target.name, "cells": int(adata.n_obs), "genes": int(adata.n_vars),
             "img_dim": 0 if features is None else int(features.shape[1]),
-            "edges": int(adata.obsp["spatial_connectivities"].nnz),
+            "edges": int(adata.obsp[CONNECTIVITIES_KEY].nnz),
             "seconds": round(seconds, 3), "cells_per_s": round(rate, 1),
         }
         bar.set_postfix(sample=name, cells_per_s=f"{rate:.0f}")
@@ -200,8 +193,6 @@ def read_pickled_adatas(path: str | Path) -> list[AnnData]:
 
     Unpickling runs code from the file: only use files you trust.
     """
-    import pickle
-
     path = Path(path)
     if not path.is_file():
         raise GistInputError(f"pickle not found: {path}")

@@ -32,10 +32,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from gist.device import EXTRACTION_PRECISIONS
 from gist.errors import GistInputError
+from gist.pp.he import patch_he
+from gist.pp.stats import patch_stats
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,20 +105,30 @@ def _virchow2_embedding(tokens: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class ExtractorSpec:
-    """How to build one foundation model, feed it and turn its output into one vector per patch.
+    """One ``--extractor``: how to build a foundation model, feed it and turn its output into one
+    vector per patch, or the weight-free descriptor that computes the features itself.
 
-    ``dim`` ``None``: read from a forward pass of the built model. ``input_size``, ``mean`` and
-    ``std``: the square patch side and the RGB normalisation the model was trained with.
+    ``build``: the foundation model (``None`` for descriptors and ``none``). ``describe``: a
+    descriptor's ``(image, coords, patch_size) -> (cells, dim)`` (it reads the window as cut, no
+    resizing or normalisation). ``dim`` ``None``: read from the output. ``input_size``, ``mean`` and
+    ``std``: the square patch side and the RGB normalisation a model was trained with (``None`` for
+    descriptors, which take the window as it is).
     """
 
-    build: Callable[[], nn.Module]
+    build: Callable[[], nn.Module] | None
     dim: int | None
     postprocess: Callable[[Tensor], Tensor] | None = None
     filter_state: Callable[[dict, nn.Module], dict] | None = None
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: int | None = 224
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
     architecture: str = ""
+    describe: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``foundation`` (a model with local weights), ``descriptor`` (weight-free) or ``none``."""
+        return "foundation" if self.build is not None else "descriptor" if self.describe is not None else "none"
 
 
 def _swin_filter(state: dict, model: nn.Module) -> dict:
@@ -123,22 +139,34 @@ def _swin_filter(state: dict, model: nn.Module) -> dict:
     return checkpoint_filter_fn(state, model)
 
 
+#: Every ``--extractor`` name: the weight-free descriptors, the foundation-model presets, and
+#: ``none`` (no image features: the model trains its gene branch alone). ``timm:<architecture>``
+#: builds further foundation-model entries on demand (:func:`timm_spec`).
 REGISTRY: dict[str, ExtractorSpec] = {
+    "stats": ExtractorSpec(None, None, input_size=None, mean=None, std=None, describe=patch_stats),
+    "he": ExtractorSpec(None, None, input_size=None, mean=None, std=None, describe=patch_he),
     "uni": ExtractorSpec(build_uni, 1024, architecture="vit_large_patch16_224"),
     "virchow2": ExtractorSpec(build_virchow2, 2560, postprocess=_virchow2_embedding, architecture="vit_huge_patch14_224"),
     "ctranspath": ExtractorSpec(build_ctranspath, 768, filter_state=_swin_filter, architecture="swin_tiny_patch4_window7_224"),
+    "none": ExtractorSpec(None, 0, input_size=None, mean=None, std=None),
 }
 #: Prefix of a named timm architecture as an extractor (``timm:vit_small_patch16_224``).
 TIMM_PREFIX = "timm:"
 #: How ``timm:`` models turn tokens into one vector: the class token, the mean of the patch tokens, both.
 POOLS = ("cls", "mean", "cls+mean")
-#: Extractors that are not foundation models: the weight-free descriptors (:data:`DESCRIPTORS`) and "no image features".
-BUILT_IN = ("stats", "he", "none")
+#: Extractors that are not foundation models: the weight-free descriptors and "no image features".
+BUILT_IN = tuple(name for name, spec in REGISTRY.items() if spec.kind != "foundation")
 
 
 def extractor_names() -> tuple[str, ...]:
     """The extractor names ``--extractor`` takes (besides ``timm:<architecture>``)."""
-    return (*BUILT_IN[:-1], *REGISTRY, BUILT_IN[-1])
+    return tuple(REGISTRY)
+
+
+def extractor_kind(name: str) -> str:
+    """``foundation``, ``descriptor`` or ``none`` for a known name or ``timm:<architecture>``."""
+    check_extractor_name(name)
+    return REGISTRY[name].kind if name in REGISTRY else "foundation"
 
 
 def check_extractor_name(name: str) -> str:
@@ -199,7 +227,7 @@ def extractor_spec(name: str, kwargs: dict | None = None, pool: str | None = Non
     check_extractor_name(name)
     if name.startswith(TIMM_PREFIX):
         return timm_spec(name[len(TIMM_PREFIX):], kwargs, pool)
-    if name not in REGISTRY:
+    if REGISTRY[name].kind != "foundation":
         raise GistInputError(f"extractor {name!r} is not a foundation model")
     if kwargs or pool:
         raise GistInputError(f"--extractor_kwargs and --pool apply to {TIMM_PREFIX}<architecture>; {name!r} is a fixed preset")
@@ -285,9 +313,6 @@ def create_extractor(name: str, weights: str | Path | None, kwargs: dict | None 
     return FoundationExtractor(name, model.eval(), spec)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-
-
 def quantize_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with dynamically int8-quantised Linear layers (CPU inference)."""
     from torch.ao.quantization import quantize_dynamic
@@ -322,11 +347,8 @@ def embed_patches(
     torch.Tensor
         ``(len(dataset), extractor.dim)`` float32 on the CPU.
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    if precision not in PRECISIONS:
-        raise GistInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in EXTRACTION_PRECISIONS:
+        raise GistInputError(f"precision must be one of {', '.join(EXTRACTION_PRECISIONS)}, got {precision!r}")
     cuda = device.type == "cuda"
     if hasattr(dataset, "batches"):  # gist.pp.patches.DevicePatches: batches made on the device
         loader = dataset.batches(batch_size)

@@ -11,18 +11,20 @@ The rule (:func:`choose_genes`), in order:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
 from gist.errors import GistInputError
+from gist.keys import HVG_KEY
 
 #: Genes kept by default when the data have more (and no ``var['highly_variable']``).
 MAX_GENES = 3000
-HVG_KEY = "highly_variable"
 
 
 @dataclass
@@ -39,9 +41,6 @@ class GeneChoice:
 def seurat_v3_genes(adatas: list[AnnData], n_top_genes: int) -> list[str]:
     """The ``n_top_genes`` most variable genes of all samples pooled (scanpy ``seurat_v3`` on raw
     counts), in the data's gene order."""
-    import warnings
-
-    import scanpy as sc
 
     counts = [sp.csr_matrix(a.X, dtype=np.float32) for a in adatas]
     pooled = AnnData(X=sp.vstack(counts).tocsr(), var=pd.DataFrame(index=adatas[0].var_names.copy()))
@@ -89,7 +88,7 @@ def choose_genes(adatas: list[AnnData], n_top_genes: int | None = None, max_gene
     return GeneChoice(seurat_v3_genes(adatas, max_genes), f"{max_genes} most variable of {n_vars} (seurat_v3, pooled)")
 
 
-def select_genes(adatas: list[AnnData], n_top_genes: int | None = None, verbose: bool = True) -> tuple[list[AnnData], GeneChoice]:
+def apply_gene_rule(adatas: list[AnnData], n_top_genes: int | None = None, verbose: bool = True) -> tuple[list[AnnData], GeneChoice]:
     """Restrict every sample to the genes :func:`choose_genes` picks (a copy only when genes drop)."""
     choice = choose_genes(adatas, n_top_genes)
     if verbose:

@@ -20,8 +20,10 @@ from scipy.spatial import cKDTree
 
 from gist.errors import GistInputError
 from gist.io._validate import check_coordinates
+from gist.io.samples import sample_rows
+from gist.keys import CONNECTIVITIES_KEY, LIBRARY_KEY, SPATIAL_KEY, SPATIAL_NET_KEY
 
-DEFAULT_LIBRARY_KEY = "sample"
+DEFAULT_LIBRARY_KEY = LIBRARY_KEY  # squidpy's library_key default; absent column = one sample
 #: The radius rule: :data:`RADIUS_FACTOR` times the median distance from a cell to its
 #: :data:`RADIUS_NEIGHBOUR`-th nearest cell. On a hexagonal lattice (Visium) that is the first ring of
 #: 6 (the 6th neighbour lies at the pitch, the second ring at 1.73 pitches); on a square lattice the
@@ -39,10 +41,23 @@ def _sample_groups(adata: AnnData, library_key: str | None) -> list[np.ndarray]:
         return [np.arange(adata.n_obs)]
     if library_key not in adata.obs:
         raise GistInputError(f"library_key {library_key!r} is not a column of obs (have {list(adata.obs.columns)})")
-    codes, _ = pd.factorize(adata.obs[library_key], use_na_sentinel=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    return np.split(order, bounds)
+    return sample_rows(adata, library_key)[1]
+
+
+def check_rule(radius: float | None, n_neighbours: int | None) -> None:
+    """A graph is built by a radius or by a number of neighbours, never both."""
+    if radius is not None and n_neighbours is not None:
+        raise GistInputError("give a radius (--rad_cutoff) or a number of neighbours (--k_cutoff, n_neighs), not both")
+
+
+def check_neighbours(mean: float, what: str) -> None:
+    """Refuse a graph with fewer than :data:`MIN_MEAN_NEIGHBOURS` neighbours per cell on average."""
+    if mean < MIN_MEAN_NEIGHBOURS:
+        raise GistInputError(
+            f"the spatial graph ({what}) has {mean:.2f} neighbours per cell on average, fewer than "
+            f"{MIN_MEAN_NEIGHBOURS:g}: the radius is too small for these coordinates (units of obsm['spatial']); "
+            "pass a larger radius (--rad_cutoff) or a number of neighbours (--k_cutoff N)"
+        )
 
 
 def kth_neighbour_distances(coords: np.ndarray, k: int = RADIUS_NEIGHBOUR) -> np.ndarray:
@@ -78,7 +93,7 @@ def rule_radius(parts: list[np.ndarray]) -> float:
     return RADIUS_FACTOR * median
 
 
-def auto_radius(adata: AnnData, library_key: str | None = DEFAULT_LIBRARY_KEY, spatial_key: str = "spatial") -> float:
+def auto_radius(adata: AnnData, library_key: str | None = DEFAULT_LIBRARY_KEY, spatial_key: str = SPATIAL_KEY) -> float:
     """:func:`rule_radius` of ``adata``'s coordinates, neighbours sought within samples."""
     if library_key == DEFAULT_LIBRARY_KEY and library_key not in adata.obs:
         library_key = None
@@ -91,10 +106,13 @@ def spatial_graph(
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     radius: float | None = None,
     n_neighs: int | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
+    key_added: str = SPATIAL_KEY,
     verbose: bool = True,
-) -> AnnData:
-    """Build each sample's spatial graph, choosing the radius from the data when none is given.
+    copy: bool = False,
+) -> AnnData | None:
+    """Build each sample's spatial graph, choosing the radius from the data when none is given
+    (squidpy's ``gr.spatial_neighbors``).
 
     Parameters
     ----------
@@ -108,14 +126,20 @@ def spatial_graph(
         Connect each cell to its ``n_neighs`` nearest cells instead.
     spatial_key
         Key of the coordinates in ``obsm``.
+    key_added
+        The graph goes to ``obsp[f'{key_added}_connectivities']`` (1 per edge, row = cell, column =
+        neighbour) and ``obsp[f'{key_added}_distances']``; ``uns[f'{key_added}_neighbors']['params']``
+        records the radius and how it was chosen. The model reads ``key_added='spatial'``.
     verbose
         Print the rule, the radius and the neighbours per cell.
+    copy
+        Return a copy with the graph instead of writing into ``adata``.
 
     Returns
     -------
-    AnnData
-        ``adata`` with the graph (see :func:`Cal_Spatial_Net`); ``uns['spatial_neighbors']['params']``
-        records the radius and how it was chosen.
+    AnnData or None
+        With ``copy``, the copy; else ``None``. Unlike :func:`Cal_Spatial_Net` (the original's
+        API) no ``uns['Spatial_Net']`` edge table is written.
 
     Raises
     ------
@@ -127,28 +151,21 @@ def spatial_graph(
     With neither ``radius`` nor ``n_neighs`` the radius is :func:`auto_radius`: 1.1 times the median
     distance to the 6th nearest cell, the first ring of a Visium lattice (6 neighbours).
     """
-    if radius is not None and n_neighs is not None:
-        raise GistInputError("give a radius or a number of neighbours (n_neighs), not both")
+    check_rule(radius, n_neighs)
+    adata = adata.copy() if copy else adata
     rule = "given"
     if n_neighs is None and radius is None:
         radius = auto_radius(adata, library_key, spatial_key)
         rule = RULE
-    if n_neighs is not None:
-        Cal_Spatial_Net(adata, k_cutoff=n_neighs, model="KNN", verbose=False, library_key=library_key, spatial_key=spatial_key)
-    else:
-        Cal_Spatial_Net(adata, rad_cutoff=radius, verbose=False, library_key=library_key, spatial_key=spatial_key)
-    mean = adata.obsp["spatial_connectivities"].nnz / max(adata.n_obs, 1)
-    adata.uns["spatial_neighbors"]["params"] |= {"rule": rule, "neighbours_per_cell": round(float(mean), 3)}
+    _write_graph(adata, radius, n_neighs, "KNN" if n_neighs is not None else "Radius", library_key, spatial_key, key_added,
+                 edge_table=False)
+    mean = adata.obsp[f"{key_added}_connectivities"].nnz / max(adata.n_obs, 1)
+    adata.uns[f"{key_added}_neighbors"]["params"] |= {"rule": rule, "neighbours_per_cell": round(float(mean), 3)}
     what = f"{n_neighs} nearest neighbours" if n_neighs is not None else f"radius {radius:.4g} ({rule})"
-    if mean < MIN_MEAN_NEIGHBOURS:
-        raise GistInputError(
-            f"the spatial graph with {what} has {mean:.2f} neighbours per cell on average (at least "
-            f"{MIN_MEAN_NEIGHBOURS:g} needed): the radius is too small for these coordinates; pass a larger radius "
-            "or a number of neighbours"
-        )
+    check_neighbours(mean, what)
     if verbose:
         print(f"spatial graph: {what}; {mean:.2f} neighbours per cell on average")
-    return adata
+    return adata if copy else None
 
 
 def radius_edges(coords: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +205,7 @@ def Cal_Spatial_Net(
     model: str = "Radius",
     verbose: bool = True,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
 ) -> AnnData:
     """Build the spatial neighbour graph of every sample in ``adata``, in place.
 
@@ -218,6 +235,20 @@ def Cal_Spatial_Net(
         The same object, with ``uns['Spatial_Net']``, ``obsp['spatial_connectivities']`` and
         ``obsp['spatial_distances']`` written.
     """
+    _write_graph(adata, rad_cutoff, k_cutoff, model, library_key, spatial_key, SPATIAL_KEY, edge_table=True)
+    n_edges = adata.obsp[CONNECTIVITIES_KEY].nnz
+    n = adata.n_obs
+    if verbose:
+        print(f"The graph contains {n_edges} edges, {n} cells.")
+        print(f"{n_edges / max(n, 1):.4f} neighbors per cell on average.")
+    return adata
+
+
+def _write_graph(adata: AnnData, rad_cutoff: float | None, k_cutoff: int | None, model: str, library_key: str | None,
+                 spatial_key: str, key_added: str, edge_table: bool) -> None:
+    """Build every sample's graph into ``obsp[f'{key_added}_connectivities']`` / ``_distances`` and
+    ``uns[f'{key_added}_neighbors']`` (squidpy's names); ``edge_table``: also the original's
+    ``uns['Spatial_Net']`` (only :func:`Cal_Spatial_Net`, the original's API, writes it)."""
     if model not in ("Radius", "KNN"):
         raise GistInputError(f"model must be 'Radius' or 'KNN', got {model!r}")
     if model == "Radius" and (rad_cutoff is None or not rad_cutoff > 0):
@@ -246,20 +277,21 @@ def Cal_Spatial_Net(
     dist = np.linalg.norm(coords[src] - coords[dst], axis=1)
 
     n = adata.n_obs
-    adata.obsp["spatial_connectivities"] = sp.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
+    adata.obsp[f"{key_added}_connectivities"] = sp.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(n, n))
     distances = sp.csr_matrix((dist, (src, dst)), shape=(n, n))
-    adata.obsp["spatial_distances"] = distances
-    names = pd.Index(adata.obs_names.astype(str))
-    adata.uns["Spatial_Net"] = pd.DataFrame(
-        {
-            "Cell1": pd.Categorical.from_codes(src, categories=names),
-            "Cell2": pd.Categorical.from_codes(dst, categories=names),
-            "Distance": dist,
-        }
-    )
-    adata.uns["spatial_neighbors"] = {
-        "connectivities_key": "spatial_connectivities",
-        "distances_key": "spatial_distances",
+    adata.obsp[f"{key_added}_distances"] = distances
+    if edge_table:
+        names = pd.Index(adata.obs_names.astype(str))
+        adata.uns[SPATIAL_NET_KEY] = pd.DataFrame(
+            {
+                "Cell1": pd.Categorical.from_codes(src, categories=names),
+                "Cell2": pd.Categorical.from_codes(dst, categories=names),
+                "Distance": dist,
+            }
+        )
+    adata.uns[f"{key_added}_neighbors"] = {
+        "connectivities_key": f"{key_added}_connectivities",
+        "distances_key": f"{key_added}_distances",
         "params": {
             "model": model,
             "rad_cutoff": None if rad_cutoff is None else float(rad_cutoff),
@@ -267,10 +299,6 @@ def Cal_Spatial_Net(
             "library_key": library_key,
         },
     }
-    if verbose:
-        print(f"The graph contains {len(src)} edges, {n} cells.")
-        print(f"{len(src) / max(n, 1):.4f} neighbors per cell on average.")
-    return adata
 
 
 def Stats_Spatial_Net(adata: AnnData, ax=None, verbose: bool = True) -> pd.DataFrame:
@@ -291,9 +319,9 @@ def Stats_Spatial_Net(adata: AnnData, ax=None, verbose: bool = True) -> pd.DataF
         Columns ``n_neighbors``, ``n_cells`` and ``fraction``; cells without any neighbour are
         counted under 0 (the original leaves them out).
     """
-    if "spatial_connectivities" not in adata.obsp:
+    if CONNECTIVITIES_KEY not in adata.obsp:
         raise GistInputError("no spatial graph in adata: run gist.pp.graph.Cal_Spatial_Net first")
-    per_cell = np.diff(adata.obsp["spatial_connectivities"].indptr)
+    per_cell = np.diff(adata.obsp[CONNECTIVITIES_KEY].indptr)
     values, counts = np.unique(per_cell, return_counts=True)
     table = pd.DataFrame({"n_neighbors": values, "n_cells": counts, "fraction": counts / max(adata.n_obs, 1)})
     mean = per_cell.mean() if len(per_cell) else 0.0
@@ -308,9 +336,9 @@ def Stats_Spatial_Net(adata: AnnData, ax=None, verbose: bool = True) -> pd.DataF
 
 def edge_index(adata: AnnData) -> np.ndarray:
     """The graph as a PyG ``edge_index`` array of shape ``(2, n_edges)`` (source, target)."""
-    if "spatial_connectivities" not in adata.obsp:
+    if CONNECTIVITIES_KEY not in adata.obsp:
         raise GistInputError("no spatial graph in adata: run gist.pp.graph.Cal_Spatial_Net first")
-    coo = sp.coo_matrix(adata.obsp["spatial_connectivities"])
+    coo = sp.coo_matrix(adata.obsp[CONNECTIVITIES_KEY])
     return np.vstack([coo.row, coo.col]).astype(np.int64)
 
 
@@ -329,16 +357,15 @@ def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutof
         If the graphs have fewer than :data:`gist.pp.graph.MIN_MEAN_NEIGHBOURS` neighbours per cell on
         average.
     """
-    todo = [a for a in adatas if rebuild or "spatial_connectivities" not in a.obsp]
+    check_rule(rad_cutoff, k_cutoff)
+    todo = [a for a in adatas if rebuild or CONNECTIVITIES_KEY not in a.obsp]
     rule = "the prepared graphs"
     if todo:
-        if rad_cutoff is not None and k_cutoff is not None:
-            raise GistInputError("give --rad_cutoff or --k_cutoff, not both")
         if k_cutoff is not None:
             rule = f"{k_cutoff} nearest neighbours"
         else:
             if rad_cutoff is None:
-                rad_cutoff = rule_radius([np.asarray(a.obsm["spatial"], dtype=np.float64) for a in todo])
+                rad_cutoff = rule_radius([np.asarray(a.obsm[SPATIAL_KEY], dtype=np.float64) for a in todo])
                 rule = f"radius {rad_cutoff:.4g} = {RULE}"
             else:
                 rule = f"radius {rad_cutoff:.4g}"
@@ -348,21 +375,9 @@ def build_graphs(adatas: list[AnnData], rad_cutoff: float | None = None, k_cutof
             else:
                 Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
     cells = sum(a.n_obs for a in adatas)
-    mean = sum(a.obsp["spatial_connectivities"].nnz for a in adatas) / max(cells, 1)
-    if mean < MIN_MEAN_NEIGHBOURS:
-        raise GistInputError(
-            f"the spatial graph ({rule}) has {mean:.2f} neighbours per cell on average, fewer than "
-            f"{MIN_MEAN_NEIGHBOURS:g}: the radius is too small for these coordinates (units of obsm['spatial']); "
-            "pass a larger --rad_cutoff or --k_cutoff N"
-        )
+    mean = sum(a.obsp[CONNECTIVITIES_KEY].nnz for a in adatas) / max(cells, 1)
+    check_neighbours(mean, rule)
     summary = f"spatial graph: {rule}; {mean:.2f} neighbours per cell on average"
     if verbose:
         print(summary)
     return summary
-
-
-def ensure_graph(adata: AnnData, rad_cutoff: float) -> AnnData:
-    """Build the radius graph unless the sample already has one."""
-    if "spatial_connectivities" not in adata.obsp:
-        Cal_Spatial_Net(adata, rad_cutoff=rad_cutoff, verbose=False)
-    return adata

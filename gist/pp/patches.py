@@ -3,18 +3,17 @@
 The paper crops a 240 x 240 px window around each cell of the CosMx composite, resizes it to
 224 x 224 and scales RGB to [0, 1]. The original shrinks the window near the top/left border and
 silently truncates it at the bottom/right; here every patch is centred and full size, the part
-outside the image filled by padding (``reflect`` or ``constant`` zeros). A cell outside the image
-gets a warning and a padded patch, never a crash.
+outside the image filled by padding (``reflect`` or ``constant`` zeros). A cell whose centre lies
+outside the image is refused before any patch is cut (:func:`gist.io.image.check_inside`): its
+window would be padding only, so the coordinates do not belong to the image.
 """
 
 from __future__ import annotations
-
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
 
 PAD_MODES = ("reflect", "constant")
 

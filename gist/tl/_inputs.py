@@ -3,6 +3,7 @@ image features, edges), the only place where samples become per-sample model inp
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 from anndata import AnnData
 
 from gist.errors import GistInputError
-from gist.keys import IMG_KEY, LIBRARY_KEY
+from gist.io.samples import sample_name
+from gist.keys import HVG_KEY, IMG_KEY
 from gist.pp.graph import edge_index
 from gist.tl.nn import Graph
 
@@ -94,12 +96,6 @@ def log_normalize(counts) -> np.ndarray:
     return np.log1p(dense * scale)
 
 
-def sample_name(adata: AnnData, fallback: str) -> str:
-    if LIBRARY_KEY in adata.obs and adata.n_obs:
-        return str(adata.obs[LIBRARY_KEY].iloc[0])
-    return fallback
-
-
 def to_graph(adata: AnnData, name: str) -> SampleGraph:
     """One sample's inputs: normalised expression (sparse when the counts are), image features
     (``(cells, 0)`` without) and edges."""
@@ -117,6 +113,23 @@ def to_graph(adata: AnnData, name: str) -> SampleGraph:
     )
 
 
+def model_input(adata: AnnData) -> AnnData:
+    """``adata`` as the model reads it: only the genes marked in ``var['highly_variable']``
+    (:func:`gist.pp.select_genes`) when some are unmarked, else ``adata`` itself.
+
+    Raises
+    ------
+    GistInputError
+        If ``var['highly_variable']`` is not boolean or marks no gene.
+    """
+    if HVG_KEY not in adata.var:
+        return adata
+    marks = adata.var[HVG_KEY].to_numpy()
+    if marks.dtype != bool or not marks.any():
+        raise GistInputError(f"var[{HVG_KEY!r}] must mark at least one gene True (run gist.pp.select_genes)")
+    return adata if marks.all() else adata[:, marks].copy()
+
+
 def feature_dims(adata: AnnData) -> tuple[int, int]:
     """``(n_genes, img_dim)`` of a sample as the model sees it (``img_dim`` 0 without image features)."""
     return adata.n_vars, (adata.obsm[IMG_KEY].shape[1] if IMG_KEY in adata.obsm else 0)
@@ -132,3 +145,19 @@ def check_consistent(adatas: list[AnnData]) -> None:
             raise GistInputError(f"sample {name!r} has other genes than the first sample ({adata.n_vars} vs {len(genes)})")
         if feature_dims(adata)[1] != width:
             raise GistInputError(f"sample {name!r} has {feature_dims(adata)[1]}-d image features, the first sample {width}-d")
+
+
+def sample_graphs(adatas: Sequence[AnnData]) -> Iterator[SampleGraph]:
+    """The model inputs of every sample, one :class:`SampleGraph` per sample in order, built one at
+    a time (inference holds one sample's normalised expression at once). The one place where
+    samples become model inputs: :func:`gist.tl.fit`, :func:`gist.tl.embed`, ``test.py`` and the
+    benchmark all come through here.
+
+    Raises
+    ------
+    GistInputError
+        If the samples differ in genes or image feature width (:func:`check_consistent`).
+    """
+    check_consistent(list(adatas))
+    for i, adata in enumerate(adatas):
+        yield to_graph(adata, sample_name(adata, f"#{i}"))

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from gist.tl._inputs import SampleGraph
 from gist.errors import GistInputError
+from gist.tl._inputs import SampleGraph
 
 #: Default ``max_cells_per_batch``: own cells per training step. Sized for a 24 GiB GPU with the
 #: paper model at ~1,000 genes (activations and their gradients of the widest layers, a few

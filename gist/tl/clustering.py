@@ -6,9 +6,15 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
 from anndata import AnnData
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
 
-from gist.keys import CLUSTER_KEY, DENOISED_LAYER, DENOISED_PCA_KEY, LATENT_KEY
+from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, DENOISED_PCA_KEY, LATENT_KEY
+from gist.tl.hmrf import potts_mixture
+from gist.tl.recipes import clusters_denoised
 
 #: Clusterers of :func:`cluster`: leiden (cell types), a tied Gaussian mixture (domains) and the same
 #: mixture with a Potts prior over the spatial graph.
@@ -19,16 +25,12 @@ LEIDEN_RESTARTS = 5
 
 
 def _leiden(adata: AnnData, resolution: float, seed: int, key: str) -> int:
-    import scanpy as sc
-
     sc.tl.leiden(adata, resolution=resolution, random_state=seed, key_added=key, **LEIDEN_KWARGS)
     return int(adata.obs[key].nunique())
 
 
 def _modularity(adata: AnnData, labels: np.ndarray, resolution: float) -> float:
     """Modularity (with ``resolution``) of ``labels`` on the neighbour graph leiden optimises."""
-    import scanpy as sc
-
     graph = sc._utils.get_igraph_from_adjacency(adata.obsp["connectivities"], directed=False)
     codes = pd.factorize(labels)[0].tolist()
     return float(graph.modularity(codes, weights=graph.es["weight"], resolution=resolution))
@@ -77,8 +79,6 @@ def res_search(
     float
         The resolution.
     """
-    import scanpy as sc
-
     if use_rep not in adata.obsm:
         raise KeyError(f"obsm[{use_rep!r}] not found (have {list(adata.obsm)})")
     sc.pp.neighbors(adata, n_neighbors=8, use_rep=use_rep, random_state=seed)
@@ -111,8 +111,6 @@ def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_K
     EM from a seeded k-means start (mclust starts from hierarchical clustering), so labels can
     differ from R's on the same data while the model is the same.
     """
-    from sklearn.mixture import GaussianMixture
-
     x = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     gmm = GaussianMixture(n_components=ncluster, covariance_type="tied", random_state=seed, n_init=1, max_iter=500)
     labels = gmm.fit_predict(x)
@@ -124,11 +122,9 @@ def hmrf(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY
     """The tied Gaussian mixture of :func:`mclust` with a Potts prior on the labels over
     ``obsp['spatial_connectivities']`` (:func:`gist.tl.hmrf.potts_mixture`, strength estimated by
     pseudo-likelihood). Writes ``obs[key_added]``; returns the Potts strength."""
-    from gist.tl.hmrf import potts_mixture
-
-    if "spatial_connectivities" not in adata.obsp:
+    if CONNECTIVITIES_KEY not in adata.obsp:
         raise KeyError("the hmrf clusterer needs the spatial graph in obsp['spatial_connectivities']")
-    result = potts_mixture(adata.obsm[use_rep], adata.obsp["spatial_connectivities"], ncluster, seed=seed)
+    result = potts_mixture(adata.obsm[use_rep], adata.obsp[CONNECTIVITIES_KEY], ncluster, seed=seed)
     adata.obs[key_added] = pd.Categorical(result.labels.astype(str))
     return float(result.beta)
 
@@ -136,8 +132,6 @@ def hmrf(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY
 def neighbour_average(values: np.ndarray, connectivities) -> np.ndarray:
     """Each cell's ``values`` averaged with those of its graph neighbours (the cell itself included,
     the graph made symmetric): one row-normalised sparse product."""
-    import scipy.sparse as sp
-
     adj = sp.csr_matrix(connectivities, dtype=np.float64)
     adj = ((adj + adj.T) > 0).astype(np.float64)
     adj.setdiag(1.0)
@@ -149,10 +143,10 @@ def smooth_rep(adata: AnnData, use_rep: str = LATENT_KEY, key_added: str | None 
     """Write ``obsm[key_added]`` (default ``'<use_rep>_smoothed'``): ``obsm[use_rep]`` averaged over
     each cell and its neighbours in ``obsp['spatial_connectivities']`` (:func:`neighbour_average`).
     Returns the key."""
-    if "spatial_connectivities" not in adata.obsp:
+    if CONNECTIVITIES_KEY not in adata.obsp:
         raise KeyError("smoothing needs the spatial graph in obsp['spatial_connectivities']")
     key = key_added or f"{use_rep}_smoothed"
-    adata.obsm[key] = neighbour_average(adata.obsm[use_rep], adata.obsp["spatial_connectivities"])
+    adata.obsm[key] = neighbour_average(adata.obsm[use_rep], adata.obsp[CONNECTIVITIES_KEY])
     return key
 
 
@@ -164,22 +158,21 @@ def denoised_components(adata: AnnData, n_pcs: int = DENOISED_PCS, seed: int = 0
                         key_added: str = DENOISED_PCA_KEY) -> str:
     """Write ``obsm[key_added]``: the first ``n_pcs`` principal components of the denoised
     expression (``layers['gist_denoised']``), as GraphST clusters its reconstruction. Returns the key."""
-    from sklearn.decomposition import PCA
-
     if DENOISED_LAYER not in adata.layers:
         raise KeyError(f"no denoised expression in layers[{DENOISED_LAYER!r}] (test.py --denoised off leaves it out)")
     values = np.asarray(adata.layers[DENOISED_LAYER], dtype=np.float64)
+    values = values[:, np.isfinite(values).all(axis=0)]  # genes the model did not read are NaN
     adata.obsm[key_added] = PCA(n_components=min(n_pcs, *values.shape), random_state=seed).fit_transform(values)
     return key_added
 
 
 def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0) -> str:
-    """The representation a clustering reads by default: for ``mclust`` domains from a ``gist``
-    recipe, the principal components of the denoised expression (written by
+    """The representation a clustering reads by default (the recipe's ``domain_rep``,
+    :mod:`gist.tl.recipes`): for ``mclust`` domains from a ``gist`` recipe, the principal components of the denoised expression (written by
     :func:`denoised_components`; BENCHMARKS.md, issue 21: mean ARI 0.260 over the six domain sets
     against 0.254 for the latent), falling back to the latent with a message when the denoised
     layer was left out; otherwise (leiden cell types, paper checkpoints) the fused latent."""
-    if method != "mclust" or recipe == "paper":
+    if not clusters_denoised(recipe, method):
         return LATENT_KEY
     if DENOISED_LAYER not in adata.layers:
         print(f"domains clustered on the latent: the denoised expression (layers[{DENOISED_LAYER!r}]) was left out")
@@ -187,7 +180,7 @@ def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0) 
     return denoised_components(adata, seed=seed)
 
 
-def cluster(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY,
+def cluster_rep(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY,
             key_added: str = CLUSTER_KEY, smooth: bool = False) -> dict:
     """Cluster ``obsm[use_rep]`` into ``ncluster`` groups with ``leiden`` (resolution search),
     ``mclust`` (tied Gaussian mixture) or ``hmrf`` (that mixture with a Potts prior over

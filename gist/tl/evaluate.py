@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
 from anndata import AnnData
 
-from gist.tl.clustering import cluster
 from gist.errors import GistInputError
-from gist.keys import CLUSTER_KEY, LATENT_KEY, MATCHED_KEY
-from gist.tl.metrics import labelled_mask, n_labels, score
+from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, LATENT_KEY, MATCHED_KEY
+from gist.tl.clustering import cluster_rep
+from gist.tl.metrics import compare_labels, labelled_mask, n_labels
 from gist.utils import atomic_path
 
 
@@ -37,16 +38,12 @@ def evaluate(adata: AnnData, label_key: str | None, ncluster: int | None, method
         if label_key is None:
             raise GistInputError("clustering needs --ncluster N when the data has no --label_key")
         ncluster = n_labels(adata.obs[label_key])
-    run = cluster(adata, method, int(ncluster), seed=seed, use_rep=use_rep, key_added=CLUSTER_KEY, smooth=smooth)
+    run = cluster_rep(adata, method, int(ncluster), seed=seed, use_rep=use_rep, key_added=CLUSTER_KEY, smooth=smooth)
     metrics = run | {"ncluster": int(ncluster), "seed": seed, "label_key": label_key or "", "cluster_key": CLUSTER_KEY,
                      "use_rep": use_rep}
     if label_key is None:
         return metrics, None
-    labelled = labelled_mask(adata.obs[label_key])
-    summary, table, matched = score(adata.obs[label_key].to_numpy()[labelled], adata.obs[CLUSTER_KEY].to_numpy()[labelled])
-    names = np.full(adata.n_obs, None, dtype=object)
-    names[labelled] = matched.astype(str)
-    adata.obs[MATCHED_KEY] = pd.Categorical(names)
+    summary, table = match_clusters(adata, label_key, CLUSTER_KEY, MATCHED_KEY)
     metrics |= summary | {"matched_key": MATCHED_KEY}
     return metrics, table
 
@@ -56,12 +53,10 @@ def expression_baseline(adata: AnnData, label_key: str, ncluster: int, method: s
     """Scanpy's standard expression-only route on the same cells: PCA (30) of the log-normalised
     input, then the same clustering (with the same neighbour averaging when ``smooth``). Leaves
     ``adata`` untouched."""
-    import scanpy as sc
-
     x = adata.X.toarray() if sp.issparse(adata.X) else adata.X
     work = AnnData(X=np.asarray(x, dtype=np.float32), obs=adata.obs[[label_key]].copy())
     if smooth:
-        work.obsp["spatial_connectivities"] = adata.obsp["spatial_connectivities"]
+        work.obsp[CONNECTIVITIES_KEY] = adata.obsp[CONNECTIVITIES_KEY]
     sc.pp.pca(work, n_comps=min(30, work.n_vars - 1, work.n_obs - 1), random_state=seed)
     metrics, _ = evaluate(work, label_key, ncluster, method, seed=seed, use_rep="X_pca", smooth=smooth)
     return metrics
@@ -79,3 +74,15 @@ def write_metrics(metrics: dict, table: pd.DataFrame | None, result_path: str | 
             table.to_csv(tmp, index=False)
         written.append(result_path / "metrics_per_class.csv")
     return written
+
+
+def match_clusters(adata: AnnData, label_key: str, cluster_key: str, key_added: str) -> tuple[dict, pd.DataFrame]:
+    """Score ``obs[cluster_key]`` against ``obs[label_key]`` on the labelled cells (Hungarian
+    matching, :func:`gist.tl.metrics.compare_labels`); writes the matched label of every labelled
+    cell to ``obs[key_added]``. Returns the scores and the per-class table."""
+    labelled = labelled_mask(adata.obs[label_key])
+    summary, table, matched = compare_labels(adata.obs[label_key].to_numpy()[labelled], adata.obs[cluster_key].to_numpy()[labelled])
+    names = np.full(adata.n_obs, None, dtype=object)
+    names[labelled] = matched.astype(str)
+    adata.obs[key_added] = pd.Categorical(names)
+    return summary, table

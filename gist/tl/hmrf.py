@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
+from sklearn.mixture import GaussianMixture
 
 #: Upper end of the search for the Potts strength (per neighbour that agrees).
 MAX_BETA = 20.0
@@ -127,8 +128,6 @@ def potts_mixture(x: np.ndarray, graph, ncluster: int, seed: int = 0, beta: floa
     -------
     HMRFResult
     """
-    from sklearn.mixture import GaussianMixture
-
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < ncluster:
         raise ValueError(f"x must be (cells, dims) with at least {ncluster} cells, got shape {x.shape}")

@@ -9,11 +9,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
 
-from gist.tl.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
-from gist.tl._inputs import SampleGraph, feature_dims, log_normalize, log_normalize_sparse, sample_name, to_graph
-from gist.io.samples import join_samples
 from gist.errors import GistInputError
+from gist.io._validate import labelled_mask
+from gist.io.samples import join_samples, sample_name, split_samples
 from gist.keys import (
     COUNTS_LAYER,
     DENOISED_LAYER,
@@ -25,43 +26,16 @@ from gist.keys import (
     SPATIAL_NET_KEY,
     UNS_KEY,
 )
-from gist.tl.model import TransImg, dims_from_state_dict
+from gist.tl._inputs import SampleGraph, feature_dims, log_normalize, log_normalize_sparse, sample_graphs
+from gist.tl.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
+from gist.tl.checkpoints import load_checkpoint
+from gist.tl.clustering import cluster_rep
+from gist.tl.model import TransImg
 from gist.utils import atomic_path
 
 
-def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
-    """Load a ``TransImg`` state dict (ours or the original's) safely, checking it fits the data.
-
-    Raises
-    ------
-    GistInputError
-        If the file is missing or unreadable, or its gene / image dimensions differ from the data's.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise GistInputError(f"checkpoint not found: {path} (train first, or pass --pretrain FILE)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors come in many types
-        raise GistInputError(f"checkpoint {path} is not a loadable state dict: {err}") from None
-    if isinstance(state, dict) and "model" in state and "conv1.lin_key.weight" not in state:
-        state = state["model"]
-    try:
-        dims, options = dims_from_state_dict(state)
-    except ValueError as err:
-        raise GistInputError(f"checkpoint {path}: {err}") from None
-    if (dims[0], dims[1]) != (n_genes, img_dim):
-        raise GistInputError(
-            f"checkpoint {path} expects {dims[0]} genes and {dims[1]}-d image features, but the data has "
-            f"{n_genes} genes and {img_dim}-d image features"
-        )
-    model = TransImg(dims, **options)
-    model.load_state_dict(state, strict=True)
-    return model
-
-
 @torch.inference_mode()
-def embed(model: TransImg, graph: SampleGraph, device: torch.device,
+def embed_graph(model: TransImg, graph: SampleGraph, device: torch.device,
           max_cells: int | None = DEFAULT_MAX_CELLS, denoise: bool = True) -> dict[str, np.ndarray]:
     """Run the model on one sample: its latents (:data:`~gist.keys.LATENT_KEY`, gene and image
     latents) and the fused reconstruction clipped at 0 (:data:`~gist.keys.DENOISED_LAYER`);
@@ -105,7 +79,6 @@ def consensus_latent(latents: list[np.ndarray], n_components: int) -> np.ndarray
     """
     if len(latents) == 1:
         return latents[0]
-    from sklearn.decomposition import PCA
 
     stacked = np.hstack([standardize_columns(z) for z in latents])
     k = min(n_components, stacked.shape[1], stacked.shape[0])
@@ -132,11 +105,10 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     models = [m.to(device) for m in as_models(model)]
     latents: dict[str, list[list[np.ndarray]]] = {}
     denoised = []
-    for i, adata in enumerate(adatas):
-        graph = to_graph(adata, sample_name(adata, f"#{i}"))
+    for graph in sample_graphs(adatas):
         total = None
         for k, m in enumerate(models):
-            out = embed(m, graph, device, denoise=denoise)
+            out = embed_graph(m, graph, device, denoise=denoise)
             if denoise:
                 recon = out.pop(DENOISED_LAYER)
                 total = recon if total is None else total + recon
@@ -151,15 +123,27 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     return combined
 
 
-def denoised_bytes(adatas: list[AnnData]) -> int:
+def denoised_bytes(data: AnnData | Sequence[AnnData]) -> int:
     """Bytes of the dense float32 cells x genes reconstruction :func:`infer` would hold."""
+    adatas = [data] if isinstance(data, AnnData) else list(data)
     return 4 * sum(a.n_obs for a in adatas) * (adatas[0].n_vars if adatas else 0)
 
 
-def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
+def _samples(data: AnnData | Sequence[AnnData]) -> tuple[list[AnnData], np.ndarray | None]:
+    """The per-sample parts of one AnnData (split by ``obs['sample']``, fresh copies) and their row
+    order in it; a list of samples as it is (``None``: no order to restore, parts not ours)."""
+    if isinstance(data, AnnData):
+        return split_samples(data)
+    return list(data), None
+
+
+def infer(data: AnnData | Sequence[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
           info: dict | None = None, denoise: bool = True) -> AnnData:
     """Embed every sample with one model or an ensemble and gather them into one AnnData (the
     layout of test.py's ``gist.h5ad``).
+
+    ``data`` is one AnnData with all samples (``obs['sample']``; rows come back in its order) or a
+    list of per-sample AnnData (rows in their order, samples one after the other).
 
     Returns
     -------
@@ -176,11 +160,12 @@ def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: t
         ``uns['gist']['denoised']`` is false.
     """
     models = as_models(model)
+    adatas, order = _samples(data)
     arrays = embed_samples(adatas, models, device, denoise=denoise)
     bounds = np.cumsum([0] + [a.n_obs for a in adatas])
     parts = []
     for i, adata in enumerate(adatas):
-        part = adata.copy()
+        part = adata.copy() if order is None else adata  # the parts of a split are copies already
         part.layers[COUNTS_LAYER] = sp.csr_matrix(part.X)
         # the model input; kept sparse when the counts are (a dense copy of a million cells is GBs)
         part.X = log_normalize_sparse(part.X) if sp.issparse(part.X) else log_normalize(part.X)
@@ -188,6 +173,8 @@ def infer(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: t
         part.uns.pop(SPATIAL_NET_KEY, None)  # per-sample edge tables; obsp keeps the graph
         parts.append(part)
     merged = join_samples(parts)
+    if order is not None and not np.array_equal(order, np.arange(len(order))):
+        merged = merged[np.argsort(order)].copy()  # back to the input's row order
     merged.uns[UNS_KEY] = dict(info or {}) | {"image_branch": bool(models[0].has_image), "ensemble_size": len(models),
                                               "denoised": bool(denoise)}
     return merged
@@ -220,7 +207,7 @@ ORACLE_MIN_EPOCH = 200
 
 
 def oracle_select(
-    adatas: list[AnnData],
+    data: AnnData | Sequence[AnnData],
     checkpoints: list[tuple[int, Path]],
     label_key: str,
     ncluster: int,
@@ -242,11 +229,7 @@ def oracle_select(
     (epoch, path, scores)
         The chosen checkpoint and the ARI of every candidate, keyed by epoch.
     """
-    from sklearn.metrics import adjusted_rand_score
-
-    from gist.tl.clustering import cluster
-    from gist.tl.metrics import labelled_mask
-
+    adatas = _samples(data)[0]
     if not checkpoints:
         raise GistInputError("--select oracle found no final_<epoch>_<repeat>.pth checkpoints to choose from")
     checkpoints = [(e, p) for e, p in checkpoints if e >= min_epoch] or list(checkpoints)
@@ -258,7 +241,7 @@ def oracle_select(
     for epoch, path in checkpoints:
         result = infer(adatas, load_checkpoint(path, genes, img_dim), device)
         labelled = result[labelled_mask(result.obs[label_key])].copy()
-        cluster(labelled, method, ncluster, seed=seed, use_rep=LATENT_KEY, key_added="oracle_cluster")
+        cluster_rep(labelled, method, ncluster, seed=seed, use_rep=LATENT_KEY, key_added="oracle_cluster")
         scores[epoch] = float(adjusted_rand_score(labelled.obs[label_key].astype(str), labelled.obs["oracle_cluster"]))
     best = max(scores, key=scores.get)
     return best, dict(checkpoints)[best], scores

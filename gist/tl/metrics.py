@@ -7,28 +7,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-#: Label texts that mean "no label": how a missing value reads once a column went through ``astype(str)``
-#: (the DLPFC annotation stores its 39 unannotated spots as the category ``"nan"``).
-MISSING_LABEL_TEXTS = frozenset({"nan", "NaN", "None", "<NA>", ""})
-
-
-def labelled_mask(labels) -> np.ndarray:
-    """``True`` where a cell has a label: not missing and not a text in :data:`MISSING_LABEL_TEXTS`.
-
-    Parameters
-    ----------
-    labels
-        One label per cell (array, list or ``pandas.Series``, categorical or not).
-
-    Returns
-    -------
-    ndarray of bool
-    """
-    values = pd.Series(np.asarray(labels, dtype=object))
-    present = values.notna().to_numpy()
-    texts = values[present].astype(str).str.strip()
-    present[present] = ~texts.isin(MISSING_LABEL_TEXTS).to_numpy()
-    return present
+from gist.io._validate import MISSING_LABEL_TEXTS, labelled_mask  # noqa: F401 (part of this module's API)
 
 
 def n_labels(labels) -> int:
@@ -54,7 +33,7 @@ def hungarian_match(labels, clusters) -> dict[str, str]:
     return {c: mapping.get(c, f"unmatched_{c}") for c in table.index}
 
 
-def score(labels, clusters) -> tuple[dict, pd.DataFrame, np.ndarray]:
+def compare_labels(labels, clusters) -> tuple[dict, pd.DataFrame, np.ndarray]:
     """ARI, NMI and per-class precision/recall/F1 after Hungarian matching.
 
     Cells whose label is missing (:func:`labelled_mask`) are left out.

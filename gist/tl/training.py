@@ -1,46 +1,49 @@
-"""Training the GIST model: the paper's recipe, checkpoints, resume and loss curves.
+"""Training the GIST model: the training loop, ensembles, resume and early stopping.
 
-Files written to ``save_path`` (``R`` = repeat):
+The files a run writes into ``save_path`` (weights, records, resume states, loss curves) are named,
+written and read by :mod:`gist.tl.checkpoints`.
 
-- ``final_{epoch}_R.pth`` every ``save_every`` epochs and ``final_R.pth`` at the end: plain
-  ``TransImg`` state dicts, as the original writes them, each with a ``.json`` beside it
-  (arguments, recipe, genes, data shape, versions, seed, epoch, loss, ensemble members);
-- ``train_state_R.pt``: model, optimiser and shuffling state of the newest checkpoint, for
-  ``resume`` (tensors and plain types only, loaded with ``weights_only=True``);
-- ``loss_R.csv`` and ``loss_R.png``: loss per epoch.
-
-Every file is written to a temporary name and renamed, so an interrupted run leaves none half-written.
-
-Two recipes (:data:`RECIPES`): ``paper`` is the original's (one model, 1,000 epochs, its loss);
-``gist`` (the default) trains an ensemble of 5 models of 150 epochs (repeats ``R .. R+4``, seeds
-``seed .. seed+4``), standardises the image features inside the model and adds the fused image
+The recipes are in :mod:`gist.tl.recipes`: ``paper`` is the original's (one model, 1,000 epochs,
+its loss); ``gist`` (the default) trains an ensemble of 5 models of 150 epochs (repeats ``R .. R+4``,
+seeds ``seed .. seed+4``), standardises the image features inside the model and adds the fused image
 reconstruction (``fused_img_head``). docs/reproduction.md lists each difference and what it gains.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import platform
 import random
-import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gist.tl import distributed
-from gist.tl.batches import DEFAULT_MAX_CELLS, make_batches, own_rows
-from gist.tl._inputs import SampleGraph
+import gist
 from gist.device import autocast, resolve_device
 from gist.errors import GistInputError
+from gist.tl import distributed
+from gist.tl._inputs import SampleGraph
+from gist.tl.batches import DEFAULT_MAX_CELLS, make_batches, own_rows
+from gist.tl.checkpoints import (
+    epoch_file,
+    final_file,
+    finished_member,
+    latest_epoch_checkpoint,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    save_state,
+    state_file,
+    write_losses,
+)
 from gist.tl.model import TransImg, gist_loss
-from gist.utils import atomic_path, exclusive_folder
+from gist.tl.recipes import DEFAULT_RECIPE, TASKS, default_epochs, get_recipe
+from gist.utils import exclusive_folder
 
 
 class TrainingDiverged(GistInputError):
@@ -79,40 +82,23 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # recorded in the JSON, e.g. the CLI arguments
 
 
-#: Named recipes: the settings that differ from :class:`TrainConfig`'s (the paper's) defaults.
-RECIPES: dict[str, dict] = {
-    "paper": {},
-    "gist": {"epochs": 150, "ensemble": 5, "fused_img_head": True, "standardize_img": True, "save_every": 0,
-             "n_pcs": 50, "hidden": (128, 30), "hops": 2},
-}
-DEFAULT_RECIPE = "gist"
-#: The two tasks a default is chosen for (BENCHMARKS.md, protocol): ``cell_types`` (leiden) and
-#: ``domains`` (mclust-like mixtures).
-TASKS = ("cell_types", "domains")
-#: Settings of a recipe that differ by task, over :data:`RECIPES` (each the winner of the task's
-#: development sets in BENCHMARKS.md: two message-passing layers for cell types, one for domains).
-TASK_SETTINGS: dict[str, dict[str, dict]] = {"gist": {"domains": {"hops": 1}}}
+def recipe_config(recipe: str = DEFAULT_RECIPE, task: str = "cell_types", dataset: str | None = None,
+                  **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` for a named recipe (:data:`gist.tl.recipes.RECIPES`); ``overrides``
+    that are ``None`` are ignored.
 
-
-def task_of(cluster_method: str) -> str:
-    """The task a clusterer serves: ``domains`` for ``mclust``/``hmrf``, ``cell_types`` for ``leiden``."""
-    if cluster_method not in ("leiden", "mclust", "hmrf"):
-        raise GistInputError(f"unknown clusterer {cluster_method!r} (leiden, mclust or hmrf)")
-    return "cell_types" if cluster_method == "leiden" else "domains"
-
-
-def recipe_config(recipe: str = DEFAULT_RECIPE, task: str = "cell_types", **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` for a named recipe; ``overrides`` that are ``None`` are ignored.
-
-    ``hops=4`` (every layer) and ``n_pcs=0`` (genes in) mean the original's layout and are stored
-    as ``None``, so that a recipe with other values can be brought back to it. ``task`` (one of
-    :data:`TASKS`) adds the recipe's settings for that task (:data:`TASK_SETTINGS`) and is recorded
-    in ``extra['task']``."""
-    if recipe not in RECIPES:
-        raise GistInputError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
+    ``task`` (one of :data:`gist.tl.recipes.TASKS`) adds the recipe's settings for that task and is
+    recorded in ``extra['task']``; ``dataset`` (a named dataset) its epochs for that dataset when
+    ``epochs`` is not given (the paper recipe trains the demo 100 epochs). ``hops=4`` (every layer)
+    and ``n_pcs=0`` (genes in) mean the original's layout and are stored as ``None``, so that a
+    recipe with other values can be brought back to it."""
+    entry = get_recipe(recipe)
     if task not in TASKS:
         raise GistInputError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
-    settings = RECIPES[recipe] | TASK_SETTINGS.get(recipe, {}).get(task, {}) | {k: v for k, v in overrides.items() if v is not None}
+    settings = entry.settings | entry.tasks.get(task, {})
+    if default_epochs(recipe, dataset) is not None:
+        settings["epochs"] = default_epochs(recipe, dataset)
+    settings |= {k: v for k, v in overrides.items() if v is not None}
     settings["extra"] = dict(settings.get("extra", {})) | {"task": task}
     # the original's layout has its own spelling: every layer passes messages, genes in
     if settings.get("hops") == ALL_HOPS:
@@ -135,7 +121,6 @@ def seed_everything(seed: int) -> None:
 def versions() -> dict[str, str]:
     import torch_geometric
 
-    import gist
 
     return {"gist": gist.__version__, "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
@@ -224,79 +209,6 @@ def stop_reason(losses: list[float], patience: int | None, min_delta: float) -> 
             f"(best {best:.6g}, last {losses[-1]:.6g})")
 
 
-def _save_json(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-
-
-def _save_checkpoint(save_path: Path, stem: str, model: TransImg, meta: dict) -> None:
-    with atomic_path(save_path / f"{stem}.pth") as tmp:
-        torch.save(model.state_dict(), tmp)
-    _save_json(save_path / f"{stem}.json", meta)
-
-
-def _write_losses(save_path: Path, repeat: int, losses: list[float]) -> None:
-    frame = pd.DataFrame({"epoch": np.arange(1, len(losses) + 1), "loss": losses})
-    with atomic_path(save_path / f"loss_{repeat}.csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(frame["epoch"], frame["loss"])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.set_title(f"GIST training loss (repeat {repeat})")
-    fig.tight_layout()
-    with atomic_path(save_path / f"loss_{repeat}.png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-
-
-def _save_state(path: Path, model: TransImg, optimizer: torch.optim.Optimizer, shuffler: torch.Generator,
-                losses: list[float], epoch: int) -> None:
-    """The resume state: model, optimiser and shuffling state after ``epoch`` (tensors and plain types)."""
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "shuffler": shuffler.get_state(),
-                    "losses": losses, "epoch": epoch, "hidden_dims": model.hidden_dims}, tmp)
-
-
-def finished_member(save_path: Path, config: TrainConfig, model: TransImg) -> tuple[TransImg, list[float]] | None:
-    """``(model, losses)`` of a member that already finished in ``save_path`` with this
-    configuration (``final_<repeat>.pth``, its record, its loss curve), loaded into ``model``;
-    ``None`` when there is none to reuse, so it must be trained."""
-    weights, record, curve = (save_path / f"{stem}_{config.repeat}{ext}" for stem, ext in
-                              (("final", ".pth"), ("final", ".json"), ("loss", ".csv")))
-    if not (weights.is_file() and record.is_file() and curve.is_file()):
-        return None
-    try:
-        meta = json.loads(record.read_text())
-        same = {k: meta["config"][k] for k in ("epochs", "seed", "lr", "hidden", "recipe")} == \
-            {"epochs": config.epochs, "seed": config.seed, "lr": config.lr, "hidden": list(config.hidden), "recipe": config.recipe}
-        if not (same and "stopped" in meta):
-            return None
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (ValueError, KeyError, RuntimeError, OSError):
-        return None
-    print(f"repeat {config.repeat}: finished before ({weights.name}), not trained again")
-    return model.cpu(), [float(v) for v in pd.read_csv(curve)["loss"]]
-
-
-def epoch_checkpoints(save_path: str | Path, repeat: int = 0) -> list[tuple[int, Path]]:
-    """All ``final_{epoch}_{repeat}.pth`` in ``save_path`` as ``(epoch, path)``, by epoch."""
-    pattern = re.compile(rf"final_(\d+)_{repeat}\.pth$")
-    return sorted((int(m.group(1)), p) for p in Path(save_path).glob(f"final_*_{repeat}.pth") if (m := pattern.match(p.name)))
-
-
-def latest_epoch_checkpoint(save_path: str | Path, repeat: int = 0) -> tuple[int, Path] | None:
-    """The newest ``final_{epoch}_{repeat}.pth`` in ``save_path``, or ``None``."""
-    found = epoch_checkpoints(save_path, repeat)
-    return found[-1] if found else None
-
-
 def train(
     graphs: list[SampleGraph],
     config: TrainConfig,
@@ -350,15 +262,11 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
     shuffler = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     start_epoch = 1
-    state_path = save_path / f"train_state_{config.repeat}.pt"
+    state_path = state_file(save_path, config.repeat)
     if resume and not state_path.is_file() and (done := finished_member(save_path, config, model)) is not None:
         return done  # this member finished cleanly before (its resume state was removed)
     if resume and state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception as err:  # pickle/zip errors come in many types
-            raise GistInputError(f"--resume: {state_path} is not a readable training state ({err}); delete it to "
-                                 "resume from the newest final_<epoch> checkpoint instead") from None
+        state = load_state(state_path, device)
         if state["hidden_dims"] != model.hidden_dims:
             raise GistInputError(
                 f"{state_path} was trained with hidden_dims {state['hidden_dims']}, this run has {model.hidden_dims}"
@@ -376,7 +284,7 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
             stacklevel=2,
         )
         try:
-            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            model.load_state_dict(load_weights(path, device))
         except Exception as err:  # a damaged file, or another model's
             raise GistInputError(f"--resume: {path} cannot be loaded into this model ({err}); delete it or start "
                                  "without --resume") from None
@@ -415,9 +323,9 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         saves = bool(config.save_every) and epoch % config.save_every == 0
         if main and saves:
-            _save_checkpoint(save_path, f"final_{epoch}_{config.repeat}", model, meta_base | {"epoch": epoch, "loss": losses[-1]})
+            save_checkpoint(epoch_file(save_path, epoch, config.repeat), model, meta_base | {"epoch": epoch, "loss": losses[-1]})
         if main and (saves or (config.state_every and epoch % config.state_every == 0)) and epoch < config.epochs:
-            _save_state(state_path, model, optimizer, shuffler, losses, epoch)
+            save_state(state_path, model, optimizer, shuffler, losses, epoch)
         if (stopped := stop_reason(losses, config.patience, config.min_delta)) is not None:
             if main:
                 print(f"{stopped}; stopped after epoch {epoch} of {config.epochs}")
@@ -433,9 +341,9 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
         meta["distributed"] = meta_base["distributed"] | {"weights_identical": distributed.weights_identical(model, device)}
     if main:
         if config.keep_state:  # the state of the last epoch, so that the run can be extended exactly
-            _save_state(state_path, model, optimizer, shuffler, losses, last_epoch)
-        _save_checkpoint(save_path, f"final_{config.repeat}", model, meta)
-        _write_losses(save_path, config.repeat, losses)
+            save_state(state_path, model, optimizer, shuffler, losses, last_epoch)
+        save_checkpoint(final_file(save_path, config.repeat), model, meta)
+        write_losses(save_path, config.repeat, losses)
         if not config.keep_state:
             state_path.unlink(missing_ok=True)  # finished cleanly: final_<repeat>.pth is what is needed
     distributed.barrier()
