@@ -240,16 +240,13 @@ def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int 
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Per-sample image features with a weight-free descriptor (``stats``, ``he``) or a foundation
     model (local ``weights``)."""
-    from gist.pp.extract import DESCRIPTORS, ExtractConfig, default_patch_size, sample_features
+    from gist.pp.extract import ExtractConfig, default_patch_size, sample_features
+    from gist.pp.extractors import create_extractor, extractor_kind
     from gist.device import resolve_device
 
     # the window: a Visium spot's diameter on the image used (DLPFC's lowres), else the paper's 240 px
     config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=default_patch_size(adatas))
-    model = None
-    if extractor not in DESCRIPTORS:
-        from gist.pp.extractors import create_extractor
-
-        model = create_extractor(extractor, weights)
+    model = create_extractor(extractor, weights) if extractor_kind(extractor) == "foundation" else None
     dev = resolve_device(device)
     return [sample_features(a, str(i), config, model, dev) for i, a in enumerate(adatas)]
 

@@ -31,9 +31,6 @@ from gist.pp.patches import PAD_MODES, DevicePatches, PatchDataset
 from gist.utils import atomic_path, exclusive_folder
 
 MANIFEST = "manifest.json"
-#: The weight-free descriptors: ``stats`` (intensity and texture per channel), ``he`` (per H&E stain, nuclear density).
-#: The weight-free descriptors of the extractor registry, by name.
-DESCRIPTORS = {name: spec.describe for name, spec in REGISTRY.items() if spec.kind == "descriptor"}
 
 
 @dataclass

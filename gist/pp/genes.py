@@ -50,6 +50,24 @@ def seurat_v3_genes(adatas: list[AnnData], n_top_genes: int) -> list[str]:
     return list(pooled.var_names[pooled.var[HVG_KEY].to_numpy()])
 
 
+def marked_genes(adata: AnnData) -> np.ndarray | None:
+    """The boolean mask of ``var['highly_variable']``, or ``None`` when the data carry no marks.
+
+    Raises
+    ------
+    GistInputError
+        If the column is not True/False per gene or marks no gene.
+    """
+    if HVG_KEY not in adata.var:
+        return None
+    flags = adata.var[HVG_KEY].to_numpy()
+    if flags.dtype != bool:
+        raise GistInputError(f"var[{HVG_KEY!r}] must be True/False per gene, got dtype {flags.dtype}")
+    if not flags.any():
+        raise GistInputError(f"var[{HVG_KEY!r}] marks no gene as highly variable")
+    return flags
+
+
 def choose_genes(adatas: list[AnnData], n_top_genes: int | None = None, max_genes: int = MAX_GENES) -> GeneChoice:
     """Apply the module's rule to samples that share one gene panel.
 
@@ -76,12 +94,8 @@ def choose_genes(adatas: list[AnnData], n_top_genes: int | None = None, max_gene
         if n_top_genes >= n_vars:
             return GeneChoice(list(adatas[0].var_names), f"all {n_vars} genes (n_top_genes={n_top_genes} >= genes)")
         return GeneChoice(seurat_v3_genes(adatas, n_top_genes), f"{n_top_genes} most variable (seurat_v3, pooled)")
-    if HVG_KEY in adatas[0].var:
-        flags = adatas[0].var[HVG_KEY].to_numpy()
-        if flags.dtype != bool:
-            raise GistInputError(f"var[{HVG_KEY!r}] must be True/False per gene, got dtype {flags.dtype}")
-        if not flags.any():
-            raise GistInputError(f"var[{HVG_KEY!r}] marks no gene as highly variable")
+    flags = marked_genes(adatas[0])
+    if flags is not None:
         return GeneChoice(list(adatas[0].var_names[flags]), f"var[{HVG_KEY!r}] of the data")
     if n_vars <= max_genes:
         return GeneChoice(list(adatas[0].var_names), f"all genes (<= {max_genes})")

@@ -118,7 +118,7 @@ def fit(
     record = {"recipe": recipe, "settings": settings, "versions": versions(), "final_loss": [c[-1] for c in curves],
               "checkpoint": str(save_path) if save_path else ""}
     if embed_cells:
-        embed(adata, models, device=device, library_key=library_key)
+        _embed(adata, genes, models, device, library_key)
     adata.uns[UNS_KEY] = dict(adata.uns.get(UNS_KEY, {})) | record
     return models
 
@@ -130,8 +130,11 @@ def embed(adata: AnnData, models, device: str = "auto", library_key: str = LIBRA
 
     The models read the genes marked in ``var['highly_variable']`` (all genes without marks); where
     genes are unmarked, their columns of ``layers['gist_denoised']`` are NaN (not modelled)."""
-    models = as_models(models)
-    genes = model_input(adata)
+    return _embed(adata, model_input(adata), as_models(models), device, library_key)
+
+
+def _embed(adata: AnnData, genes: AnnData, models: list, device: str, library_key: str) -> AnnData:
+    """:func:`embed` with the model's view of ``adata`` (:func:`gist.tl._inputs.model_input`) already made."""
     parts, order = _samples(genes, library_key)
     arrays = embed_samples(parts, models, resolve_device(device))
     placed = {}
@@ -170,7 +173,7 @@ def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: st
     if use_rep == "auto":
         use_rep = default_rep(adata, method, recipe, seed=seed)
     params = cluster_rep(adata, method, int(n_clusters), seed=seed, use_rep=use_rep, key_added=key_added,
-                            smooth=bool(smooth)) | {"use_rep": use_rep}
+                         smooth=bool(smooth)) | {"use_rep": use_rep}
     adata.uns[key_added] = {"params": {k: v for k, v in params.items() if v is not None}}
     return adata if copy else None
 

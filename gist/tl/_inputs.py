@@ -13,7 +13,8 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io.samples import sample_name
-from gist.keys import HVG_KEY, IMG_KEY
+from gist.keys import IMG_KEY
+from gist.pp.genes import marked_genes
 from gist.pp.graph import edge_index
 from gist.tl.nn import Graph
 
@@ -120,14 +121,10 @@ def model_input(adata: AnnData) -> AnnData:
     Raises
     ------
     GistInputError
-        If ``var['highly_variable']`` is not boolean or marks no gene.
+        If ``var['highly_variable']`` is not boolean or marks no gene (:func:`gist.pp.genes.marked_genes`).
     """
-    if HVG_KEY not in adata.var:
-        return adata
-    marks = adata.var[HVG_KEY].to_numpy()
-    if marks.dtype != bool or not marks.any():
-        raise GistInputError(f"var[{HVG_KEY!r}] must mark at least one gene True (run gist.pp.select_genes)")
-    return adata if marks.all() else adata[:, marks].copy()
+    marks = marked_genes(adata)
+    return adata if marks is None or marks.all() else adata[:, marks].copy()
 
 
 def feature_dims(adata: AnnData) -> tuple[int, int]:
