@@ -76,10 +76,29 @@ CANDIDATES: dict[str, dict] = {
     "z50": {"hidden": (128, 50)},
     "w512": {"hidden": (512, 30)},
     "pc100": {"n_pcs": 100},
+    "default": {},  # the default itself, for its suffixed rows (e.g. gist+default_noimg_denoised)
+    # an objective that smoothing lacks: Deep Graph Infomax beside the reconstruction (gist.tl.model.contrast_loss)
+    "dgi": {"contrast": True},
+    # genes the components are taken from (the default: gist.pp.genes' rule, 3,000 seurat_v3 genes at most)
+    "g1000": {"n_top_genes": 1000},
+    "g5000": {"n_top_genes": 5000},
 }
+#: Candidate settings that choose the model's genes rather than the recipe (:func:`gist_rep`).
+GENE_SETTINGS = ("n_top_genes",)
+#: Suffixes of a ``gist+<name>`` method: without the image; domains from the denoised expression.
+CANDIDATE_SUFFIXES = ("_noimg", "_denoised")
+def candidate_name(method: str) -> str:
+    """``<name>`` of a ``gist+<name>[_noimg][_denoised]`` method."""
+    name = method.removeprefix("gist+")
+    while (ends := [s for s in CANDIDATE_SUFFIXES if name.endswith(s)]):
+        name = name.removesuffix(ends[0])
+    return name
+
+
 def candidate_settings(method: str) -> dict:
-    """The recipe overrides of a ``gist+<name>`` or ``gist+<name>_noimg`` method (:data:`CANDIDATES`)."""
-    name = method.removeprefix("gist+").removesuffix("_noimg")
+    """The settings of a ``gist+<name>`` method, with or without a suffix of
+    :data:`CANDIDATE_SUFFIXES` (:data:`CANDIDATES`)."""
+    name = candidate_name(method)
     if name not in CANDIDATES:
         raise GistInputError(f"unknown candidate {name!r} in {method!r} (known: {', '.join(CANDIDATES)})")
     return CANDIDATES[name]
@@ -457,8 +476,13 @@ def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: 
     if method == "gist_denoised":
         return denoised_rep(gist_rep(adatas, seed, first, weights, device, **default), seed)
     if method.startswith("gist+"):
-        return gist_rep(adatas, seed, None if method.endswith("_noimg") else first, weights, device,
-                        overrides=candidate_settings(method), **default)
+        settings = candidate_settings(method)
+        genes = {k: settings[k] for k in GENE_SETTINGS if k in settings}
+        if "n_top_genes" in genes:  # a panel smaller than the count: all of its genes
+            genes["n_top_genes"] = min(genes["n_top_genes"], adatas[0].n_vars)
+        result = gist_rep(adatas, seed, None if "_noimg" in method else first, weights, device,
+                          overrides={k: v for k, v in settings.items() if k not in GENE_SETTINGS}, **genes, **default)
+        return denoised_rep(result, seed) if method.endswith("_denoised") else result
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
         return image_rep(adatas, seed, extractor, weights, device)

@@ -335,3 +335,20 @@ def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(d
     top = np.linalg.svd(denoised - denoised.mean(0), compute_uv=False)[:20] ** 2 / (rep.n_obs - 1)
     np.testing.assert_allclose(np.sort(scores.var(0, ddof=1))[::-1], top, rtol=1e-4)
     assert not np.allclose(scores, rep.obsm["X_gist"][:, :20])
+
+
+def test_candidate_suffixes_and_gene_settings_reach_the_run(demo_small):
+    from bench.benchmark import candidate_name, candidate_settings
+    from gist.pp.graph import build_graphs
+
+    assert candidate_name("gist+default_noimg_denoised") == "default" and candidate_name("gist+z50_denoised") == "z50"
+    assert candidate_settings("gist+g1000_denoised") == {"n_top_genes": 1000}
+    with pytest.raises(GistInputError, match="unknown candidate 'nope'"):
+        candidate_settings("gist+nope_denoised")
+    samples = [a.copy() for a in demo_small]
+    build_graphs(samples, None, verbose=False)
+    # 5,000 genes on a smaller panel: all of them; _noimg: the gene branch alone; _denoised: its components
+    rep = representation(samples, "gist+g5000_noimg_denoised", seed=0, paper_epochs=1, gist_epochs=1, gist_ensemble=1)
+    assert rep.n_vars == samples[0].n_vars and rep.uns["gist"]["image_branch"] is False
+    assert rep.obsm["bench_rep"].shape == (rep.n_obs, 20)
+    assert not np.allclose(rep.obsm["bench_rep"][:, :2], rep.obsm["X_gist"][:, :2])

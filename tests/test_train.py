@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -284,3 +285,58 @@ def test_component_input_trains_on_components_and_denoises_genes(graphs, tmp_pat
     assert out["gist_denoised"].shape == (graphs[0].n_cells, graphs[0].n_genes) and (out["gist_denoised"] >= 0).all()
     record = json.loads((tmp_path / "final_0.json").read_text())
     assert record["config"]["n_pcs"] == 12 and record["config"]["hops"] == 1
+
+
+def test_neighbour_summary_on_a_lattice_equals_a_hand_computation():
+    from gist.tl.model import neighbour_summary
+    from gist.tl.nn import Graph
+
+    # a path 0 - 1 - 2 (both directions) and a lone cell 3
+    edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    z = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    got = neighbour_summary(z, Graph(edges, 4))
+    mean_of_1 = torch.tensor([1.5, 3.0])  # cell 1 reads cells 0 and 2
+    expected = torch.sigmoid(torch.stack([torch.tensor([1.0, 0.0]), mean_of_1 / mean_of_1.norm(),
+                                          torch.tensor([1.0, 0.0]), torch.zeros(2)]))
+    torch.testing.assert_close(got, expected)
+
+
+def test_contrast_loss_is_2ln2_for_a_blind_head_and_falls_for_a_separating_one():
+    from gist.tl.model import contrast_loss
+
+    model = TransImg([5, 0, 8, 2], contrast=True)
+    edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    real, corrupt = torch.tensor([[1.0, 0.0]] * 3), torch.tensor([[-1.0, 0.0]] * 3)
+    with torch.no_grad():
+        model.contrast_head.weight.zero_()
+        model.contrast_head.bias.zero_()
+    blind = contrast_loss(model, real, corrupt, edges)
+    torch.testing.assert_close(blind, torch.tensor(2 * np.log(2), dtype=torch.float32))
+    with torch.no_grad():  # scores z_0 (s_0 - s_1): real latents agree with the real summary, corrupted with theirs
+        model.contrast_head.weight[0] = 20 * torch.tensor([[1.0, -1.0], [0.0, 0.0]])
+        assert float(contrast_loss(model, real, corrupt, edges)) < 0.1 * float(blind)
+
+
+def test_contrast_trains_with_a_balanced_weight_resumes_exactly_and_loads_strictly(graphs, tmp_path):
+    from gist.tl.model import dims_from_state_dict
+    from gist.tl.training import balanced_contrast_weight, _loss
+
+    config = TrainConfig(epochs=4, hidden=(32, 6), n_pcs=12, hops=1, save_every=0, seed=3, contrast=True)
+    model, losses = train(graphs, config, tmp_path / "full", progress=False)
+    weight = float(model.contrast_weight)
+    # the rule: the untrained model's reconstruction loss equals its weighted contrastive loss
+    fresh = TransImg([graphs[0].n_genes, graphs[0].img.shape[1], 32, 6], contrast=True, n_pcs=12, hops=1)
+    fresh.set_pca(torch.cat([g.dense_x() for g in graphs]))
+    w = balanced_contrast_weight(fresh, graphs, config, torch.device("cpu"))
+    recon = sum(float(_loss(fresh, fresh, g, config, torch.device("cpu"), 0, i, contrast_weight=0.0)) for i, g in enumerate(graphs))
+    both = sum(float(_loss(fresh, fresh, g, config, torch.device("cpu"), 0, i, contrast_weight=w)) for i, g in enumerate(graphs))
+    assert w > 0 and np.isclose(both, 2 * recon, rtol=1e-5)
+    assert weight > 0 and all(np.isfinite(losses))
+    # resumed from epoch 2 equals the uninterrupted run (the shuffles are seeded per epoch and batch)
+    train(graphs, replace(config, epochs=2, keep_state=True), tmp_path / "cut", progress=False)
+    resumed, resumed_losses = train(graphs, config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed_losses == losses and float(resumed.contrast_weight) == weight
+    state = load_checkpoint(tmp_path / "full" / "final_0.pth", graphs[0].n_genes, graphs[0].img.shape[1]).state_dict()
+    assert dims_from_state_dict(state)[1]["contrast"] is True
+    assert all(torch.equal(state[k], model.state_dict()[k]) for k in state)
+

@@ -60,6 +60,11 @@ class TransImg(nn.Module):
         cells); the decoders reconstruct the components, and :meth:`to_genes` maps a
         reconstruction back to genes through the loadings, so the denoised output is still genes.
         ``hidden_dims[0]`` stays the number of genes. Not in the original.
+    contrast
+        Add a Deep Graph Infomax head (``contrast_head``, a bilinear discriminator, and the buffer
+        ``contrast_weight``): training then also asks the fused latent to tell each cell's real
+        neighbourhood summary from that of feature-shuffled cells (:func:`contrast_loss`, as
+        GraphST and CCST). The head is used in training only. Not in the original.
 
     Notes
     -----
@@ -71,7 +76,8 @@ class TransImg(nn.Module):
     """
 
     def __init__(self, hidden_dims: Sequence[int], use_img_loss: bool = False, fused_img_head: bool = False,
-                 standardize_img: bool = False, hops: int | None = None, n_pcs: int | None = None) -> None:
+                 standardize_img: bool = False, hops: int | None = None, n_pcs: int | None = None,
+                 contrast: bool = False) -> None:
         super().__init__()
         if len(hidden_dims) != 4:
             raise ValueError(f"hidden_dims must be [n_genes, img_dim, num_hidden, out_dim], got {list(hidden_dims)}")
@@ -119,6 +125,10 @@ class TransImg(nn.Module):
         if self.n_pcs is not None:
             self.register_buffer("pca_components", torch.zeros(self.n_pcs, n_genes))
             self.register_buffer("pca_mean", torch.zeros(n_genes))
+        self.contrast = bool(contrast)
+        if self.contrast:
+            self.contrast_head = nn.Bilinear(out_dim, out_dim, 1)
+            self.register_buffer("contrast_weight", torch.tensor(0.0))  # 0: not set yet (set_contrast_weight)
         self.activate = F.elu
 
     @property
@@ -170,6 +180,13 @@ class TransImg(nn.Module):
         if self.n_pcs is None:
             return recon
         return recon @ self.pca_components + self.pca_mean
+
+    @torch.no_grad()
+    def set_contrast_weight(self, weight: float) -> None:
+        """Store the weight of the contrastive term (:func:`contrast_loss`) in ``contrast_weight``."""
+        if not self.contrast:
+            raise ValueError("this model was built without contrast")
+        self.contrast_weight.fill_(float(weight))
 
     @torch.no_grad()
     def set_image_scaling(self, img_feat: Tensor) -> None:
@@ -243,9 +260,37 @@ def gist_loss(out: GistOutput, x: Tensor, img: Tensor | None, use_img_loss: bool
     return loss
 
 
+def neighbour_summary(z: Tensor, graph: Graph) -> Tensor:
+    """GraphST's local read-out: ``sigmoid`` of the L2-normalised mean of ``z`` over each cell's
+    in-neighbours (a cell without neighbours summarises to ``sigmoid(0)``)."""
+    total = torch.zeros_like(z).index_add_(0, graph.dst, z[graph.src])
+    degree = torch.bincount(graph.dst, minlength=z.shape[0]).clamp(min=1).unsqueeze(1).to(z.dtype)
+    return torch.sigmoid(F.normalize(total / degree, p=2, dim=1))
+
+
+def contrast_loss(model: TransImg, z: Tensor, z_corrupt: Tensor, graph: Graph, rows: Tensor | None = None) -> Tensor:
+    """Deep Graph Infomax on the fused latent, in GraphST's symmetric form.
+
+    ``z`` is the latent of the real cells and ``z_corrupt`` that of the same graph with the cells'
+    features shuffled. The discriminator (``model.contrast_head``) scores a cell's latent against
+    its neighbourhood summary (:func:`neighbour_summary`): real latents against the real summary
+    are positives and corrupted ones negatives, and the reverse against the corrupted summary.
+    The mean binary cross-entropy of the four terms' halves, over ``rows`` (a tile's own cells) or all.
+    """
+    g = as_graph(graph, z.shape[0])
+    summary, summary_corrupt = neighbour_summary(z, g), neighbour_summary(z_corrupt, g)
+    if rows is not None:
+        z, z_corrupt, summary, summary_corrupt = (t[rows] for t in (z, z_corrupt, summary, summary_corrupt))
+    head = model.contrast_head
+    logits = torch.cat([head(z, summary), head(z_corrupt, summary), head(z_corrupt, summary_corrupt), head(z, summary_corrupt)])
+    n = z.shape[0]
+    target = torch.cat([torch.ones(n, 1), torch.zeros(n, 1), torch.ones(n, 1), torch.zeros(n, 1)]).to(logits)
+    return 2 * F.binary_cross_entropy_with_logits(logits, target)  # the mean of two DGI losses, each a sum of two halves
+
+
 def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], dict]:
     """Recover ``hidden_dims`` and the options (``use_img_loss``, ``fused_img_head``,
-    ``standardize_img``, ``hops``, ``n_pcs``) of a TransImg state dict, ours or the original's."""
+    ``standardize_img``, ``hops``, ``n_pcs``, ``contrast``) of a TransImg state dict, ours or the original's."""
     try:
         num_hidden, in_dim = state["conv1.lin_key.weight"].shape
         out_dim = state["conv2.lin_key.weight"].shape[0]
@@ -253,12 +298,13 @@ def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], dict]:
         n_pcs, n_genes = (int(d) for d in state["pca_components"].shape) if "pca_components" in state else (None, int(in_dim))
         if "imgconv1.lin_key.weight" not in state:  # gene branch alone
             return [n_genes, 0, int(num_hidden), int(out_dim)], {"use_img_loss": False, "fused_img_head": False,
-                                                                  "standardize_img": False, "hops": hops, "n_pcs": n_pcs}
+                                                                  "standardize_img": False, "hops": hops, "n_pcs": n_pcs,
+                                                                  "contrast": "contrast_head.weight" in state}
         img_dim = state["imgconv1.lin_key.weight"].shape[1]
         img_out = state["imgconv4.lin_key.weight"].shape[0]
     except KeyError as err:
         raise ValueError(f"not a TransImg state dict: key {err} missing") from None
     options = {"use_img_loss": bool(img_out == img_dim and img_out != in_dim),
                "fused_img_head": "c4_img.lin_key.weight" in state, "standardize_img": "img_center" in state,
-               "hops": hops, "n_pcs": n_pcs}
+               "hops": hops, "n_pcs": n_pcs, "contrast": "contrast_head.weight" in state}
     return [n_genes, int(img_dim), int(num_hidden), int(out_dim)], options

@@ -41,7 +41,7 @@ from gist.tl.checkpoints import (
     state_file,
     write_losses,
 )
-from gist.tl.model import TransImg, gist_loss
+from gist.tl.model import TransImg, contrast_loss, gist_loss
 from gist.tl.recipes import DEFAULT_RECIPE, TASKS, default_epochs, get_recipe
 from gist.utils import exclusive_folder
 
@@ -76,6 +76,7 @@ class TrainConfig:
     standardize_img: bool = False  # z-score image features inside the model (statistics of the training cells)
     hops: int | None = None  # graph layers that pass messages from the input (None: all, the original)
     n_pcs: int | None = None  # the model reads this many principal components of the expression (None: genes)
+    contrast: bool = False  # add a Deep Graph Infomax term, weighted to equal the reconstruction loss at initialisation
     max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.tl.batches); None: never
     patience: int | None = None  # stop after this many epochs without a relative loss improvement of min_delta
     min_delta: float = 0.0
@@ -172,7 +173,7 @@ def _model(n_genes: int, img_dim: int, config: TrainConfig) -> TransImg:
     n_pcs = None if config.n_pcs is None else min(config.n_pcs, n_genes)
     return TransImg([n_genes, img_dim, *config.hidden], use_img_loss=config.use_img_loss,
                     fused_img_head=config.fused_img_head and has_image, standardize_img=config.standardize_img and has_image,
-                    hops=config.hops, n_pcs=n_pcs)
+                    hops=config.hops, n_pcs=n_pcs, contrast=config.contrast)
 
 
 def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -> dict[str, int]:
@@ -293,6 +294,8 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
 
     # samples (large ones tiled with their halo) as batches; dense once when they fit, else per step
     batches = [b.to(device) for b in make_batches(graphs, config.max_cells_per_batch, model.depth)]
+    if model.contrast and float(model.contrast_weight) == 0.0:  # a fresh model (a resumed one keeps its weight)
+        model.set_contrast_weight(balanced_contrast_weight(model, batches, config, device))
     shape = data_shape(graphs) | {"batches": len(batches)}
     if not model.has_image and config.extra.get("member", 0) == 0 and main:
         print("no image features (obsm['imgs']): training the gene branch alone (expression + graph)")
@@ -315,7 +318,7 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
         total, steps = 0.0, 0
         with runner.join() if distributed.active() else contextlib.nullcontext():
             for i in distributed.shard(order):
-                total += _step(runner, model, optimizer, batches[i], config, epoch, save_path, device)
+                total += _step(runner, model, optimizer, batches[i], config, epoch, save_path, device, i)
                 steps += 1
         total, steps = distributed.all_sum([total, steps], device)
         losses.append(total / steps)
@@ -351,15 +354,10 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
 
 
 def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optimizer, batch: SampleGraph,
-          config: TrainConfig, epoch: int, save_path: Path, device: torch.device) -> float:
+          config: TrainConfig, epoch: int, save_path: Path, device: torch.device, index: int = 0) -> float:
     """One optimiser step on one batch (loss on its own cells); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
-    x = batch.dense_x(device)
-    with autocast(device, config.precision):
-        out = runner(x, batch.img if model.has_image else None, batch.prepared())
-    out = type(out)(*(None if o is None else own_rows(o.float(), batch) for o in out))
-    target_img = model.standardize(batch.img) if model.has_image else batch.img
-    loss = gist_loss(out, own_rows(model.project(x), batch), own_rows(target_img, batch), config.use_img_loss)
+    loss = _loss(runner, model, batch, config, device, epoch, index)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
     value = float(loss.detach())
@@ -372,6 +370,42 @@ def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optim
         )
     optimizer.step()
     return value
+
+
+def _loss(runner: torch.nn.Module, model: TransImg, batch: SampleGraph, config: TrainConfig, device: torch.device,
+          epoch: int, index: int, contrast_weight: float | None = None) -> torch.Tensor:
+    """The training loss of one batch on its own cells: :func:`gist_loss`, plus the weighted
+    :func:`contrast_loss` for a model with ``contrast`` (its cells shuffled by a generator seeded
+    from the run's seed, the epoch and the batch, so that a resumed run repeats them)."""
+    x = batch.dense_x(device)
+    with autocast(device, config.precision):
+        out = runner(x, batch.img if model.has_image else None, batch.prepared())
+    fused_z = out.fused_z.float()
+    out = type(out)(*(None if o is None else own_rows(o.float(), batch) for o in out))
+    target_img = model.standardize(batch.img) if model.has_image else batch.img
+    loss = gist_loss(out, own_rows(model.project(x), batch), own_rows(target_img, batch), config.use_img_loss)
+    if model.contrast:
+        shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1_009 + index)
+        perm = torch.randperm(x.shape[0], generator=shuffle).to(x.device)
+        with autocast(device, config.precision):
+            corrupt_z = model.encode(x[perm], batch.img[perm] if model.has_image else None, batch.prepared()).float()
+        weight = model.contrast_weight if contrast_weight is None else contrast_weight
+        loss = loss + weight * contrast_loss(model, fused_z, corrupt_z, batch.prepared(), batch.own)
+    return loss
+
+
+@torch.no_grad()
+def balanced_contrast_weight(model: TransImg, batches: list[SampleGraph], config: TrainConfig,
+                             device: torch.device) -> float:
+    """The contrastive term's weight by a label-free rule: the reconstruction loss of the untrained
+    model over the batches divided by its contrastive loss (about ``2 ln 2``), so that the two terms
+    start equal."""
+    was_training = model.training
+    model.eval()
+    recon = sum(float(_loss(model, model, b, config, device, 0, i, contrast_weight=0.0)) for i, b in enumerate(batches))
+    total = sum(float(_loss(model, model, b, config, device, 0, i, contrast_weight=1.0)) for i, b in enumerate(batches))
+    model.train(was_training)
+    return recon / max(total - recon, 1e-12)
 
 
 def train_ensemble(graphs: list[SampleGraph], config: TrainConfig, save_path: str | Path, resume: bool = False,
