@@ -79,6 +79,9 @@ CANDIDATES: dict[str, dict] = {
     "default": {},  # the default itself, for its suffixed rows (e.g. gist+default_noimg_denoised)
     # an objective that smoothing lacks: Deep Graph Infomax beside the reconstruction (gist.tl.model.contrast_loss)
     "dgi": {"contrast": True},
+    # own expression beside its neighbourhood as the model's input (BANKSY; lambda 0.2 as its authors
+    # recommend for Visium domains and for cell typing)
+    "banksy_in": {"neighbour_input": 0.2},
     # genes the components are taken from (the default: gist.pp.genes' rule, 3,000 seurat_v3 genes at most)
     "g1000": {"n_top_genes": 1000},
     "g5000": {"n_top_genes": 5000},

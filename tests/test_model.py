@@ -4,7 +4,8 @@ import torch
 from gist.tl.model import TransImg, dims_from_state_dict, gist_loss
 
 G, D, H, Z = 37, 11, 512, 30
-PAPER_OPTIONS = {"use_img_loss": False, "fused_img_head": False, "standardize_img": False, "hops": None, "n_pcs": None}
+PAPER_OPTIONS = {"use_img_loss": False, "fused_img_head": False, "standardize_img": False, "hops": None, "n_pcs": None,
+                 "contrast": False, "neighbour_input": None}
 
 
 def _conv(i, o):

@@ -340,3 +340,26 @@ def test_contrast_trains_with_a_balanced_weight_resumes_exactly_and_loads_strict
     assert dims_from_state_dict(state)[1]["contrast"] is True
     assert all(torch.equal(state[k], model.state_dict()[k]) for k in state)
 
+
+
+def test_neighbour_input_reads_own_and_neighbour_mean_components_and_reconstructs_own(graphs, tmp_path):
+    from gist.tl.model import dims_from_state_dict
+    from gist.tl.nn import Graph
+
+    model = TransImg([6, 0, 8, 3], n_pcs=2, neighbour_input=0.2)
+    with torch.no_grad():
+        model.pca_components.copy_(torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0, 0]]))
+    x = torch.tensor([[1.0, 2, 0, 0, 0, 0], [3.0, 4, 0, 0, 0, 0], [5.0, 8, 0, 0, 0, 0]])
+    edges = torch.tensor([[0, 2, 1], [1, 1, 0]])  # cell 1 reads 0 and 2, cell 0 reads 1, cell 2 none
+    got = model.encoder_input(x, Graph(edges, 3))
+    means = torch.tensor([[3.0, 4.0], [3.0, 5.0], [0.0, 0.0]])
+    torch.testing.assert_close(got, torch.cat([np.sqrt(0.8) * x[:, :2], np.sqrt(0.2) * means], 1).float())
+    assert model.conv1.in_channels == 4 and model.conv4.out_channels == 2 and model.depth == 5
+    with pytest.raises(ValueError, match="needs n_pcs"):
+        TransImg([6, 0, 8, 3], neighbour_input=0.2)
+    trained, losses = train(graphs, TrainConfig(epochs=2, hidden=(32, 6), n_pcs=12, hops=1, save_every=0, seed=2,
+                                                 neighbour_input=0.2), tmp_path, progress=False)
+    assert all(np.isfinite(losses)) and trained.c4.out_channels == 12
+    state = load_checkpoint(tmp_path / "final_0.pth", graphs[0].n_genes, graphs[0].img.shape[1]).state_dict()
+    dims, options = dims_from_state_dict(state)
+    assert np.isclose(options["neighbour_input"], 0.2) and options["n_pcs"] == 12 and not options["use_img_loss"]

@@ -7,6 +7,7 @@ Parameter names and shapes follow the original exactly, so its published state d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -65,6 +66,11 @@ class TransImg(nn.Module):
         ``contrast_weight``): training then also asks the fused latent to tell each cell's real
         neighbourhood summary from that of feature-shuffled cells (:func:`contrast_loss`, as
         GraphST and CCST). The head is used in training only. Not in the original.
+    neighbour_input
+        BANKSY's ``lambda`` (0 < lambda < 1; needs ``n_pcs``): the encoders read each cell's
+        components beside the mean of its graph neighbours' (:func:`neighbour_mean`), weighted
+        ``sqrt(1 - lambda)`` and ``sqrt(lambda)`` (buffer ``neighbour_lambda``); the decoders still
+        reconstruct the cell's own components. Not in the original.
 
     Notes
     -----
@@ -77,7 +83,7 @@ class TransImg(nn.Module):
 
     def __init__(self, hidden_dims: Sequence[int], use_img_loss: bool = False, fused_img_head: bool = False,
                  standardize_img: bool = False, hops: int | None = None, n_pcs: int | None = None,
-                 contrast: bool = False) -> None:
+                 contrast: bool = False, neighbour_input: float | None = None) -> None:
         super().__init__()
         if len(hidden_dims) != 4:
             raise ValueError(f"hidden_dims must be [n_genes, img_dim, num_hidden, out_dim], got {list(hidden_dims)}")
@@ -88,14 +94,17 @@ class TransImg(nn.Module):
             raise ValueError(f"hops must be 0..4 (graph layers on the encoder path), got {hops}")
         if n_pcs is not None and not 1 <= int(n_pcs) <= n_genes:
             raise ValueError(f"n_pcs must be 1..{n_genes} (the number of genes), got {n_pcs}")
+        if neighbour_input is not None and (n_pcs is None or not 0 < float(neighbour_input) < 1):
+            raise ValueError(f"neighbour_input (lambda) must be in (0, 1) and needs n_pcs, got {neighbour_input} with n_pcs {n_pcs}")
         self.hidden_dims = [n_genes, img_dim, num_hidden, out_dim]
         self.use_img_loss = use_img_loss
         self.fused_img_head = bool(fused_img_head)
         self.hops = None if hops is None else int(hops)
         self.n_pcs = None if n_pcs is None else int(n_pcs)
         in_dim = self.n_pcs or n_genes  # what the gene branch reads and its decoders reconstruct
+        self.neighbour_input = None if neighbour_input is None else float(neighbour_input)
 
-        self.conv1 = TransformerConv(in_dim, num_hidden)
+        self.conv1 = TransformerConv(2 * in_dim if self.neighbour_input else in_dim, num_hidden)
         self.conv2 = TransformerConv(num_hidden, out_dim)
         self.conv3 = TransformerConv(out_dim, num_hidden)
         self.conv4 = TransformerConv(num_hidden, in_dim)
@@ -125,6 +134,8 @@ class TransImg(nn.Module):
         if self.n_pcs is not None:
             self.register_buffer("pca_components", torch.zeros(self.n_pcs, n_genes))
             self.register_buffer("pca_mean", torch.zeros(n_genes))
+        if self.neighbour_input is not None:
+            self.register_buffer("neighbour_lambda", torch.tensor(self.neighbour_input))
         self.contrast = bool(contrast)
         if self.contrast:
             self.contrast_head = nn.Bilinear(out_dim, out_dim, 1)
@@ -135,10 +146,11 @@ class TransImg(nn.Module):
     def depth(self) -> int:
         """Graph layers between an input and the last output (message-passing depth): a cell's
         outputs depend on the cells within this many edges (4 for the gene branch, 6 when fused;
-        ``hops`` when set)."""
+        ``hops`` when set; one more with ``neighbour_input``)."""
+        extra = int(self.neighbour_input is not None)
         if self.hops is not None:
-            return self.hops if self.has_image else min(self.hops, 2)
-        return 6 if self.has_image else 4
+            return extra + (self.hops if self.has_image else min(self.hops, 2))
+        return extra + (6 if self.has_image else 4)
 
     def _graphs(self, graph: Graph, n: int) -> dict[str, Graph]:
         """The graph each layer uses: the sample's, or none (a per-cell layer) beyond ``hops``."""
@@ -175,6 +187,14 @@ class TransImg(nn.Module):
             return x
         return (x - self.pca_mean) @ self.pca_components.t()
 
+    def encoder_input(self, features: Tensor, graph: Graph) -> Tensor:
+        """What the gene encoder reads: :meth:`project`, beside its neighbour mean with ``neighbour_input``."""
+        own = self.project(features)
+        if self.neighbour_input is None:
+            return own
+        lam = self.neighbour_input
+        return torch.cat([math.sqrt(1 - lam) * own, math.sqrt(lam) * neighbour_mean(own, graph)], dim=1)
+
     def to_genes(self, recon: Tensor) -> Tensor:
         """A reconstruction in gene space (through the loadings when the model reads components)."""
         if self.n_pcs is None:
@@ -208,8 +228,9 @@ class TransImg(nn.Module):
     def encode(self, features: Tensor, img_feat: Tensor | None, edge_index: Tensor | Graph) -> Tensor:
         """The fused latent alone (encoder layers only; equal to ``forward(...).fused_z`` at a
         fraction of the cost when no reconstruction is needed)."""
-        g = self._graphs(as_graph(edge_index, features.shape[0]), features.shape[0])
-        h2 = self.conv2(self.activate(self.conv1(self.project(features), g["conv1"])), g["conv2"])
+        graph = as_graph(edge_index, features.shape[0])
+        g = self._graphs(graph, features.shape[0])
+        h2 = self.conv2(self.activate(self.conv1(self.encoder_input(features, graph), g["conv1"])), g["conv2"])
         if not self.has_image:
             return h2
         img2 = self.imgconv2(self.activate(self.imgconv1(self.standardize(img_feat), g["imgconv1"])), g["imgconv2"])
@@ -222,8 +243,9 @@ class TransImg(nn.Module):
         once per sample and reused). Without an image branch the image outputs are ``None`` and the
         fused ones are the gene ones.
         """
-        g = self._graphs(as_graph(edge_index, features.shape[0]), features.shape[0])
-        h1 = self.activate(self.conv1(self.project(features), g["conv1"]))
+        graph = as_graph(edge_index, features.shape[0])
+        g = self._graphs(graph, features.shape[0])
+        h1 = self.activate(self.conv1(self.encoder_input(features, graph), g["conv1"]))
         h2 = self.conv2(h1, g["conv2"])
         h3 = self.activate(self.conv3(h2, g["conv3"]))
         h4 = self.conv4(h3, g["conv4"])
@@ -260,12 +282,17 @@ def gist_loss(out: GistOutput, x: Tensor, img: Tensor | None, use_img_loss: bool
     return loss
 
 
-def neighbour_summary(z: Tensor, graph: Graph) -> Tensor:
-    """GraphST's local read-out: ``sigmoid`` of the L2-normalised mean of ``z`` over each cell's
-    in-neighbours (a cell without neighbours summarises to ``sigmoid(0)``)."""
+def neighbour_mean(z: Tensor, graph: Graph) -> Tensor:
+    """The mean of ``z`` over each cell's in-neighbours in ``graph`` (0 for a cell without any)."""
     total = torch.zeros_like(z).index_add_(0, graph.dst, z[graph.src])
     degree = torch.bincount(graph.dst, minlength=z.shape[0]).clamp(min=1).unsqueeze(1).to(z.dtype)
-    return torch.sigmoid(F.normalize(total / degree, p=2, dim=1))
+    return total / degree
+
+
+def neighbour_summary(z: Tensor, graph: Graph) -> Tensor:
+    """GraphST's local read-out: ``sigmoid`` of the L2-normalised :func:`neighbour_mean` of ``z``
+    (a cell without neighbours summarises to ``sigmoid(0)``)."""
+    return torch.sigmoid(F.normalize(neighbour_mean(z, graph), p=2, dim=1))
 
 
 def contrast_loss(model: TransImg, z: Tensor, z_corrupt: Tensor, graph: Graph, rows: Tensor | None = None) -> Tensor:
@@ -290,21 +317,24 @@ def contrast_loss(model: TransImg, z: Tensor, z_corrupt: Tensor, graph: Graph, r
 
 def dims_from_state_dict(state: dict[str, Tensor]) -> tuple[list[int], dict]:
     """Recover ``hidden_dims`` and the options (``use_img_loss``, ``fused_img_head``,
-    ``standardize_img``, ``hops``, ``n_pcs``, ``contrast``) of a TransImg state dict, ours or the original's."""
+    ``standardize_img``, ``hops``, ``n_pcs``, ``contrast``, ``neighbour_input``) of a TransImg state dict, ours or the original's."""
     try:
         num_hidden, in_dim = state["conv1.lin_key.weight"].shape
+        neighbour = float(state["neighbour_lambda"]) if "neighbour_lambda" in state else None
         out_dim = state["conv2.lin_key.weight"].shape[0]
         hops = int(state["message_hops"]) if "message_hops" in state else None
         n_pcs, n_genes = (int(d) for d in state["pca_components"].shape) if "pca_components" in state else (None, int(in_dim))
         if "imgconv1.lin_key.weight" not in state:  # gene branch alone
             return [n_genes, 0, int(num_hidden), int(out_dim)], {"use_img_loss": False, "fused_img_head": False,
                                                                   "standardize_img": False, "hops": hops, "n_pcs": n_pcs,
-                                                                  "contrast": "contrast_head.weight" in state}
+                                                                  "contrast": "contrast_head.weight" in state,
+                                                                  "neighbour_input": neighbour}
         img_dim = state["imgconv1.lin_key.weight"].shape[1]
         img_out = state["imgconv4.lin_key.weight"].shape[0]
     except KeyError as err:
         raise ValueError(f"not a TransImg state dict: key {err} missing") from None
-    options = {"use_img_loss": bool(img_out == img_dim and img_out != in_dim),
+    recon_dim = state["conv4.lin_key.weight"].shape[0]  # what the decoders reconstruct (genes or components)
+    options = {"use_img_loss": bool(img_out == img_dim and img_out != recon_dim),
                "fused_img_head": "c4_img.lin_key.weight" in state, "standardize_img": "img_center" in state,
-               "hops": hops, "n_pcs": n_pcs, "contrast": "contrast_head.weight" in state}
+               "hops": hops, "n_pcs": n_pcs, "contrast": "contrast_head.weight" in state, "neighbour_input": neighbour}
     return [n_genes, int(img_dim), int(num_hidden), int(out_dim)], options

@@ -77,6 +77,7 @@ class TrainConfig:
     hops: int | None = None  # graph layers that pass messages from the input (None: all, the original)
     n_pcs: int | None = None  # the model reads this many principal components of the expression (None: genes)
     contrast: bool = False  # add a Deep Graph Infomax term, weighted to equal the reconstruction loss at initialisation
+    neighbour_input: float | None = None  # BANKSY lambda: encoders read own | neighbour-mean components (needs n_pcs)
     max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.tl.batches); None: never
     patience: int | None = None  # stop after this many epochs without a relative loss improvement of min_delta
     min_delta: float = 0.0
@@ -173,7 +174,7 @@ def _model(n_genes: int, img_dim: int, config: TrainConfig) -> TransImg:
     n_pcs = None if config.n_pcs is None else min(config.n_pcs, n_genes)
     return TransImg([n_genes, img_dim, *config.hidden], use_img_loss=config.use_img_loss,
                     fused_img_head=config.fused_img_head and has_image, standardize_img=config.standardize_img and has_image,
-                    hops=config.hops, n_pcs=n_pcs, contrast=config.contrast)
+                    hops=config.hops, n_pcs=n_pcs, contrast=config.contrast, neighbour_input=config.neighbour_input)
 
 
 def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -> dict[str, int]:
