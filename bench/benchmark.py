@@ -156,14 +156,15 @@ def load_samples(dataset: BenchDataset) -> list[AnnData]:
     """The dataset's samples with raw counts in ``X``, labels, coordinates and radius graphs."""
     from gist.pp.graph import build_graphs
     from gist.demo import make_demo
-    from gist.io import read_h5ad_samples
+    from gist.io import read_h5ad
+    from gist.io.samples import sample_parts
 
     if dataset.path is None:
         adatas = make_demo(seed=0)
     else:
-        adatas = read_h5ad_samples(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
-                           label_key=dataset.merge_from or dataset.label_key, merge=dataset.merge_from is not None,
-                           image_scalef=dataset.image_scalef)
+        adatas = sample_parts(read_h5ad(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
+                                        label_key=dataset.merge_from or dataset.label_key,
+                                        merge=dataset.merge_from is not None, image_scalef=dataset.image_scalef))
     for adata in adatas:
         if dataset.label_key not in adata.obs:
             raise GistInputError(f"dataset {dataset.name!r}: label column {dataset.label_key!r} not in obs")
@@ -259,12 +260,13 @@ def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int 
 def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Per-sample image features with a weight-free descriptor (``stats``, ``he``) or a foundation
     model (local ``weights``)."""
-    from gist.pp.extract import ExtractConfig, default_patch_size, sample_features
+    from gist.pp.extract import PAPER_PATCH_SIZE, ExtractConfig, default_patch_size, sample_features
     from gist.pp.extractors import create_extractor, extractor_kind
     from gist.device import resolve_device
 
     # the window: a Visium spot's diameter on the image used (DLPFC's lowres), else the paper's 240 px
-    config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=default_patch_size(adatas))
+    patch_size = next((s for s in map(default_patch_size, adatas) if s != PAPER_PATCH_SIZE), PAPER_PATCH_SIZE)
+    config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=patch_size)
     model = create_extractor(extractor, weights) if extractor_kind(extractor) == "foundation" else None
     dev = resolve_device(device)
     return [sample_features(a, str(i), config, model, dev) for i, a in enumerate(adatas)]
