@@ -139,8 +139,9 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
             n_top_genes=args.n_top_genes, channels=tuple(args.channels) if args.channels else None,
             extractor_kwargs=args.extractor_kwargs, pool=args.pool,
         )
+        source = args.data or args.from_pickle or f"dataset {args.dataset!r}"
         manifest = extract_samples(adata, out, config, resume=args.resume, progress=not args.no_progress,
-                                   source=args.data or args.from_pickle or f"dataset {args.dataset!r}", strict=args.strict)
+                                   source=source, strict=args.strict)
     except GistInputError as err:
         parser.exit(2, f"extract_features.py: error: {err}\n")
     done = manifest["samples"]

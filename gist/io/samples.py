@@ -82,5 +82,6 @@ def join_samples(adatas: list[AnnData], entries_as_read: bool = False) -> AnnDat
     if LIBRARY_KEY in joined.obs:
         joined.obs[LIBRARY_KEY] = pd.Categorical(joined.obs[LIBRARY_KEY].astype(str))
     if entries_as_read:
-        joined.uns[SPATIAL_UNS_KEY] = {name: entry for a in adatas for name, entry in a.uns.get(SPATIAL_UNS_KEY, {}).items()}
+        joined.uns[SPATIAL_UNS_KEY] = {name: entry for a in adatas
+                                       for name, entry in a.uns.get(SPATIAL_UNS_KEY, {}).items()}
     return joined
