@@ -158,6 +158,9 @@ def test_from_pickle_warns_and_keeps_original_features(tmp_path):
     assert [p.stem for p in files] == ["sample0", "sample1"]
     first = ad.read_h5ad(files[0])
     np.testing.assert_allclose(first.obsm["imgs"], adatas[0].obsm["imgs"].to_numpy(), rtol=1e-6)
+    # each sample keeps its one image, now under its sample's name
+    np.testing.assert_array_equal(first.uns["spatial"]["sample0"]["images"]["hires"],
+                                  adatas[0].uns["spatial"]["demo_fov001"]["images"]["hires"])
 
 
 def test_real_cosmx_extraction_end_to_end(tmp_path):

@@ -24,7 +24,7 @@ from gist.errors import GistInputError
 from gist.io._validate import check_samples
 from gist.io.image import check_inside, get_image, image_coordinates
 from gist.io.samples import join_samples, sample_name, sample_parts
-from gist.keys import CONNECTIVITIES_KEY, HVG_KEY, IMG_KEY, LIBRARY_KEY
+from gist.keys import CONNECTIVITIES_KEY, HVG_KEY, IMG_KEY, LIBRARY_KEY, SPATIAL_UNS_KEY
 from gist.pp.extractors import REGISTRY, check_extractor_name, create_extractor, embed_patches, extractor_kind
 from gist.pp.genes import seurat_v3_genes
 from gist.pp.graph import build_graphs
@@ -220,7 +220,8 @@ def read_pickled(path: str | Path) -> AnnData:
     Returns
     -------
     AnnData
-        The samples side by side (:func:`gist.io.samples.join_samples`).
+        The samples side by side (:func:`gist.io.samples.join_samples`), each sample's one image
+        entry in ``uns['spatial']`` under its name.
     """
     path = Path(path)
     if not path.is_file():
@@ -234,4 +235,9 @@ def read_pickled(path: str | Path) -> AnnData:
     for i, adata in enumerate(adatas):
         if LIBRARY_KEY not in adata.obs:
             adata.obs[LIBRARY_KEY] = f"sample{i}"
-    return join_samples(list(adatas))
+        images = adata.uns.get(SPATIAL_UNS_KEY)
+        name = sample_name(adata, f"sample{i}")
+        if isinstance(images, dict) and len(images) == 1 and name not in images:
+            # a sample's one image, whatever its key, stays its image (each is found by its sample's name)
+            adata.uns[SPATIAL_UNS_KEY] = {name: next(iter(images.values()))}
+    return join_samples(list(adatas), entries_as_read=True)
