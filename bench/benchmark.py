@@ -35,9 +35,12 @@ and scored against the labels. Methods:
     GraphST (PyPI ``GraphST``), a maintained graph contrastive method; its embedding reduced to 20
     principal components as its own ``clustering`` does.
 
-Trained models are always taken at the final epoch (``selection='final'``): no label is used to
-choose anything. Cells without a label (NaN) are clustered but not scored. Each run is meant to execute in a fresh process (see ``bench/reproduce.py``) so
-that its peak memory is its own.
+Every function takes the dataset as one AnnData (:func:`load_samples`), the samples told apart by
+``obs['sample']``; the few steps that work one sample at a time find each sample's rows there
+(:func:`sample_members`). Trained models are always taken at the final epoch
+(``selection='final'``): no label is used to choose anything. Cells without a label (NaN) are
+clustered but not scored. Each run is meant to execute in a fresh process (see
+``bench/reproduce.py``) so that its peak memory is its own.
 """
 
 from __future__ import annotations
@@ -52,14 +55,35 @@ import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import scipy.sparse as sp
+import torch
 from anndata import AnnData
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
 
+from bench.denoise import HeldOut, denoising_scores, mask_counts
+from gist.datasets import COSMX_RADIUS
+from gist.demo import make_demo
+from gist.device import resolve_device
 from gist.errors import GistInputError
-from gist.keys import DENOISED_LAYER, IMG_KEY, LATENT_KEY
+from gist.io import read_h5ad
+from gist.io.image import get_image
+from gist.io.samples import join_samples, sample_parts, sample_rows, split_samples
+from gist.keys import CONNECTIVITIES_KEY, DENOISED_LAYER, IMG_KEY, LATENT_KEY, LIBRARY_KEY
+from gist.pp import image_features as gist_image_features
+from gist.pp.genes import apply_gene_rule
+from gist.pp.graph import build_graphs, knn_edges
+from gist.tl._inputs import sample_graphs
+from gist.tl.clustering import cluster_rep as gist_cluster_rep
+from gist.tl.clustering import denoised_components, neighbour_average
+from gist.tl.inference import infer
+from gist.tl.metrics import compare_labels, labelled_mask
+from gist.tl.recipes import RECIPES, task_of
+from gist.tl.training import recipe_config, train_ensemble
+from gist.utils import atomic_path
 
 REP_KEY = "bench_rep"
 SELECTION = "final"
@@ -137,8 +161,6 @@ class BenchDataset:
 
 def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     """The demo and the labelled real datasets under ``data_root`` (``../shared/data``) that exist."""
-    from gist.datasets import COSMX_RADIUS
-
     root = Path(data_root)
     cosmx_radius = COSMX_RADIUS  # CosMx pixels, as in the paper
     found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, cosmx_radius)]
@@ -155,46 +177,59 @@ def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     return found
 
 
-def load_samples(dataset: BenchDataset) -> list[AnnData]:
-    """The dataset's samples with raw counts in ``X``, labels, coordinates and radius graphs."""
-    from gist.pp.graph import build_graphs
-    from gist.demo import make_demo
-    from gist.io import read_h5ad_samples
+def load_samples(dataset: BenchDataset) -> AnnData:
+    """The dataset as one AnnData (``obs['sample']``) with raw counts in ``X``, labels, coordinates
+    and each sample's radius graph (``obsp``, block-diagonal).
 
+    Parameters
+    ----------
+    dataset
+        The dataset (``path`` ``None``: the demo, generated).
+
+    Returns
+    -------
+    AnnData
+        The samples one after the other.
+    """
     if dataset.path is None:
-        adatas = make_demo(seed=0)
+        adata = join_samples(make_demo(seed=0))
     else:
-        adatas = read_h5ad_samples(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
-                           label_key=dataset.merge_from or dataset.label_key, merge=dataset.merge_from is not None,
-                           image_scalef=dataset.image_scalef)
-    for adata in adatas:
-        if dataset.label_key not in adata.obs:
-            raise GistInputError(f"dataset {dataset.name!r}: label column {dataset.label_key!r} not in obs")
-        adata.obsm.pop(IMG_KEY, None)  # image methods compute their own features (timed)
-    build_graphs(adatas, dataset.rad_cutoff, verbose=False)
-    return adatas
+        adata = read_h5ad(dataset.path, image_path=dataset.image, library_key=dataset.library_key,
+                          label_key=dataset.merge_from or dataset.label_key, merge=dataset.merge_from is not None,
+                          image_scalef=dataset.image_scalef)
+    if dataset.label_key not in adata.obs:
+        raise GistInputError(f"dataset {dataset.name!r}: label column {dataset.label_key!r} not in obs")
+    adata.obsm.pop(IMG_KEY, None)  # image methods compute their own features (timed)
+    parts = sample_parts(adata)  # a graph per sample
+    build_graphs(parts, dataset.rad_cutoff, verbose=False)
+    return join_samples(parts)
 
 
-def has_image(adatas: list[AnnData]) -> bool:
-    """Whether every sample carries a tissue image (``uns['spatial']``)."""
-    from gist.io.image import get_image
+def sample_members(adata: AnnData) -> list[np.ndarray]:
+    """Each sample's rows in ``adata`` (``obs['sample']``, in order of first appearance; all rows
+    when the column is absent)."""
+    return sample_rows(adata, LIBRARY_KEY)[1] if LIBRARY_KEY in adata.obs else [np.arange(adata.n_obs)]
 
+
+def has_image(adata: AnnData) -> bool:
+    """Whether every sample carries a tissue image (``uns['spatial'][sample]``)."""
+    names = sample_rows(adata, LIBRARY_KEY)[0] if LIBRARY_KEY in adata.obs else [None]
     try:
-        for adata in adatas:
-            get_image(adata)
+        for name in names:
+            get_image(adata, name)
     except (GistInputError, KeyError, FileNotFoundError):
         return False
     return True
 
 
-def methods_for(adatas: list[AnnData], extractors: list[str], cluster: str = "leiden") -> list[str]:
+def methods_for(adata: AnnData, extractors: list[str], cluster: str = "leiden") -> list[str]:
     """The methods that apply to a dataset: image methods only where there is an image, the
     spatial-prior baseline and GraphST's label refinement only for domains (``mclust``)."""
     names = ["expression", "expression_smoothed"]
     domains = cluster == "mclust"
     if domains:
         names.append("expression_hmrf")
-    image = has_image(adatas)
+    image = has_image(adata)
     if image:
         names += [f"image_{e}" for e in extractors]
     names.append("gist")
@@ -210,18 +245,17 @@ def methods_for(adatas: list[AnnData], extractors: list[str], cluster: str = "le
 # ---------------------------------------------------------------- representations
 
 
-def _concat(adatas: list[AnnData]) -> AnnData:
-    parts = [AnnData(X=sp.csr_matrix(a.X, dtype=np.float32), obs=a.obs.copy(), var=pd.DataFrame(index=a.var_names),
-                     obsm={"spatial": np.asarray(a.obsm["spatial"], dtype=np.float64)}) for a in adatas]
-    return ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+def _counts(adata: AnnData) -> AnnData:
+    """A light copy to build a representation on: counts (float32 CSR), obs, genes, coordinates."""
+    return AnnData(X=sp.csr_matrix(adata.X, dtype=np.float32), obs=adata.obs.copy(),
+                   var=pd.DataFrame(index=adata.var_names),
+                   obsm={"spatial": np.asarray(adata.obsm["spatial"], dtype=np.float64)})
 
 
-def _pooled_top_genes(adatas: list[AnnData], n_top: int) -> AnnData:
+def _pooled_top_genes(data: AnnData, n_top: int) -> AnnData:
     """All samples pooled, normalize_total (1e4) + log1p, restricted to the ``n_top`` most variable
     genes (scanpy ``seurat`` flavour) when there are more."""
-    import scanpy as sc
-
-    adata = _concat(adatas)
+    adata = _counts(data)
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     if adata.n_vars > n_top:
@@ -230,99 +264,80 @@ def _pooled_top_genes(adatas: list[AnnData], n_top: int) -> AnnData:
     return adata
 
 
-def expression_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
+def expression_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
     """scanpy's standard expression route: normalize_total, log1p, HVG, PCA."""
-    import scanpy as sc
-
-    adata = _pooled_top_genes(adatas, n_hvg)
+    adata = _pooled_top_genes(data, n_hvg)
     sc.pp.pca(adata, n_comps=min(n_pcs, adata.n_vars - 1, adata.n_obs - 1), random_state=seed)
     adata.obsm[REP_KEY] = adata.obsm["X_pca"]
     return adata
 
 
-def smoothed_expression_rep(adatas: list[AnnData], seed: int, n_neighbours: int = 6) -> AnnData:
+def smoothed_expression_rep(data: AnnData, seed: int, n_neighbours: int = 6) -> AnnData:
     """:func:`expression_rep` averaged over each cell and its ``n_neighbours`` nearest cells of the
     same sample (the graph made symmetric, one row-normalised sparse product)."""
-    from gist.tl.clustering import neighbour_average
-    from gist.pp.graph import knn_edges
-
-    adata = expression_rep(adatas, seed)
-    rows, cols, offset = [], [], 0
-    for part in adatas:
-        src, dst = knn_edges(np.asarray(part.obsm["spatial"], dtype=np.float64), n_neighbours)
-        rows.append(src + offset)
-        cols.append(dst + offset)
-        offset += part.n_obs
+    adata = expression_rep(data, seed)
+    xy = np.asarray(data.obsm["spatial"], dtype=np.float64)
+    rows, cols = [], []
+    for members in sample_members(data):
+        src, dst = knn_edges(xy[members], n_neighbours)
+        rows.append(members[src])
+        cols.append(members[dst])
     graph = sp.csr_matrix((np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(offset, offset))
+                          shape=(data.n_obs, data.n_obs))
     adata.obsm[REP_KEY] = neighbour_average(adata.obsm[REP_KEY], graph)
     return adata
 
 
-def image_features(adatas: list[AnnData], extractor: str, weights: str | None = None, device: str = "cpu") -> list[np.ndarray]:
-    """Per-sample image features with a weight-free descriptor (``stats``, ``he``) or a foundation
-    model (local ``weights``)."""
-    from gist.pp.extract import ExtractConfig, default_patch_size, sample_features
-    from gist.pp.extractors import create_extractor, extractor_kind
-    from gist.device import resolve_device
-
-    # the window: a Visium spot's diameter on the image used (DLPFC's lowres), else the paper's 240 px
-    config = ExtractConfig(extractor=extractor, weights=weights, device=device, patch_size=default_patch_size(adatas))
-    model = create_extractor(extractor, weights) if extractor_kind(extractor) == "foundation" else None
-    dev = resolve_device(device)
-    return [sample_features(a, str(i), config, model, dev) for i, a in enumerate(adatas)]
+def image_features(adata: AnnData, extractor: str, weights: str | None = None, device: str = "cpu") -> np.ndarray:
+    """Every cell's image features (rows in ``adata``'s order, float32), each sample's cut from its
+    own image by :func:`gist.pp.image_features`: a weight-free descriptor (``stats``, ``he``) or a
+    foundation model (local ``weights``); the window a Visium spot's diameter on the image used
+    (DLPFC's lowres), else the paper's 240 px. ``adata`` is left as it was."""
+    key = "bench_imgs"
+    gist_image_features(adata, extractor, weights, device=device, key_added=key)
+    return adata.obsm.pop(key)
 
 
-def image_rep(adatas: list[AnnData], seed: int, extractor: str, weights: str | None, device: str, n_pcs: int = 30) -> AnnData:
+def image_rep(data: AnnData, seed: int, extractor: str, weights: str | None, device: str, n_pcs: int = 30) -> AnnData:
     """Image features alone: standardised, then PCA."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
-    features = np.concatenate(image_features(adatas, extractor, weights, device))
-    adata = _concat(adatas)
+    features = image_features(data, extractor, weights, device)
+    adata = _counts(data)
     scaled = StandardScaler().fit_transform(features)
     adata.obsm[REP_KEY] = PCA(n_components=min(n_pcs, scaled.shape[1] - 1), random_state=seed).fit_transform(scaled)
     return adata
 
 
-def train_gist(adatas: list[AnnData], seed: int, recipe: str = "gist", epochs: int | None = None,
+def train_gist(adata: AnnData, seed: int, recipe: str = "gist", epochs: int | None = None,
                device: str = "cpu", ensemble: int | None = None, overrides: dict | None = None,
                task: str = "cell_types") -> AnnData:
     """Train GIST with a recipe on the samples (image branch on when they carry ``obsm['imgs']``)
     and embed them with the final checkpoint(s).
 
-    Returns :func:`gist.tl.inference.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``).
+    Returns :func:`gist.tl.inference.infer`'s AnnData (``obsm['pred']``, ``layers['recon']``),
+    rows in ``adata``'s order.
     """
-    from gist.tl._inputs import sample_graphs
-    from gist.tl.inference import infer
-    from gist.device import resolve_device
-    from gist.tl.training import recipe_config, train_ensemble
-
-    graphs = list(sample_graphs(adatas))
+    graphs = list(sample_graphs(split_samples(adata)[0]))  # the model boundary
     config = recipe_config(recipe, task, **(overrides or {}) | {"epochs": epochs, "ensemble": ensemble, "seed": seed,
                                                          "save_every": 0, "device": device})
     # benchmark seed s trains members s*M .. s*M+M-1, so that the seeds share no member
     config = replace(config, seed=seed * config.ensemble)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
         models, _ = train_ensemble(graphs, config, tmp, progress=False)
-    return infer(adatas, models, resolve_device(device),
+    return infer(adata, models, resolve_device(device),
                  {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble})
 
 
-def gist_rep(adatas: list[AnnData], seed: int, extractor: str | None, weights: str | None, device: str,
+def gist_rep(data: AnnData, seed: int, extractor: str | None, weights: str | None, device: str,
              recipe: str = "gist", epochs: int | None = None, ensemble: int | None = None,
              n_top_genes: int | None = None, overrides: dict | None = None, task: str = "cell_types") -> AnnData:
     """GIST's fused latent (the ensemble's consensus for the ``gist`` recipe); ``extractor=None``
     turns the image branch off. Genes follow :mod:`gist.pp.genes` (as train.py)."""
-    from gist.pp.genes import apply_gene_rule
-
-    adatas, _ = apply_gene_rule(adatas, n_top_genes, verbose=False)
+    (adata,), _ = apply_gene_rule([data], n_top_genes, verbose=False)
     if extractor is not None:
-        features = image_features(adatas, extractor, weights, device)
-        adatas = [a.copy() for a in adatas]
-        for adata, feats in zip(adatas, features):
-            adata.obsm[IMG_KEY] = np.asarray(feats, dtype=np.float32)
-    result = train_gist(adatas, seed, recipe, epochs, device, ensemble, overrides, task)
+        features = image_features(adata, extractor, weights, device)
+        adata = adata.copy()
+        adata.obsm[IMG_KEY] = np.asarray(features, dtype=np.float32)
+    result = train_gist(adata, seed, recipe, epochs, device, ensemble, overrides, task)
     result.obsm[REP_KEY] = result.obsm[LATENT_KEY]
     return result
 
@@ -332,26 +347,25 @@ def denoised_rep(result: AnnData, seed: int) -> AnnData:
     ensemble's mean reconstruction in genes) reduced to principal components
     (:func:`gist.tl.clustering.denoised_components`, as GraphST clusters its reconstruction); domains
     average it over the graph like every ``gist`` row."""
-    from gist.tl.clustering import denoised_components
-
     result.obsm[REP_KEY] = result.obsm[denoised_components(result, seed=seed)]
     return result
 
 
-def offset_coordinates(adatas: list[AnnData]) -> np.ndarray:
-    """Coordinates of all samples in one frame, samples side by side with a gap, so that a
-    spatial neighbour search over the pooled cells never links two samples."""
-    out, shift = [], 0.0
-    for adata in adatas:
-        xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+def offset_coordinates(adata: AnnData) -> np.ndarray:
+    """Coordinates of all samples in one frame (rows in ``adata``'s order), samples side by side
+    with a gap, so that a spatial neighbour search over the pooled cells never links two samples."""
+    spatial = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    out, shift = np.empty_like(spatial), 0.0
+    for members in sample_members(adata):
+        xy = spatial[members]
         moved = xy - xy.min(axis=0) + np.array([shift, 0.0])
-        out.append(moved)
+        out[members] = moved
         extent = np.ptp(xy, axis=0).max() if len(xy) else 0.0
         shift = moved[:, 0].max() + extent + 1e4
-    return np.concatenate(out)
+    return out
 
 
-def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600,
+def graphst_rep(data: AnnData, seed: int, device: str, epochs: int = 600,
                 max_cells: int = GRAPHST_MAX_CELLS) -> AnnData:
     """GraphST's embedding with its defaults (3,000 HVGs by seurat_v3, 3-NN graph, 600 epochs),
     reduced to 20 principal components as GraphST's own ``clustering`` does."""
@@ -359,15 +373,10 @@ def graphst_rep(adatas: list[AnnData], seed: int, device: str, epochs: int = 600
         from GraphST.GraphST import GraphST
     except ImportError as err:
         raise GistInputError(f"GraphST is not installed ({err}); it is pinned in requirements.txt (make setup)") from None
-    import torch
-    from sklearn.decomposition import PCA
-
-    from gist.device import resolve_device
-
-    adata = _concat(adatas)
+    adata = _counts(data)
     if adata.n_obs > max_cells:
         raise GistInputError(f"GraphST builds dense {adata.n_obs} x {adata.n_obs} matrices; skipped above {max_cells} cells")
-    adata.obsm["spatial"] = offset_coordinates(adatas)
+    adata.obsm["spatial"] = offset_coordinates(data)
     adata.X = adata.X.toarray()
     model = GraphST(adata, device=torch.device(resolve_device(device)), random_seed=seed, epochs=epochs)
     out = model.train()
@@ -382,7 +391,7 @@ BANKSY_SETTINGS = {"mclust": {"lambda": 0.2, "k_geom": 18}, "leiden": {"lambda":
 BANKSY_PCS = 20
 
 
-def banksy_rep(adatas: list[AnnData], seed: int, task: str, n_hvg: int = 2000) -> AnnData:
+def banksy_rep(data: AnnData, seed: int, task: str, n_hvg: int = 2000) -> AnnData:
     """BANKSY (PyPI ``pybanksy``): each cell's z-scored expression beside its neighbours'
     Gaussian-weighted mean and azimuthal Gabor filter (``max_m=1``), weighted by ``lambda``, then
     PCA to 20 components; settings from :data:`BANKSY_SETTINGS` for the task. Genes as the
@@ -392,12 +401,10 @@ def banksy_rep(adatas: list[AnnData], seed: int, task: str, n_hvg: int = 2000) -
         from banksy.initialize_banksy import initialize_banksy
     except ImportError as err:
         raise GistInputError(f"pybanksy is not installed ({err}): pip install -r bench/requirements.txt") from None
-    from sklearn.decomposition import PCA
-
     settings = BANKSY_SETTINGS[task]
-    adata = _pooled_top_genes(adatas, n_hvg)
+    adata = _pooled_top_genes(data, n_hvg)
     adata.X = np.asarray(adata.X.todense() if sp.issparse(adata.X) else adata.X, dtype=np.float64)
-    xy = offset_coordinates(adatas)
+    xy = offset_coordinates(data)
     adata.obsm["spatial"] = xy
     adata.obs["x"], adata.obs["y"] = xy[:, 0], xy[:, 1]
     quiet = {"plt_edge_hist": False, "plt_nbr_weights": False, "plt_agf_angles": False, "plt_theta": False}
@@ -411,7 +418,7 @@ def banksy_rep(adatas: list[AnnData], seed: int, task: str, n_hvg: int = 2000) -
     return adata
 
 
-def cellcharter_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_layers: int = 3,
+def cellcharter_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_layers: int = 3,
                     max_epochs: int | None = None) -> AnnData:
     """CellCharter (PyPI ``cellcharter``) as its authors run transcriptomics: scVI's latent
     (``scvi-tools``, 2,000 seurat_v3 HVGs of the raw counts, one batch per sample, early stopping),
@@ -424,19 +431,19 @@ def cellcharter_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_layer
         import squidpy as sq
     except ImportError as err:
         raise GistInputError(f"cellcharter/scvi-tools is not installed ({err}): pip install -r bench/requirements.txt") from None
-    import scanpy as sc
-
-    from gist.keys import LIBRARY_KEY
-
-    adata = _concat(adatas)
-    adata.obs[LIBRARY_KEY] = pd.Categorical(np.repeat([str(i) for i in range(len(adatas))], [a.n_obs for a in adatas]))
+    adata = _counts(data)
+    members = sample_members(data)
+    batch_of = np.empty(adata.n_obs, dtype=object)  # the samples' numbers, in order of first appearance
+    for i, rows in enumerate(members):
+        batch_of[rows] = str(i)
+    adata.obs[LIBRARY_KEY] = pd.Categorical(batch_of)
     adata.layers["counts"] = adata.X.copy()
     if adata.n_vars > n_hvg:
         sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg, flavor="seurat_v3", layer="counts")
         adata = adata[:, adata.var["highly_variable"]].copy()
     scvi.settings.seed = seed
     scvi.settings.verbosity = 40
-    batch = LIBRARY_KEY if len(adatas) > 1 else None
+    batch = LIBRARY_KEY if len(members) > 1 else None
     scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key=batch)
     model = scvi.model.SCVI(adata)
     model.train(max_epochs=max_epochs, early_stopping=True, enable_progress_bar=False, accelerator="cpu")
@@ -449,48 +456,46 @@ def cellcharter_rep(adatas: list[AnnData], seed: int, n_hvg: int = 2000, n_layer
     return adata
 
 
-def representation(adatas: list[AnnData], method: str, seed: int, paper_epochs: int, weights: str | None = None,
+def representation(adata: AnnData, method: str, seed: int, paper_epochs: int, weights: str | None = None,
                    device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
                    gist_ensemble: int | None = None, task: str = "leiden") -> AnnData:
     """Dispatch ``method`` (see the module docstring) to its representation. ``gist_epochs`` and
     ``gist_ensemble`` override the gist recipe (quick checks); ``None`` keeps the recipe's;
     ``task`` is the dataset's clustering (``leiden`` cell types, ``mclust`` domains)."""
-    image = has_image(adatas)
+    image = has_image(adata)
     first = extractors[0] if image else None
-    from gist.tl.recipes import task_of
-
     default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble, "task": task_of(task)}
     if method in ("expression", "expression_hmrf"):
-        return expression_rep(adatas, seed)
+        return expression_rep(adata, seed)
     if method == "banksy":
-        return banksy_rep(adatas, seed, task)
+        return banksy_rep(adata, seed, task)
     if method == "cellcharter":
-        return cellcharter_rep(adatas, seed)
+        return cellcharter_rep(adata, seed)
     if method == "expression_smoothed":
-        return smoothed_expression_rep(adatas, seed)
+        return smoothed_expression_rep(adata, seed)
     if method == "gist":
-        return gist_rep(adatas, seed, first, weights, device, **default)
+        return gist_rep(adata, seed, first, weights, device, **default)
     if method == "gist_noimg":
-        return gist_rep(adatas, seed, None, None, device, **default)
+        return gist_rep(adata, seed, None, None, device, **default)
     if method == "gist_paper":
-        return gist_rep(adatas, seed, first, weights, device, recipe="paper", epochs=paper_epochs, task=task_of(task))
+        return gist_rep(adata, seed, first, weights, device, recipe="paper", epochs=paper_epochs, task=task_of(task))
     if method in ("graphst", "graphst_refine"):
-        return graphst_rep(adatas, seed, device)
+        return graphst_rep(adata, seed, device)
     if method == "gist_denoised":
-        return denoised_rep(gist_rep(adatas, seed, first, weights, device, **default), seed)
+        return denoised_rep(gist_rep(adata, seed, first, weights, device, **default), seed)
     if method.startswith("gist+"):
         settings = candidate_settings(method)
         genes = {k: settings[k] for k in GENE_SETTINGS if k in settings}
         if "n_top_genes" in genes:  # a panel smaller than the count: all of its genes
-            genes["n_top_genes"] = min(genes["n_top_genes"], adatas[0].n_vars)
-        result = gist_rep(adatas, seed, None if "_noimg" in method else first, weights, device,
+            genes["n_top_genes"] = min(genes["n_top_genes"], adata.n_vars)
+        result = gist_rep(adata, seed, None if "_noimg" in method else first, weights, device,
                           overrides={k: v for k, v in settings.items() if k not in GENE_SETTINGS}, **genes, **default)
         return denoised_rep(result, seed) if method.endswith("_denoised") else result
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
-        return image_rep(adatas, seed, extractor, weights, device)
+        return image_rep(adata, seed, extractor, weights, device)
     if kind == "gist" and extractor:
-        return gist_rep(adatas, seed, extractor, weights, device, **default)
+        return gist_rep(adata, seed, extractor, weights, device, **default)
     raise GistInputError(f"unknown benchmark method {method!r}")
 
 
@@ -507,26 +512,26 @@ def clusterer(method: str, task: str) -> str:
     return "hmrf" if method == "expression_hmrf" and task == "mclust" else task
 
 
-def pooled_graph(adatas: list[AnnData]) -> sp.csr_matrix:
-    """The samples' spatial graphs (``obsp['spatial_connectivities']``) as one block-diagonal matrix."""
-    return sp.block_diag([sp.csr_matrix(a.obsp["spatial_connectivities"]) for a in adatas], format="csr")
+def pooled_graph(adata: AnnData) -> sp.csr_matrix:
+    """The samples' spatial graphs (``obsp['spatial_connectivities']``, block-diagonal: edges never
+    cross samples) as a CSR matrix."""
+    return sp.csr_matrix(adata.obsp[CONNECTIVITIES_KEY])
 
 
 #: GraphST's refinement: each spot takes the majority label of its nearest spots (its ``radius``).
 GRAPHST_REFINE_RADIUS = 50
 
 
-def cluster_rep(rep: AnnData, adatas: list[AnnData], method: str, task: str, ncluster: int, seed: int) -> dict:
+def cluster_rep(rep: AnnData, adata: AnnData, method: str, task: str, ncluster: int, seed: int) -> dict:
     """Cluster a method's representation (``obsm['bench_rep']``) into ``obs['bench_cluster']`` the
     way the benchmark does for every method: the clusterer of :func:`clusterer`, the average over
-    the spatial graph where :func:`smooths` says so, GraphST's label refinement for ``graphst_refine``."""
-    from gist.tl.clustering import cluster_rep
-
+    the spatial graph where :func:`smooths` says so, GraphST's label refinement for ``graphst_refine``.
+    ``adata`` is the dataset (:func:`load_samples`), whose graph the ``hmrf`` prior uses."""
     smooth = smooths(method, task)
     how = clusterer(method, task)
-    if how == "hmrf" and "spatial_connectivities" not in rep.obsp:
-        rep.obsp["spatial_connectivities"] = pooled_graph(adatas)
-    run = cluster_rep(rep, how, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
+    if how == "hmrf" and CONNECTIVITIES_KEY not in rep.obsp:
+        rep.obsp[CONNECTIVITIES_KEY] = pooled_graph(adata)
+    run = gist_cluster_rep(rep, how, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
     if method == "graphst_refine":
         from GraphST.utils import refine_label
 
@@ -547,25 +552,19 @@ def warm_up(method: str) -> None:
     """Pay one-time costs outside any timed section: scanpy's lazy imports (normalisation, HVGs,
     PCA on a toy matrix) and, for
     ``leiden``, the numba compilation of neighbours/leiden (~20 s in a fresh process)."""
-    import scanpy as sc
-
-    from gist.tl.clustering import cluster_rep
-
     rng = np.random.default_rng(0)
     toy = AnnData(X=rng.poisson(2.0, size=(300, 40)).astype(np.float32), obsm={"spatial": rng.uniform(size=(300, 2))})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _pooled_top_genes([toy], 20)
+        _pooled_top_genes(toy, 20)
         sc.pp.pca(toy, n_comps=5)
-        cluster_rep(toy, method, 3, use_rep="X_pca", key_added="warm")
+        gist_cluster_rep(toy, method, 3, use_rep="X_pca", key_added="warm")
 
 
 def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int | None = None) -> int | None:
     """The ``epochs`` a record carries: the training epochs per model for runs that train GIST
     (``gist_paper``: ``paper_epochs``; the ``gist`` recipe's, or ``gist_epochs``, otherwise),
     ``None`` for the others. Part of a run's identity for ``bench/reproduce.py --resume``."""
-    from gist.tl.recipes import RECIPES
-
     if method == "gist_paper":
         return paper_epochs
     if kind == "denoise" or method.startswith("gist"):
@@ -573,12 +572,10 @@ def recorded_epochs(kind: str, method: str, paper_epochs: int, gist_epochs: int 
     return None
 
 
-def dataset_labels(dataset: BenchDataset, adatas: list[AnnData]) -> tuple[np.ndarray, np.ndarray, int]:
+def dataset_labels(dataset: BenchDataset, adata: AnnData) -> tuple[np.ndarray, np.ndarray, int]:
     """Every cell's label as text, which cells have one (:func:`gist.tl.metrics.labelled_mask`) and the
     target cluster count (``dataset.ncluster``, else the number of label classes)."""
-    from gist.tl.metrics import labelled_mask
-
-    labels = pd.concat([a.obs[dataset.label_key] for a in adatas])
+    labels = adata.obs[dataset.label_key]
     labelled = labelled_mask(labels)
     labels = labels.astype(str).to_numpy()
     return labels, labelled, dataset.ncluster or len(np.unique(labels[labelled]))
@@ -597,16 +594,14 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     one-time compilation of the clustering code (:func:`warm_up`, before the clock starts).
     Cells without a label are clustered but left out of the scores.
     """
-    from gist.tl.metrics import compare_labels
-
-    adatas = load_samples(dataset)
-    labels, labelled, ncluster = dataset_labels(dataset, adatas)
+    adata = load_samples(dataset)
+    labels, labelled, ncluster = dataset_labels(dataset, adata)
     warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
-    rep = representation(adatas, method, seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble,
+    rep = representation(adata, method, seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble,
                          task=dataset.cluster)
-    run = cluster_rep(rep, adatas, method, dataset.cluster, ncluster, seed)
+    run = cluster_rep(rep, adata, method, dataset.cluster, ncluster, seed)
     seconds = time.perf_counter() - start
     summary, _, _ = compare_labels(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
     if keep_rep:
@@ -630,9 +625,6 @@ def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
     """Write one run's representation (``obsm['bench_rep']``, before any smoothing), its clusters,
     the labels, the spatial coordinates and sample of every cell, and the spatial graph when the
     representation carries one (CSR ``graph_indptr``/``graph_indices``), to ``path`` (``.npz``, atomically)."""
-    from gist.keys import LIBRARY_KEY
-    from gist.utils import atomic_path
-
     samples = rep.obs[LIBRARY_KEY] if LIBRARY_KEY in rep.obs else np.full(rep.n_obs, "")
     graph = {}
     if "spatial_connectivities" in rep.obsp:  # the graph a smoothed run averaged over
@@ -659,8 +651,6 @@ def load_rep(path: Path) -> AnnData:
     """A kept run (:func:`save_rep`) as an AnnData: ``obsm['bench_rep']``, ``obsm['spatial']``,
     ``obs['labels']``, ``obs['bench_cluster']`` (the run's clusters) and, when the run kept its
     graph, ``obsp['spatial_connectivities']`` (unweighted, as the run's smoothing used it)."""
-    from gist.keys import LIBRARY_KEY
-
     kept = np.load(path)
     n = kept["rep"].shape[0]
     obs = pd.DataFrame({"labels": kept["labels"], "bench_cluster": kept["clusters"], LIBRARY_KEY: kept["samples"]},
@@ -673,17 +663,18 @@ def load_rep(path: Path) -> AnnData:
     return rep
 
 
-def same_places(adatas: list[AnnData], spatial: np.ndarray) -> bool:
-    """Whether ``spatial`` holds the samples' cells in order, each sample up to a shift (as
+def same_places(adata: AnnData, spatial: np.ndarray) -> bool:
+    """Whether ``spatial`` holds ``adata``'s cells in order, each sample up to a shift (as
     :func:`offset_coordinates` moves them for GraphST)."""
-    start = 0
-    for adata in adatas:
-        xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-        kept = np.asarray(spatial[start:start + len(xy)], dtype=np.float64)
+    if len(spatial) != adata.n_obs:
+        return False
+    coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    for members in sample_members(adata):
+        xy = coords[members]
+        kept = np.asarray(spatial[members], dtype=np.float64)
         if kept.shape != xy.shape or not np.allclose(kept - kept.min(axis=0), xy - xy.min(axis=0)):
             return False
-        start += len(xy)
-    return start == len(spatial)
+    return True
 
 
 def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
@@ -701,18 +692,16 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
         When the kept cells are not the dataset's (count, order, coordinates or labels differ), or a
         smoothed method kept no graph.
     """
-    from gist.tl.metrics import compare_labels
-
-    adatas = load_samples(dataset)
-    labels, labelled, ncluster = dataset_labels(dataset, adatas)
+    adata = load_samples(dataset)
+    labels, labelled, ncluster = dataset_labels(dataset, adata)
     rep = load_rep(path)
     if rep.n_obs != labels.size or not np.array_equal(rep.obs["labels"].to_numpy(), labels) \
-            or not same_places(adatas, rep.obsm["spatial"]):
+            or not same_places(adata, rep.obsm["spatial"]):
         raise GistInputError(f"{path}: its cells are not those of dataset {dataset.name!r} "
                              f"({rep.n_obs} kept, {labels.size} in the data, or their order/labels/coordinates differ)")
     if smooths(record["method"], dataset.cluster) and "spatial_connectivities" not in rep.obsp:
         raise GistInputError(f"{path}: {record['method']} averages over the spatial graph, but the run kept none")
-    run = cluster_rep(rep, adatas, record["method"], dataset.cluster, ncluster, record["seed"])
+    run = cluster_rep(rep, adata, record["method"], dataset.cluster, ncluster, record["seed"])
     summary, _, _ = compare_labels(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
     return record | {
         "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
@@ -726,30 +715,25 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
                   gist_epochs: int | None = None, gist_ensemble: int | None = None) -> dict:
     """Hold out ``fraction`` of each cell's non-zero counts, train GIST (the default recipe, with
     the ``stats`` image branch where there is an image) on the rest, and score ``layers['recon']``
-    at the held-out entries against the raw and neighbour-mean baselines (:mod:`bench.denoise`)."""
-    from bench.denoise import HeldOut, denoising_scores, mask_counts
-    from gist.pp.genes import apply_gene_rule
-
-    adatas, _ = apply_gene_rule(load_samples(dataset), verbose=False)
-    image = has_image(adatas)
-    masked_parts, rows, cols, counts, offset = [], [], [], [], 0
-    for i, adata in enumerate(adatas):
-        masked, held = mask_counts(adata.X, fraction, seed=seed * 1000 + i)
-        adata.X = sp.csr_matrix(masked)
-        if image:
-            adata.obsm[IMG_KEY] = image_features([adata], "stats")[0]
-        masked_parts.append(masked)
-        rows.append(held.rows + offset)
+    at the held-out entries against the raw and neighbour-mean baselines (:mod:`bench.denoise`).
+    Each sample is masked with its own seed (``seed * 1000 + i`` for the ``i``-th sample)."""
+    (adata,), _ = apply_gene_rule([load_samples(dataset)], verbose=False)
+    image = has_image(adata)
+    masked = np.empty(adata.shape, dtype=np.float32)
+    rows, cols, counts = [], [], []
+    for i, members in enumerate(sample_members(adata)):
+        masked[members], held = mask_counts(adata.X[members], fraction, seed=seed * 1000 + i)
+        rows.append(members[held.rows])
         cols.append(held.cols)
         counts.append(held.counts)
-        offset += adata.n_obs
+    adata.X = sp.csr_matrix(masked)
+    if image:
+        adata.obsm[IMG_KEY] = image_features(adata, "stats")
     start = time.perf_counter()
-    from gist.tl.recipes import task_of
-
-    result = train_gist(adatas, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
+    result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
     seconds = time.perf_counter() - start
     held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
-    scores = denoising_scores(np.concatenate(masked_parts), held, np.asarray(result.layers[DENOISED_LAYER]),
+    scores = denoising_scores(masked, held, np.asarray(result.layers[DENOISED_LAYER]),
                               result.obsp["spatial_connectivities"])
     return {"dataset": dataset.name, "method": "gist", "seed": seed, "image": image,
             "epochs": recorded_epochs("denoise", "gist", 0, gist_epochs), "fraction": fraction, "held_out": scores["held_out"],

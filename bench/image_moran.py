@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scanpy as sc
+from anndata import AnnData
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,12 +57,12 @@ def image_gain(records: list[dict], dataset: str) -> tuple[float | None, int]:
     return (round(float((both["gist"] - both["gist_noimg"]).mean()), 3) if len(both) else None), len(both)
 
 
-def measure(dataset: BenchDataset, adatas: list, records: list[dict]) -> dict:
-    """The row of one dataset (its samples ``adatas`` as :func:`bench.benchmark.load_samples` gives them)."""
-    graph = pooled_graph(adatas)
+def measure(dataset: BenchDataset, adata: AnnData, records: list[dict]) -> dict:
+    """The row of one dataset (``adata`` as :func:`bench.benchmark.load_samples` gives it)."""
+    graph = pooled_graph(adata)
     graph = ((graph + graph.T) > 0).astype(np.float64)
-    expression = np.asarray(expression_rep(adatas, seed=0).obsm["X_pca"])
-    image = np.vstack(image_features(adatas, "stats"))  # Moran's I is scale-free: no standardising needed
+    expression = np.asarray(expression_rep(adata, seed=0).obsm["X_pca"])
+    image = image_features(adata, "stats")  # Moran's I is scale-free: no standardising needed
     gain, seeds = image_gain(records, dataset.name)
     return {"dataset": dataset.name, "cells": int(graph.shape[0]), "moran_expression_pcs": round(mean_morans_i(graph, expression), 3),
             "moran_image_stats": round(mean_morans_i(graph, image), 3), "gist_minus_noimg_ari": gain, "seeds": seeds}
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     records = read_records(args.records)["records"] if Path(args.records).is_file() else []
     rows = []
     for dataset in shared_datasets(args.data_root):
-        adatas = load_samples(dataset)
-        if has_image(adatas):
-            rows.append(measure(dataset, adatas, records))
+        adata = load_samples(dataset)
+        if has_image(adata):
+            rows.append(measure(dataset, adata, records))
     table = pd.DataFrame(rows)
     print(_markdown(table) if not table.empty else "(no dataset with an image)")
     with atomic_path(args.out) as tmp:

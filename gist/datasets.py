@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io._validate import check_samples
-from gist.io.cosmx import read_cosmx_fovs
+from gist.io.cosmx import read_cosmx
 from gist.io.visium import read_visium
 from gist.io.h5ad import load_prepared
 from gist.io.samples import join_samples
@@ -94,24 +94,41 @@ def scoring_defaults(spec: DatasetSpec, columns, label_key: str | None = None, n
 
 def read_raw_dataset(name: str, root: str | Path = "dataset", image: str | Path | None = None,
                      labels: str | Path | None = None, label_key: str = "label",
-                     annotation: str | Path | None = None) -> list[AnnData]:
-    """The samples of a named dataset before extraction, read by its platform's reader
-    (:attr:`DatasetSpec.platform`): ``demo`` generated, ``cosmx`` flat files under
-    ``root/<name>`` (or ``root``) with ``annotation`` (default: ``matched_annotation_all.csv`` there
-    when present), ``visium`` an ``outs/`` folder under ``root/<name>`` with ``image`` (full
-    resolution) and ``labels`` (CSV, column ``label_key``)."""
+                     annotation: str | Path | None = None) -> AnnData:
+    """A named dataset before extraction as one AnnData (``obs['sample']``), read by its platform's
+    reader (:attr:`DatasetSpec.platform`).
+
+    Parameters
+    ----------
+    name
+        The dataset (:data:`DATASETS`): ``demo`` is generated, ``cosmx`` reads flat files under
+        ``root/<name>`` (or ``root``), ``visium`` an ``outs/`` folder under ``root/<name>``.
+    root
+        The data root.
+    image
+        Visium: the full-resolution image.
+    labels, label_key
+        Visium: spot labels (CSV) and their column.
+    annotation
+        CosMx: the cell annotation (default: ``matched_annotation_all.csv`` there when present).
+
+    Returns
+    -------
+    AnnData
+        The reader's AnnData.
+    """
     spec = dataset_spec(name)
     folder = Path(root) / name
     if spec.platform == "demo":
         from gist.demo import make_demo  # gist.demo reads this registry: imported here, not above
 
-        return make_demo(n_fovs=4, seed=0)
+        return join_samples(make_demo(n_fovs=4, seed=0))
     if spec.platform == "cosmx":
         folder = folder if folder.is_dir() else Path(root)
         annotation = annotation or (folder / "matched_annotation_all.csv")
-        return read_cosmx_fovs(folder, annotation_file=annotation if Path(annotation).is_file() else None)
+        return read_cosmx(folder, annotation_file=annotation if Path(annotation).is_file() else None)
     if spec.platform == "visium":
-        return [read_visium(folder, fullres_image=image, labels=labels, label_key=label_key)]
+        return read_visium(folder, fullres_image=image, labels=labels, label_key=label_key)
     raise GistInputError(f"dataset {name!r} has no reader for platform {spec.platform!r}; pass --data PATH")
 
 

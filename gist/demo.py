@@ -29,9 +29,10 @@ from anndata import AnnData
 
 from gist.datasets import COSMX_RADIUS
 from gist.errors import GistInputError
-from gist.io import read_cosmx_fovs
+from gist.io import read_cosmx
 from gist.io.celltypes import PAPER_CLASSES
 from gist.io.image import spatial_entry
+from gist.io.samples import split_samples
 from gist.keys import CONNECTIVITIES_KEY, LIBRARY_KEY, SPATIAL_KEY
 from gist.pp.graph import Cal_Spatial_Net
 from gist.pp.stats import add_patch_stats
@@ -316,11 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = write_cosmx_export(adatas, args.out)
     print(f"wrote the demo export ({sum(a.n_obs for a in adatas)} cells, {args.n_fovs} FOVs) to {root}")
     try:
-        loaded = read_cosmx_fovs(root)
+        loaded = read_cosmx(root)
     except GistInputError as err:
         parser.exit(2, f"error: {err}\n")
     rows = []
-    for adata in loaded:
+    for adata in split_samples(loaded)[0]:
         Cal_Spatial_Net(adata, rad_cutoff=args.rad_cutoff, verbose=False)
         n_edges = adata.obsp[CONNECTIVITIES_KEY].nnz
         rows.append(

@@ -23,10 +23,26 @@ from bench.benchmark import (
 )
 from bench.benchmark_report import START, END, clustering_table, summarise, task_scores, update_markdown
 from gist.errors import GistInputError
+from gist.io.samples import join_samples
+from gist.pp.graph import build_graphs
 
 
-def test_offset_coordinates_never_link_two_samples(demo_small):
-    pooled = offset_coordinates(demo_small)
+@pytest.fixture(scope="module")
+def demo(demo_small):
+    """The small demo as the benchmark reads data: one AnnData, samples in obs['sample']."""
+    return join_samples([a.copy() for a in demo_small])
+
+
+@pytest.fixture(scope="module")
+def demo_graphs(demo_small):
+    """:func:`demo` with each sample's radius graph."""
+    samples = [a.copy() for a in demo_small]
+    build_graphs(samples, None, verbose=False)
+    return join_samples(samples)
+
+
+def test_offset_coordinates_never_link_two_samples(demo_small, demo):
+    pooled = offset_coordinates(demo)
     sample = np.repeat(np.arange(len(demo_small)), [a.n_obs for a in demo_small])
     extent = max(np.ptp(a.obsm["spatial"], axis=0).max() for a in demo_small)
     pairs = cKDTree(pooled).query_pairs(extent, output_type="ndarray")
@@ -36,13 +52,12 @@ def test_offset_coordinates_never_link_two_samples(demo_small):
     np.testing.assert_allclose(pooled[: len(first)] - pooled[0], first - first[0])
 
 
-def test_image_methods_only_where_there_is_an_image(demo_small):
-    with_image = methods_for(demo_small, ["stats", "uni"])
+def test_image_methods_only_where_there_is_an_image(demo):
+    with_image = methods_for(demo, ["stats", "uni"])
     assert with_image == ["expression", "expression_smoothed", "image_stats", "image_uni", "gist", "gist_noimg",
                           "gist_uni", "gist_paper", "graphst", "banksy", "cellcharter"]
-    bare = [a.copy() for a in demo_small]
-    for adata in bare:
-        del adata.uns["spatial"]
+    bare = demo.copy()
+    del bare.uns["spatial"]
     assert methods_for(bare, ["stats"]) == ["expression", "expression_smoothed", "gist", "gist_paper", "graphst",
                                             "banksy", "cellcharter"]
     # domains add the spatial-prior baseline and GraphST's refinement
@@ -51,14 +66,14 @@ def test_image_methods_only_where_there_is_an_image(demo_small):
 
 
 @pytest.mark.parametrize("method", ["gist-full", "image_", "expression_fancy"])
-def test_unknown_method_is_named(demo_small, method):
+def test_unknown_method_is_named(demo, method):
     with pytest.raises(GistInputError, match=f"'{method}'"):
-        representation(demo_small, method, seed=0, paper_epochs=1)
+        representation(demo, method, seed=0, paper_epochs=1)
 
 
-def test_smoothed_expression_is_the_neighbour_average_of_the_pca(demo_small):
-    plain = expression_rep(demo_small, seed=0).obsm["bench_rep"]
-    smoothed = smoothed_expression_rep(demo_small, seed=0).obsm["bench_rep"]
+def test_smoothed_expression_is_the_neighbour_average_of_the_pca(demo_small, demo):
+    plain = expression_rep(demo, seed=0).obsm["bench_rep"]
+    smoothed = smoothed_expression_rep(demo, seed=0).obsm["bench_rep"]
     first = demo_small[0]
     coords = first.obsm["spatial"]
     _, idx = cKDTree(coords).query(coords[5], k=7)  # the cell and its 6 nearest
@@ -71,30 +86,30 @@ def test_smoothed_expression_is_the_neighbour_average_of_the_pca(demo_small):
     np.testing.assert_allclose(smoothed[5], plain[sorted(members)].mean(axis=0), rtol=1e-4, atol=1e-5)
 
 
-def test_expression_and_image_representations(demo_small):
-    n = sum(a.n_obs for a in demo_small)
-    expr = expression_rep(demo_small, seed=0)
+def test_expression_and_image_representations(demo):
+    n = demo.n_obs
+    expr = expression_rep(demo, seed=0)
     assert expr.obsm["bench_rep"].shape == (n, 30)
-    img = image_rep(demo_small, seed=0, extractor="stats", weights=None, device="cpu")
+    img = image_rep(demo, seed=0, extractor="stats", weights=None, device="cpu")
     assert img.obsm["bench_rep"].shape == (n, 30) and np.isfinite(img.obsm["bench_rep"]).all()
     assert list(img.obs_names) == list(expr.obs_names)
 
 
-def test_graphst_embeds_every_cell(demo_small):
+def test_graphst_embeds_every_cell(demo):
     pytest.importorskip("GraphST", reason="GraphST (requirements.txt) is not installed")
     from bench.benchmark import graphst_rep
 
-    out = graphst_rep(demo_small, seed=0, device="cpu", epochs=3)
-    assert out.obsm["bench_rep"].shape == (sum(a.n_obs for a in demo_small), 20)
+    out = graphst_rep(demo, seed=0, device="cpu", epochs=3)
+    assert out.obsm["bench_rep"].shape == (demo.n_obs, 20)
     assert np.isfinite(out.obsm["bench_rep"]).all()
 
 
-def test_graphst_refuses_too_many_cells(demo_small):
+def test_graphst_refuses_too_many_cells(demo):
     pytest.importorskip("GraphST", reason="GraphST (requirements.txt) is not installed")
     from bench.benchmark import graphst_rep
 
     with pytest.raises(GistInputError, match="dense"):
-        graphst_rep(demo_small, seed=0, device="cpu", epochs=1, max_cells=100)
+        graphst_rep(demo, seed=0, device="cpu", epochs=1, max_cells=100)
 
 
 def test_summary_is_mean_and_sd_over_seeds():
@@ -227,22 +242,22 @@ def test_scale_bench_embeds_every_cell_and_reports_peak_memory(tmp_path, capsys)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("peak_rss_gib ")
 
 
-def test_banksy_embeds_every_cell_in_its_settings(demo_small):
+def test_banksy_embeds_every_cell_in_its_settings(demo):
     pytest.importorskip("banksy", reason="pybanksy (bench/requirements.txt) is not installed")
     from bench.benchmark import BANKSY_PCS, banksy_rep
 
-    n = sum(a.n_obs for a in demo_small)
-    out = banksy_rep(demo_small, seed=0, task="leiden")
+    n = demo.n_obs
+    out = banksy_rep(demo, seed=0, task="leiden")
     assert out.obsm["bench_rep"].shape == (n, BANKSY_PCS) and np.isfinite(out.obsm["bench_rep"]).all()
-    again = banksy_rep(demo_small, seed=0, task="mclust")  # k_geom 18 for domains: another neighbourhood
+    again = banksy_rep(demo, seed=0, task="mclust")  # k_geom 18 for domains: another neighbourhood
     assert not np.allclose(np.abs(out.obsm["bench_rep"]), np.abs(again.obsm["bench_rep"]))
 
 
-def test_cellcharter_blocks_are_the_latent_and_its_ring_means(demo_small):
+def test_cellcharter_blocks_are_the_latent_and_its_ring_means(demo):
     pytest.importorskip("cellcharter", reason="cellcharter (bench/requirements.txt) is not installed")
     from bench.benchmark import cellcharter_rep
 
-    out = cellcharter_rep(demo_small, seed=0, max_epochs=3)
+    out = cellcharter_rep(demo, seed=0, max_epochs=3)
     latent = out.obsm["X_scVI"]
     rep = out.obsm["bench_rep"]
     assert rep.shape == (out.n_obs, 4 * latent.shape[1])  # the cell, then its 1-, 2- and 3-hop rings
@@ -254,14 +269,12 @@ def test_cellcharter_blocks_are_the_latent_and_its_ring_means(demo_small):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_cluster_rep_spatial_prior_and_refinement(demo_small):
+def test_cluster_rep_spatial_prior_and_refinement(demo_graphs):
     from collections import Counter
 
     from bench.benchmark import cluster_rep, clusterer
-    from gist.pp.graph import build_graphs
 
-    samples = [a.copy() for a in demo_small]
-    build_graphs(samples, None, verbose=False)
+    samples = demo_graphs
     assert clusterer("expression_hmrf", "mclust") == "hmrf" and clusterer("expression_hmrf", "leiden") == "leiden"
     assert clusterer("expression", "mclust") == "mclust"
     rep = expression_rep(samples, seed=0)
@@ -321,12 +334,8 @@ def test_image_moran_separates_a_smooth_field_from_noise_and_reads_the_image_gai
     assert image_gain(records, "other") == (None, 0)
 
 
-def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(demo_small):
-    from gist.pp.graph import build_graphs
-
-    samples = [a.copy() for a in demo_small]
-    build_graphs(samples, None, verbose=False)
-    rep = representation(samples, "gist_denoised", seed=0, paper_epochs=1, gist_epochs=2, gist_ensemble=2)
+def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(demo_graphs):
+    rep = representation(demo_graphs, "gist_denoised", seed=0, paper_epochs=1, gist_epochs=2, gist_ensemble=2)
     denoised = np.asarray(rep.layers["gist_denoised"], dtype=np.float64)
     assert denoised.shape == (rep.n_obs, rep.n_vars)  # genes, through the loadings of the component input
     scores = rep.obsm["bench_rep"]
@@ -337,18 +346,16 @@ def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(d
     assert not np.allclose(scores, rep.obsm["X_gist"][:, :20])
 
 
-def test_candidate_suffixes_and_gene_settings_reach_the_run(demo_small):
+def test_candidate_suffixes_and_gene_settings_reach_the_run(demo_graphs):
     from bench.benchmark import candidate_name, candidate_settings
-    from gist.pp.graph import build_graphs
 
     assert candidate_name("gist+default_noimg_denoised") == "default" and candidate_name("gist+z50_denoised") == "z50"
     assert candidate_settings("gist+g1000_denoised") == {"n_top_genes": 1000}
     with pytest.raises(GistInputError, match="unknown candidate 'nope'"):
         candidate_settings("gist+nope_denoised")
-    samples = [a.copy() for a in demo_small]
-    build_graphs(samples, None, verbose=False)
+    samples = demo_graphs
     # 5,000 genes on a smaller panel: all of them; _noimg: the gene branch alone; _denoised: its components
     rep = representation(samples, "gist+g5000_noimg_denoised", seed=0, paper_epochs=1, gist_epochs=1, gist_ensemble=1)
-    assert rep.n_vars == samples[0].n_vars and rep.uns["gist"]["image_branch"] is False
+    assert rep.n_vars == samples.n_vars and rep.uns["gist"]["image_branch"] is False
     assert rep.obsm["bench_rep"].shape == (rep.n_obs, 20)
     assert not np.allclose(rep.obsm["bench_rep"][:, :2], rep.obsm["X_gist"][:, :2])

@@ -6,13 +6,19 @@ import tifffile
 from conftest import shared_path
 from gist.demo import write_cosmx_export
 from gist.errors import GistInputError
-from gist.io import read_cosmx_fovs
+from gist.io import read_cosmx
 from gist.io.cosmx import PAPER_EDGE_MARGIN
+from gist.io.samples import split_samples
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, demo_small):
     return write_cosmx_export(demo_small, tmp_path_factory.mktemp("cosmx"))
+
+
+def _fovs(root, **kwargs):
+    """read_cosmx's FOVs one by one."""
+    return split_samples(read_cosmx(root, **kwargs))[0]
 
 
 def _copy_export(export, tmp_path):
@@ -24,7 +30,7 @@ def _copy_export(export, tmp_path):
 
 
 def test_roundtrip_keeps_counts_positions_labels_and_controls(export, demo_small):
-    loaded = read_cosmx_fovs(export, edge_margin=0)
+    loaded = _fovs(export, edge_margin=0)
     assert [a.obs["sample"].iloc[0] for a in loaded] == ["Demo_fov001", "Demo_fov002"]
     for original, back in zip(demo_small, loaded):
         assert list(back.var_names) == list(original.var_names)
@@ -39,7 +45,7 @@ def test_roundtrip_keeps_counts_positions_labels_and_controls(export, demo_small
 
 
 def test_paper_edge_filter_and_y_flip(export, demo_small):
-    loaded = read_cosmx_fovs(export)
+    loaded = _fovs(export)
     for original, back in zip(demo_small, loaded):
         xy = original.obsm["spatial"]
         inside = ((xy >= PAPER_EDGE_MARGIN) & (xy <= 512 - PAPER_EDGE_MARGIN)).all(axis=1)
@@ -47,7 +53,7 @@ def test_paper_edge_filter_and_y_flip(export, demo_small):
         np.testing.assert_array_equal(back.obs["cell_ID"], original.obs["cell_ID"][inside])
         # obsm['spatial'] row = image height - exported CenterY_local_px
         np.testing.assert_allclose(back.obsm["spatial"][:, 1], 512 - back.obs["CenterY_local_px"], atol=1e-9)
-    flipped = read_cosmx_fovs(export, edge_margin=0, flip_y=False)[0]
+    flipped = _fovs(export, edge_margin=0, flip_y=False)[0]
     np.testing.assert_allclose(flipped.obsm["spatial"][:, 1], 512 - demo_small[0].obsm["spatial"][:, 1], atol=1e-3)
 
 
@@ -60,7 +66,7 @@ def test_paper_annotation_file_is_joined_and_unlabelled_cells_dropped(export, tm
     anno["niche"] = "n1"
     path = tmp_path / "matched_annotation_all.csv"
     anno.to_csv(path, index=False)
-    loaded = read_cosmx_fovs(export, annotation_file=path, edge_margin=0)
+    loaded = _fovs(export, annotation_file=path, edge_margin=0)
     n_labelled = anno.groupby("fov")["cell_type"].count().to_list()
     assert [a.n_obs for a in loaded] == n_labelled
     both = pd.concat([a.obs for a in loaded])
@@ -68,7 +74,7 @@ def test_paper_annotation_file_is_joined_and_unlabelled_cells_dropped(export, tm
                 "fibroblast": "fibroblast", "Treg": "lymphocyte"}
     assert (both["cell_type"].astype(str).map(expected) == both["merge_cell_type"].astype(str)).all()
     # the annotation file alone (with coordinates) is enough
-    alone = read_cosmx_fovs(export, annotation_file=path, metadata_file=None, edge_margin=0)
+    alone = _fovs(export, annotation_file=path, metadata_file=None, edge_margin=0)
     assert [a.n_obs for a in alone] == n_labelled
 
 
@@ -78,7 +84,7 @@ def test_cell_zero_is_background_and_dropped(export, tmp_path):
     expr = pd.read_csv(expr_path)
     background = expr.iloc[[0]].assign(cell_ID=0)
     pd.concat([background, expr]).to_csv(expr_path, index=False)
-    assert read_cosmx_fovs(root, edge_margin=0)[0].obs["cell_ID"].min() > 0
+    assert _fovs(root, edge_margin=0)[0].obs["cell_ID"].min() > 0
 
 
 def _break(root, kind):
@@ -131,7 +137,7 @@ def test_bad_input_gives_one_clear_error(export, tmp_path, kind):
     root = _copy_export(export, tmp_path)
     pattern, where = _break(root, kind)
     with pytest.raises(GistInputError) as info:
-        read_cosmx_fovs(root)
+        read_cosmx(root)
     message = str(info.value)
     assert where in message, message
     assert pd.Series([message]).str.contains(pattern).item(), message
@@ -140,9 +146,9 @@ def test_bad_input_gives_one_clear_error(export, tmp_path, kind):
 
 def test_unknown_label_column_and_fov_are_named(export):
     with pytest.raises(GistInputError, match="'celltype_x'"):
-        read_cosmx_fovs(export, cell_type_key="celltype_x")
+        read_cosmx(export, cell_type_key="celltype_x")
     with pytest.raises(GistInputError, match=r"fov\(s\) \[9\]"):
-        read_cosmx_fovs(export, fovs=[9])
+        read_cosmx(export, fovs=[9])
 
 
 # --- real CosMx data ----------------------------------------------------------------------
@@ -150,9 +156,9 @@ def test_unknown_label_column_and_fov_are_named(export):
 
 def test_real_lung12_cells_land_on_their_nuclei():
     root = shared_path("cosmx_lung12_mini")
-    loaded = read_cosmx_fovs(root, edge_margin=0)
+    loaded = _fovs(root, edge_margin=0)
     assert sum(a.n_obs for a in loaded) == 120 and all(a.n_vars == 960 for a in loaded)
-    unflipped = read_cosmx_fovs(root, edge_margin=0, flip_y=False)
+    unflipped = _fovs(root, edge_margin=0, flip_y=False)
     for adata, wrong in zip(loaded, unflipped):
         fov = int(adata.obs["fov"].iloc[0])
         mask = tifffile.imread(root / "CellLabels" / f"CellLabels_F{fov:03d}.tif")
@@ -173,7 +179,7 @@ def test_real_lung12_cells_land_on_their_nuclei():
 
 def test_real_lung12_paper_filter_and_silver_labels():
     root = shared_path("cosmx_lung12_mini")
-    loaded = read_cosmx_fovs(root, annotation_file=root / "silver_cell_types.csv", cell_type_key="silver_cell_type")
+    loaded = _fovs(root, annotation_file=root / "silver_cell_types.csv", cell_type_key="silver_cell_type")
     assert 0 < sum(a.n_obs for a in loaded) < 120
     for adata in loaded:
         h, w = adata.uns["spatial"][adata.obs["sample"].iloc[0]]["metadata"]["image_shape"][:2]
@@ -188,5 +194,5 @@ def test_cells_without_metadata_are_dropped_with_a_warning(export, tmp_path):
     meta = pd.read_csv(meta_path)
     meta.iloc[3:].to_csv(meta_path, index=False)
     with pytest.warns(UserWarning, match="fov 1: 3 cell"):
-        first = read_cosmx_fovs(root, edge_margin=0)[0]
+        first = _fovs(root, edge_margin=0)[0]
     assert not set(meta["cell_ID"].iloc[:3]) & set(first.obs["cell_ID"])

@@ -82,7 +82,7 @@ def test_real_lung5_neighbours_predict_held_out_counts_better_than_zeros():
     from bench.benchmark import BenchDataset, load_samples
 
     path = shared_path("cosmx_lung5_subset", "CosMx_subset.h5ad")
-    (adata,) = load_samples(BenchDataset("lung5", str(path), "merge_cell_type", merge_from="cell_type"))
+    adata = load_samples(BenchDataset("lung5", str(path), "merge_cell_type", merge_from="cell_type"))
     masked, held = mask_counts(adata.X, 0.1, seed=0)
     scores = denoising_scores(masked, held, np.zeros_like(masked), adata.obsp["spatial_connectivities"])
     assert scores["held_out"] > 10000

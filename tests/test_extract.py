@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import ROOT, shared_path
 from gist.errors import GistInputError
+from gist.io.samples import join_samples
 from gist.pp.extract import ExtractConfig, extract_samples
 from gist.pp.stats import stats_feature_names
 
@@ -47,6 +48,16 @@ def test_demo_extraction_writes_prepared_samples(demo_features):
         assert imgs.shape == (adata.n_obs, len(stats_feature_names())) and np.isfinite(imgs).all()
         assert adata.obsp["spatial_connectivities"].nnz > 0 and "Spatial_Net" in adata.uns
         assert adata.uns["gist_features"]["extractor"] == "stats"
+    # the generated demo's cells, counts, obs columns (dtypes, categories) and each FOV's own image, as made
+    from gist.demo import make_demo
+
+    for adata, original in zip(adatas, make_demo(n_fovs=4, seed=0)):
+        assert adata.obs_names.equals(original.obs_names) and (adata.X != original.X).nnz == 0
+        assert list(adata.obs.columns) == list(original.obs.columns)
+        assert all(adata.obs[c].dtype == original.obs[c].dtype for c in original.obs.columns)
+        (name,) = adata.uns["spatial"]
+        np.testing.assert_array_equal(adata.uns["spatial"][name]["images"]["hires"],
+                                      original.uns["spatial"][name]["images"]["hires"])
 
 
 def test_stats_features_carry_the_image_signal(demo_features):
@@ -71,15 +82,16 @@ def test_resume_skips_done_samples_and_failures_leave_no_partial_file(tmp_path, 
     monkeypatch.setattr(ad.AnnData, "write_h5ad", flaky)
     config = ExtractConfig(extractor="stats", rad_cutoff=80)
     with pytest.raises(OSError, match="disk full"):
-        extract_samples(demo_small, tmp_path, config, progress=False)
+        extract_samples(join_samples(demo_small), tmp_path, config, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_fov001.h5ad", "manifest.json"]
     first_written = (tmp_path / "demo_fov001.h5ad").stat().st_mtime_ns
     monkeypatch.setattr(ad.AnnData, "write_h5ad", original)
-    manifest = extract_samples(demo_small, tmp_path, config, resume=True, progress=False)
+    manifest = extract_samples(join_samples(demo_small), tmp_path, config, resume=True, progress=False)
     assert set(manifest["samples"]) == {"demo_fov001", "demo_fov002"}
     assert (tmp_path / "demo_fov001.h5ad").stat().st_mtime_ns == first_written
     with pytest.raises(GistInputError, match="other settings"):
-        extract_samples(demo_small, tmp_path, ExtractConfig(extractor="stats", rad_cutoff=50), resume=True, progress=False)
+        extract_samples(join_samples(demo_small), tmp_path, ExtractConfig(extractor="stats", rad_cutoff=50), resume=True,
+                        progress=False)
 
 
 def _small_h5ad_with_image(tmp_path):
@@ -146,6 +158,9 @@ def test_from_pickle_warns_and_keeps_original_features(tmp_path):
     assert [p.stem for p in files] == ["sample0", "sample1"]
     first = ad.read_h5ad(files[0])
     np.testing.assert_allclose(first.obsm["imgs"], adatas[0].obsm["imgs"].to_numpy(), rtol=1e-6)
+    # each sample keeps its one image, now under its sample's name
+    np.testing.assert_array_equal(first.uns["spatial"]["sample0"]["images"]["hires"],
+                                  adatas[0].uns["spatial"]["demo_fov001"]["images"]["hires"])
 
 
 def test_real_cosmx_extraction_end_to_end(tmp_path):
@@ -153,9 +168,10 @@ def test_real_cosmx_extraction_end_to_end(tmp_path):
     result = _run("extract_features.py", "--dataset", "nanostring", "--root", str(root), "--out", str(tmp_path),
                   "--no_progress")
     assert result.returncode == 0, result.stderr
-    from gist.io import read_cosmx_fovs
+    from gist.io import read_cosmx
+    from gist.io.samples import split_samples
 
-    expected = read_cosmx_fovs(root)
+    expected, _ = split_samples(read_cosmx(root))
     written = [ad.read_h5ad(p) for p in sorted(tmp_path.glob("*.h5ad"))]
     assert [a.n_obs for a in written] == [a.n_obs for a in expected]
     assert all(np.isfinite(a.obsm["imgs"]).all() and a.obsm["imgs"].shape[1] == 54 for a in written)

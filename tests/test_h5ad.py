@@ -6,7 +6,8 @@ import scipy.sparse as sp
 from conftest import shared_path
 from gist.io.celltypes import PAPER_CLASSES
 from gist.errors import GistInputError
-from gist.io import get_image, image_coordinates, read_h5ad, read_h5ad_samples
+from gist.io import get_image, image_coordinates, read_h5ad
+from gist.io.samples import split_samples
 
 
 def _write(tmp_path, n=30, **changes):
@@ -29,7 +30,8 @@ def test_split_by_library_key_and_image(tmp_path):
     image = np.zeros((50, 60, 3), np.uint8)
     image[10, 20] = (255, 0, 0)
     cv2.imwrite(str(tmp_path / "he.png"), image[..., ::-1])
-    parts = read_h5ad_samples(_write(tmp_path), library_key="section", image_path=tmp_path / "he.png", image_scalef=0.5)
+    parts, _ = split_samples(read_h5ad(_write(tmp_path), library_key="section", image_path=tmp_path / "he.png",
+                                       image_scalef=0.5))
     assert [p.obs["sample"].iloc[0] for p in parts] == ["A", "B"] and [p.n_obs for p in parts] == [15, 15]
     meta = parts[0].uns["spatial"]["A"]["metadata"]
     assert meta["image_shape"] == [50, 60] and meta["image_scalef"] == 0.5
@@ -48,22 +50,22 @@ def test_split_by_library_key_and_image(tmp_path):
 def test_bad_h5ad_is_named(tmp_path, change, message):
     path = _write(tmp_path, bad=change)
     with pytest.raises(GistInputError, match=message) as info:
-        read_h5ad_samples(path)
+        read_h5ad(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_label_and_unreadable_file(tmp_path):
     with pytest.raises(GistInputError, match="'cell_type'"):
-        read_h5ad_samples(_write(tmp_path), label_key="cell_type")
+        read_h5ad(_write(tmp_path), label_key="cell_type")
     broken = tmp_path / "broken.h5ad"
     broken.write_text("no hdf5 here")
     with pytest.raises(GistInputError, match="not a readable .h5ad"):
-        read_h5ad_samples(broken)
+        read_h5ad(broken)
 
 
 def test_real_lung5_merges_to_the_paper_classes():
     path = shared_path("cosmx_lung5_subset", "CosMx_subset.h5ad")
-    (adata,) = read_h5ad_samples(path, label_key="cell_type", merge=True)
+    adata = read_h5ad(path, label_key="cell_type", merge=True)
     assert adata.n_obs == 2814 and adata.obs["cell_type"].nunique() == 20
     merged = adata.obs["merge_cell_type"]
     assert merged.notna().all()
@@ -76,7 +78,7 @@ def test_real_lung5_merges_to_the_paper_classes():
 @pytest.mark.parametrize("section, n_spots", [("B1", 295), ("G2", 467), ("H1", 613)])
 def test_real_her2st_sections(section, n_spots):
     path = shared_path("her2st_spots", f"her2st_{section}.h5ad")
-    (adata,) = read_h5ad_samples(path, label_key="label")
+    adata = read_h5ad(path, label_key="label")
     assert adata.n_obs == n_spots and adata.n_vars > 10_000
     assert adata.obs["sample"].iloc[0] == f"her2st_{section}"
     assert adata.obs["label"].nunique() >= 4
@@ -89,16 +91,17 @@ def test_public_readers_return_one_anndata_with_the_sample_column(tmp_path):
     import cv2
 
     from gist.demo import make_demo, write_cosmx_export
-    from gist.io import read_cosmx, read_cosmx_fovs
+    from gist.io import read_cosmx
 
     cv2.imwrite(str(tmp_path / "he.png"), np.zeros((50, 60, 3), np.uint8))
     joined = read_h5ad(_write(tmp_path), library_key="section", image_path=tmp_path / "he.png", image_scalef=0.5)
-    parts = read_h5ad_samples(_write(tmp_path), library_key="section", image_path=tmp_path / "he.png", image_scalef=0.5)
-    assert joined.n_obs == sum(p.n_obs for p in parts)
+    parts, order = split_samples(joined)
+    assert joined.n_obs == sum(p.n_obs for p in parts) and [p.n_obs for p in parts] == [15, 15]
+    np.testing.assert_array_equal(order, np.arange(joined.n_obs))  # the samples one after the other
     assert list(joined.obs["sample"].cat.categories) == sorted(p.obs["sample"].iloc[0] for p in parts)
     assert set(joined.uns["spatial"]) == {p.obs["sample"].iloc[0] for p in parts}
+    assert all(set(p.uns["spatial"]) == {p.obs["sample"].iloc[0]} for p in parts)
     root = write_cosmx_export(make_demo(n_fovs=2, seed=1, image_size=448), tmp_path / "export")
     cosmx = read_cosmx(root, edge_margin=0)
-    fovs = read_cosmx_fovs(root, edge_margin=0)
-    assert cosmx.n_obs == sum(f.n_obs for f in fovs) and cosmx.obs["sample"].nunique() == 2
+    assert cosmx.obs["sample"].nunique() == 2 and list(cosmx.obs["sample"].cat.categories) == ["Demo_fov001", "Demo_fov002"]
     assert len(cosmx.uns["spatial"]) == 2 and cosmx.obs_names.is_unique

@@ -7,14 +7,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from anndata import AnnData
+
 from gist._docs import DOC
 from gist.datasets import DATASETS, dataset_spec, read_raw_dataset
 from gist.device import EXTRACTION_PRECISIONS
 from gist.errors import GistInputError
-from gist.io._validate import check_samples
-from gist.io.platforms import read_samples
-from gist.keys import LIBRARY_KEY
-from gist.pp.extract import ExtractConfig, default_patch_size, extract_samples, read_pickled_adatas
+from gist.io.platforms import read_data
+from gist.pp.extract import ExtractConfig, default_patch_size, extract_samples, read_pickled
 from gist.pp.extractors import POOLS, check_extractor_name, extractor_names
 
 
@@ -109,16 +109,13 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def _extract_inputs(args) -> list:
+def _extract_inputs(args) -> AnnData:
+    """The input of ``--from-pickle``, ``--data`` or ``--dataset`` as one AnnData (``obs['sample']``)."""
     if args.from_pickle:
-        adatas = read_pickled_adatas(args.from_pickle)
-        for i, a in enumerate(adatas):
-            if LIBRARY_KEY not in a.obs:
-                a.obs[LIBRARY_KEY] = f"sample{i}"
-        return adatas
+        return read_pickled(args.from_pickle)
     if args.data:
-        return read_samples(args.data, image_path=args.image, library_key=args.library_key, bin_size=args.bin_size,
-                            table_key=args.table_key, image_key=args.image_key)
+        return read_data(args.data, image_path=args.image, library_key=args.library_key, bin_size=args.bin_size,
+                         table_key=args.table_key, image_key=args.image_key)
     return read_raw_dataset(args.dataset, args.root, image=args.image, labels=args.labels, label_key=args.label_key,
                             annotation=args.annotation)
 
@@ -133,9 +130,8 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     spec = dataset_spec(args.dataset)
     out = Path(args.out or Path(args.root) / name / "features")
     try:
-        adatas = check_samples(_extract_inputs(args), args.data or args.from_pickle or f"dataset {args.dataset!r}",
-                               strict=args.strict, verbose=not args.no_progress)
-        patch_size = args.patch_size or default_patch_size(adatas)
+        adata = _extract_inputs(args)
+        patch_size = args.patch_size or default_patch_size(adata)
         config = ExtractConfig(
             extractor=args.extractor, weights=args.weights, patch_size=patch_size, pad=args.pad, flip_y=args.flip_y,
             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, precision=args.precision,
@@ -143,7 +139,9 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
             n_top_genes=args.n_top_genes, channels=tuple(args.channels) if args.channels else None,
             extractor_kwargs=args.extractor_kwargs, pool=args.pool,
         )
-        manifest = extract_samples(adatas, out, config, resume=args.resume, progress=not args.no_progress)
+        source = args.data or args.from_pickle or f"dataset {args.dataset!r}"
+        manifest = extract_samples(adata, out, config, resume=args.resume, progress=not args.no_progress,
+                                   source=source, strict=args.strict)
     except GistInputError as err:
         parser.exit(2, f"extract_features.py: error: {err}\n")
     done = manifest["samples"]

@@ -71,7 +71,7 @@ def fov_image_path(image_dir: Path, fov: int) -> Path:
     )
 
 
-def read_cosmx_fovs(
+def read_cosmx(
     root: str | Path,
     *,
     expr_file: str | Path | None = None,
@@ -86,8 +86,9 @@ def read_cosmx_fovs(
     flip_y: bool = True,
     fov_shape: tuple[int, int] | None = None,
     sample_prefix: str | None = None,
-) -> list[AnnData]:
-    """Read a CosMx flat-file export into one AnnData per FOV, with the paper's preprocessing.
+) -> AnnData:
+    """Read a CosMx flat-file export as one AnnData, FOVs told apart by ``obs['sample']``, with the
+    paper's preprocessing.
 
     Parameters
     ----------
@@ -126,12 +127,17 @@ def read_cosmx_fovs(
 
     Returns
     -------
-    list of AnnData
-        One per FOV, in FOV order: raw counts in ``X`` (float32 CSR); ``obs`` with ``fov``,
-        ``cell_ID``, ``sample``, the metadata columns and the labels; ``obsm['spatial']`` =
-        (column, row) pixel position in the FOV's composite image; ``obsm['control_counts']``
-        with the negative-probe/system-control counts; ``uns['spatial'][sample]`` with the image
-        path and shape.
+    AnnData
+        The FOVs one after the other, in FOV order: raw counts in ``X`` (float32 CSR); ``obs``
+        with ``fov``, ``cell_ID``, ``sample``, the metadata columns and the labels;
+        ``obsm['spatial']`` = (column, row) pixel position in the FOV's composite image;
+        ``obsm['control_counts']`` with the negative-probe/system-control counts;
+        ``uns['spatial'][sample]`` with each FOV's image path and shape.
+
+    Raises
+    ------
+    GistInputError
+        If the files are missing or malformed, or no cell is left after the edge and label filters.
     """
     root = Path(root)
     if not root.is_dir():
@@ -201,19 +207,9 @@ def read_cosmx_fovs(
                 image_path, shape,
             )
         )
-    return adatas
-
-
-def read_cosmx(root: str | Path, **kwargs) -> AnnData:
-    """Read a CosMx flat-file export as one AnnData, FOVs told apart by ``obs['sample']``.
-
-    Takes the arguments of :func:`read_cosmx_fovs` (which returns one AnnData per FOV); each FOV's
-    image entry is kept in ``uns['spatial'][sample]``.
-    """
-    fovs = read_cosmx_fovs(root, **kwargs)
-    if not fovs:
+    if not adatas:
         raise GistInputError(f"no cell of {root} is left after the edge and label filters")
-    return join_samples(fovs)
+    return join_samples(adatas, entries_as_read=True)
 
 
 def _cell_table(meta_path: Path | None, annotation_file: str | Path | None) -> pd.DataFrame:

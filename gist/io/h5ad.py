@@ -49,7 +49,7 @@ def _embedded_image(adata: AnnData, source: str) -> dict | None:
     return None
 
 
-def read_h5ad_samples(
+def read_h5ad(
     path: str | Path,
     *,
     image_path: str | Path | None = None,
@@ -59,8 +59,9 @@ def read_h5ad_samples(
     merge: bool = False,
     spatial_key: str = SPATIAL_KEY,
     image_scalef: float = 1.0,
-) -> list[AnnData]:
-    """Read a spatial ``.h5ad`` as one AnnData per sample.
+) -> AnnData:
+    """Read a spatial ``.h5ad`` as one AnnData with ``obs['sample']`` (from ``library_key``, or the
+    file's name) and each sample's image entry in ``uns['spatial'][sample]``.
 
     Parameters
     ----------
@@ -91,8 +92,9 @@ def read_h5ad_samples(
 
     Returns
     -------
-    list of AnnData
-        One per sample with ``obs['sample']`` and ``uns['spatial'][sample]``.
+    AnnData
+        The samples one after the other (grouped by ``library_key``, in its sorted order), with
+        ``obs['sample']`` and ``uns['spatial'][sample]``.
     """
     path = Path(path)
     if not path.is_file():
@@ -135,16 +137,7 @@ def read_h5ad_samples(
                 name: spatial_entry(source="h5ad", image_path=resolved, image_shape=shape, image_scalef=image_scalef)
             }
         out.append(part)
-    return out
-
-
-def read_h5ad(path: str | Path, **kwargs) -> AnnData:
-    """Read a spatial ``.h5ad`` as one AnnData with ``obs['sample']`` (from ``library_key``, or the
-    file's name) and each sample's image entry in ``uns['spatial'][sample]``.
-
-    Takes the arguments of :func:`read_h5ad_samples`, which returns one AnnData per sample.
-    """
-    return join_samples(read_h5ad_samples(path, **kwargs))
+    return join_samples(out, entries_as_read=True)
 
 
 def load_prepared(path: str | Path) -> list[AnnData]:

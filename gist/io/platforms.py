@@ -7,7 +7,7 @@ from pathlib import Path
 from anndata import AnnData
 
 from gist.errors import GistInputError
-from gist.io import read_h5ad_samples, read_spatialdata, read_visium_hd, read_xenium
+from gist.io import read_h5ad, read_spatialdata, read_visium_hd, read_xenium
 
 PLATFORMS = ("xenium", "visium_hd", "spatialdata", "h5ad")
 
@@ -27,13 +27,29 @@ def platform_of(path: str | Path) -> str:
     return "h5ad"
 
 
-def read_samples(path: str | Path, *, image_path: str | Path | None = None, library_key: str | None = None,
-                 bin_size: int = 8, table_key: str | None = None, image_key: str | None = None) -> list[AnnData]:
-    """The samples at ``path``, read by the reader its layout needs (:func:`platform_of`).
+def read_data(path: str | Path, *, image_path: str | Path | None = None, library_key: str | None = None,
+              bin_size: int = 8, table_key: str | None = None, image_key: str | None = None) -> AnnData:
+    """The data at ``path`` as one AnnData (``obs['sample']``), read by the reader its layout needs
+    (:func:`platform_of`).
 
-    ``image_path``/``library_key`` apply to ``.h5ad`` input (for Visium HD, ``image_path`` is the
-    full-resolution image), ``bin_size`` to Visium HD, ``table_key``/``image_key`` to SpatialData
-    (for Xenium ``image_key`` picks ``morphology_focus``, ``morphology_mip`` or an aligned image).
+    Parameters
+    ----------
+    path
+        A Xenium or Visium HD output folder, a SpatialData store or an ``.h5ad`` file.
+    image_path
+        ``.h5ad``: the tissue image; Visium HD: the full-resolution image.
+    library_key
+        ``.h5ad``: the obs column splitting the file into samples.
+    bin_size
+        Visium HD: the bin side in microns.
+    table_key, image_key
+        SpatialData: the table and image elements (for Xenium ``image_key`` picks
+        ``morphology_focus``, ``morphology_mip`` or an aligned image).
+
+    Returns
+    -------
+    AnnData
+        The reader's AnnData.
     """
     kind = platform_of(path)
     if kind != "h5ad" and library_key is not None:
@@ -42,9 +58,9 @@ def read_samples(path: str | Path, *, image_path: str | Path | None = None, libr
         if image_path is not None:
             raise GistInputError("--image does not apply to a Xenium folder: its morphology image is read from it "
                                  "(choose another of its images with --image_key)")
-        return [read_xenium(path, image_key=image_key or "morphology_focus")]
+        return read_xenium(path, image_key=image_key or "morphology_focus")
     if kind == "visium_hd":
-        return [read_visium_hd(path, bin_size, fullres_image=image_path)]
+        return read_visium_hd(path, bin_size, fullres_image=image_path)
     if kind == "spatialdata":
-        return [read_spatialdata(path, table_key=table_key, image_key=image_key)]
-    return read_h5ad_samples(path, image_path=image_path, library_key=library_key)
+        return read_spatialdata(path, table_key=table_key, image_key=image_key)
+    return read_h5ad(path, image_path=image_path, library_key=library_key)

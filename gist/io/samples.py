@@ -50,12 +50,38 @@ def split_samples(adata: AnnData, library_key: str = LIBRARY_KEY) -> tuple[list[
     return parts, np.concatenate(rows)
 
 
-def join_samples(adatas: list[AnnData]) -> AnnData:
+def sample_parts(adata: AnnData, library_key: str = LIBRARY_KEY) -> list[AnnData]:
+    """The samples of ``adata`` for a step that works one sample at a time: the parts of
+    :func:`split_samples` (copies), or ``[adata]`` itself when it holds one sample."""
+    if library_key not in adata.obs or adata.obs[library_key].astype(str).nunique() <= 1:
+        return [adata]
+    return split_samples(adata, library_key)[0]
+
+
+def join_samples(adatas: list[AnnData], entries_as_read: bool = False) -> AnnData:
     """Samples side by side in one AnnData: obs, obsm and layers stacked, ``obsp`` (the graphs)
-    block-diagonal, each sample's ``uns['spatial']`` entry kept."""
+    block-diagonal, each sample's ``uns['spatial']`` entry kept.
+
+    Parameters
+    ----------
+    adatas
+        The samples, each with its own ``uns['spatial']`` entry.
+    entries_as_read
+        Keep every sample's ``uns['spatial']`` entry exactly as it is (the readers: an empty
+        ``images`` of a sample read without its image stays), rather than as anndata's ``unique``
+        merge of ``uns`` leaves it.
+
+    Returns
+    -------
+    AnnData
+        The one sample itself, else the joined samples with ``obs['sample']`` categorical.
+    """
     if len(adatas) == 1:
         return adatas[0]
     joined = ad.concat(adatas, merge="same", uns_merge="unique", pairwise=True)
     if LIBRARY_KEY in joined.obs:
         joined.obs[LIBRARY_KEY] = pd.Categorical(joined.obs[LIBRARY_KEY].astype(str))
+    if entries_as_read:
+        joined.uns[SPATIAL_UNS_KEY] = {name: entry for a in adatas
+                                       for name, entry in a.uns.get(SPATIAL_UNS_KEY, {}).items()}
     return joined

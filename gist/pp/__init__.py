@@ -93,7 +93,7 @@ def image_features(
     if kind == "none":
         raise GistInputError("extractor 'none' computes no image features; choose stats or a foundation model")
     parts, order = split_samples(adata, library_key)
-    config = ExtractConfig(extractor=extractor, weights=weights, patch_size=patch_size or default_patch_size(parts),
+    config = ExtractConfig(extractor=extractor, weights=weights, patch_size=patch_size or default_patch_size(adata),
                            pad=pad, flip_y=flip_y, batch_size=batch_size, num_workers=num_workers, device=device,
                            precision=precision, extractor_kwargs=extractor_kwargs, pool=pool)
     model = create_extractor(extractor, weights, extractor_kwargs, pool) if kind == "foundation" else None

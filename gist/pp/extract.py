@@ -1,9 +1,9 @@
 """Per-sample image features + spatial graph, written as prepared ``.h5ad`` files.
 
-``extract_samples`` turns each sample (AnnData with an image in ``uns['spatial']``) into one
-``<out>/<sample>.h5ad`` with ``obsm['imgs']`` and the radius (or KNN) graph, plus
-``<out>/manifest.json``. Files are written atomically; ``resume`` skips samples the manifest
-records as done with the same settings.
+``extract_samples`` takes one AnnData (``obs['sample']``, each sample's image in
+``uns['spatial'][sample]``) and writes every sample to one ``<out>/<sample>.h5ad`` with
+``obsm['imgs']`` and the radius (or KNN) graph, plus ``<out>/manifest.json``. Files are written
+atomically; ``resume`` skips samples the manifest records as done with the same settings.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from gist.device import resolve_device
 from gist.errors import GistInputError
+from gist.io._validate import check_samples
 from gist.io.image import check_inside, get_image, image_coordinates
-from gist.io.samples import sample_name
-from gist.keys import CONNECTIVITIES_KEY, HVG_KEY, IMG_KEY
+from gist.io.samples import join_samples, sample_name, sample_parts
+from gist.keys import CONNECTIVITIES_KEY, HVG_KEY, IMG_KEY, LIBRARY_KEY, SPATIAL_UNS_KEY
 from gist.pp.extractors import REGISTRY, check_extractor_name, create_extractor, embed_patches, extractor_kind
 from gist.pp.genes import seurat_v3_genes
 from gist.pp.graph import build_graphs
@@ -63,14 +64,14 @@ class ExtractConfig:
 PAPER_PATCH_SIZE = 240
 
 
-def default_patch_size(adatas: list[AnnData]) -> int:
+def default_patch_size(adata: AnnData) -> int:
     """The window side in image pixels: a Visium spot's diameter (``spot_diameter_fullres`` times
-    the image's scale factor, at least 8 px) when the samples record one, else the paper's 240."""
-    for adata in adatas:
-        for entry in adata.uns.get("spatial", {}).values():
-            diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
-            if diameter:
-                return max(8, int(round(diameter * entry.get("metadata", {}).get("image_scalef", 1.0))))
+    the image's scale factor, at least 8 px) when a sample's ``uns['spatial']`` entry records one,
+    else the paper's 240."""
+    for entry in adata.uns.get("spatial", {}).values():
+        diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
+        if diameter:
+            return max(8, int(round(diameter * entry.get("metadata", {}).get("image_scalef", 1.0))))
     return PAPER_PATCH_SIZE
 
 
@@ -113,25 +114,45 @@ def _read_manifest(out_dir: Path) -> dict:
 
 
 def extract_samples(
-    adatas: list[AnnData],
+    adata: AnnData,
     out_dir: str | Path,
     config: ExtractConfig,
     resume: bool = False,
     progress: bool = True,
+    source: str = "data",
+    strict: bool = False,
 ) -> dict:
-    """Compute image features and graphs for every sample and write them to ``out_dir`` (locked
-    against a second run meanwhile, see :func:`gist.utils.exclusive_folder`).
+    """Compute image features and graphs for every sample of ``adata`` and write each sample to
+    ``out_dir`` (locked against a second run meanwhile, see :func:`gist.utils.exclusive_folder`).
+
+    Parameters
+    ----------
+    adata
+        All samples (``obs['sample']``; without it, one sample), raw counts in ``X``,
+        ``obsm['spatial']`` and each sample's image in ``uns['spatial'][sample]``.
+    out_dir
+        The folder of the prepared files and ``manifest.json``.
+    config
+        The extraction settings.
+    resume
+        Skip samples the manifest records as done with the same settings.
+    progress
+        Show progress bars and the checks' and graph's messages.
+    source, strict
+        The data's name in messages and ``--strict`` of the sample checks
+        (:func:`gist.io._validate.check_samples`).
 
     Returns
     -------
     dict
         The manifest: settings and, per sample, file, cells, feature width, seconds and cells/s.
     """
+    # the checks, graphs and files are per sample; genes are chosen over all samples pooled; graphs
+    # and genes are decided before anything is written
+    adatas = check_samples(sample_parts(adata), source, strict=strict, verbose=progress)
     check_extractor_name(config.extractor)
     if config.pad not in PAD_MODES:
         raise GistInputError(f"--pad must be one of {PAD_MODES}, got {config.pad!r}")
-    # graphs and genes are decided over all samples before anything is written
-
     graph_rule = build_graphs(adatas, config.rad_cutoff, config.k_cutoff, rebuild=True, verbose=progress)
     hvg = None
     if config.n_top_genes is not None:
@@ -185,10 +206,22 @@ def _extract(adatas: list[AnnData], out_dir: Path, config: ExtractConfig, resume
     return manifest
 
 
-def read_pickled_adatas(path: str | Path) -> list[AnnData]:
-    """Import the original's pickled list of AnnData (``adatas_list.pkl``).
+def read_pickled(path: str | Path) -> AnnData:
+    """Import the original's pickled list of AnnData (``adatas_list.pkl``) as one AnnData, the
+    samples told apart by ``obs['sample']`` (``sample<i>`` where a sample has none).
 
     Unpickling runs code from the file: only use files you trust.
+
+    Parameters
+    ----------
+    path
+        The pickle file.
+
+    Returns
+    -------
+    AnnData
+        The samples side by side (:func:`gist.io.samples.join_samples`), each sample's one image
+        entry in ``uns['spatial']`` under its name.
     """
     path = Path(path)
     if not path.is_file():
@@ -199,4 +232,12 @@ def read_pickled_adatas(path: str | Path) -> list[AnnData]:
     adatas = obj if isinstance(obj, (list, tuple)) else [obj]
     if not adatas or not all(isinstance(a, AnnData) for a in adatas):
         raise GistInputError(f"{path} does not hold a list of AnnData objects")
-    return list(adatas)
+    for i, adata in enumerate(adatas):
+        if LIBRARY_KEY not in adata.obs:
+            adata.obs[LIBRARY_KEY] = f"sample{i}"
+        images = adata.uns.get(SPATIAL_UNS_KEY)
+        name = sample_name(adata, f"sample{i}")
+        if isinstance(images, dict) and len(images) == 1 and name not in images:
+            # a sample's one image, whatever its key, stays its image (each is found by its sample's name)
+            adata.uns[SPATIAL_UNS_KEY] = {name: next(iter(images.values()))}
+    return join_samples(list(adatas), entries_as_read=True)
