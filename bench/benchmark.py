@@ -711,12 +711,20 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
     }
 
 
+#: Methods of the denoising check: the default recipe and the paper's (``paper_epochs`` epochs).
+DENOISE_METHODS = ("gist", "gist_paper")
+
+
 def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
-                  gist_epochs: int | None = None, gist_ensemble: int | None = None) -> dict:
-    """Hold out ``fraction`` of each cell's non-zero counts, train GIST (the default recipe, with
-    the ``stats`` image branch where there is an image) on the rest, and score ``layers['recon']``
-    at the held-out entries against the raw and neighbour-mean baselines (:mod:`bench.denoise`).
-    Each sample is masked with its own seed (``seed * 1000 + i`` for the ``i``-th sample)."""
+                  gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
+                  paper_epochs: int = 300) -> dict:
+    """Hold out ``fraction`` of each cell's non-zero counts, train GIST (``method``: the default
+    recipe, or ``gist_paper`` for the paper's with ``paper_epochs``; the ``stats`` image branch
+    where there is an image) on the rest, and score ``layers['recon']`` at the held-out entries
+    against the raw and neighbour-mean baselines (:mod:`bench.denoise`). Each sample is masked with
+    its own seed (``seed * 1000 + i`` for the ``i``-th sample), so both methods see the same mask."""
+    if method not in DENOISE_METHODS:
+        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)})")
     (adata,), _ = apply_gene_rule([load_samples(dataset)], verbose=False)
     image = has_image(adata)
     masked = np.empty(adata.shape, dtype=np.float32)
@@ -730,13 +738,16 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     if image:
         adata.obsm[IMG_KEY] = image_features(adata, "stats")
     start = time.perf_counter()
-    result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
+    if method == "gist_paper":
+        result = train_gist(adata, seed, "paper", paper_epochs, device, task=task_of(dataset.cluster))
+    else:
+        result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
     seconds = time.perf_counter() - start
     held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
     scores = denoising_scores(masked, held, np.asarray(result.layers[DENOISED_LAYER]),
                               result.obsp["spatial_connectivities"])
-    return {"dataset": dataset.name, "method": "gist", "seed": seed, "image": image,
-            "epochs": recorded_epochs("denoise", "gist", 0, gist_epochs), "fraction": fraction, "held_out": scores["held_out"],
+    return {"dataset": dataset.name, "method": method, "seed": seed, "image": image,
+            "epochs": recorded_epochs("denoise", method, paper_epochs, gist_epochs), "fraction": fraction, "held_out": scores["held_out"],
             "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{f"{name}_{metric}": (None if np.isnan(value) else round(value, 4))
@@ -752,7 +763,8 @@ def run_task(task: dict) -> dict:
     try:
         quick = {"gist_epochs": task.get("gist_epochs"), "gist_ensemble": task.get("gist_ensemble")}
         if task["kind"] == "denoise":
-            return run_denoising(dataset, task["seed"], task.get("fraction", 0.1), task.get("device", "cpu"), **quick)
+            return run_denoising(dataset, task["seed"], task.get("fraction", 0.1), task.get("device", "cpu"), **quick,
+                                 method=task.get("method") or "gist", paper_epochs=task["paper_epochs"])
         return run_clustering(dataset, task["method"], task["seed"], task["paper_epochs"], task.get("weights"),
                               task.get("device", "cpu"), tuple(task.get("extractors", ("stats",))), **quick,
                               keep_rep=task.get("keep_rep"))

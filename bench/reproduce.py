@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.benchmark import (  # noqa: E402
+    DENOISE_METHODS,
     ON_REQUEST,
     BenchDataset,
     load_samples,
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the gist recipe's ensemble size (quick checks only; recorded in each record)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto, for GIST and GraphST")
     p.add_argument("--no_denoise", action="store_true", help="skip the denoising check")
+    p.add_argument("--denoise_methods", nargs="+", choices=list(DENOISE_METHODS), default=["gist"],
+                   help="recipes of the denoising check: gist (the default) and gist_paper (the paper's, --paper_epochs)")
     p.add_argument("--no_cluster", action="store_true", help="skip the clustering comparison (denoising only)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"), help="records file (JSON)")
     p.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"),
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                                      device=args.device, extractors=list(args.extractors), keep_rep=args.keep_reps,
                                      **quick))
     for dataset in [] if args.no_denoise else datasets:
-        jobs.append(task_for("denoise", dataset, args.seeds[0], args.paper_epochs, "gist", device=args.device, **quick))
+        for method in args.denoise_methods:
+            jobs.append(task_for("denoise", dataset, args.seeds[0], args.paper_epochs, method, device=args.device, **quick))
     for i, task in enumerate(jobs, start=1):
         section = "denoising" if task["kind"] == "denoise" else "records"
         label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"

@@ -359,3 +359,17 @@ def test_candidate_suffixes_and_gene_settings_reach_the_run(demo_graphs):
     assert rep.n_vars == samples.n_vars and rep.uns["gist"]["image_branch"] is False
     assert rep.obsm["bench_rep"].shape == (rep.n_obs, 20)
     assert not np.allclose(rep.obsm["bench_rep"][:, :2], rep.obsm["X_gist"][:, :2])
+
+
+def test_denoising_check_runs_the_paper_recipe_on_the_same_mask():
+    from bench.benchmark import run_denoising
+
+    demo = BenchDataset("demo", None, "merge_cell_type", "leiden", 8, 80.0)
+    paper = run_denoising(demo, seed=0, method="gist_paper", paper_epochs=2)
+    default = run_denoising(demo, seed=0, gist_epochs=2, gist_ensemble=1)
+    assert (paper["method"], paper["epochs"], default["method"], default["epochs"]) == ("gist_paper", 2, "gist", 2)
+    assert paper["held_out"] == default["held_out"] > 0  # the same held-out entries
+    assert paper["neighbour_mean_rmse"] == default["neighbour_mean_rmse"]  # the same baseline
+    assert paper["model_rmse"] != default["model_rmse"]
+    with pytest.raises(GistInputError, match="unknown denoising method 'graphst'"):
+        run_denoising(demo, seed=0, method="graphst")
