@@ -7,6 +7,7 @@ import pytest
 
 import gist
 from gist.keys import CLUSTER_KEY, DENOISED_LAYER, GENE_LATENT_KEY, IMG_KEY, IMG_LATENT_KEY, LATENT_KEY, MATCHED_KEY
+from gist.errors import GistInputError
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_the_whole_path_on_one_anndata(adata, tmp_path):
     modelled = marked.var["highly_variable"].to_numpy()
     assert np.isfinite(marked.layers[DENOISED_LAYER][:, modelled]).all()
     assert np.isnan(marked.layers[DENOISED_LAYER][:, ~modelled]).all()
-    gist.tl.cluster(marked, n_clusters=4, method="mclust")
+    gist.tl.cluster(marked, n_clusters=4, method="mclust", use_rep="denoised")
     assert marked.obsm["X_gist_denoised_pca"].shape == (marked.n_obs, 20)  # PCA of the modelled genes
     genes = adata[:, marked.var["highly_variable"].to_numpy()].copy()
     models = gist.tl.fit(genes, epochs=2, ensemble=2, hidden=(32, 6), seed=1, progress=False)
@@ -69,16 +70,20 @@ def test_the_whole_path_on_one_anndata(adata, tmp_path):
     assert genes.uns[CLUSTER_KEY]["params"]["method"] == "leiden"  # copy=True left genes as it was
     gist.tl.cluster(genes, n_clusters=4, method="mclust")
     assert domains["smoothed"]  # domains: neighbourhood average
-    # ... of the denoised expression's 20 principal components, the best domain row of BENCHMARKS.md
-    assert domains["use_rep"] == "X_gist_denoised_pca" and genes.obsm["X_gist_denoised_pca"].shape == (genes.n_obs, 20)
+    assert domains["use_rep"] == LATENT_KEY  # ... of the latent, the best domain row of BENCHMARKS.md
+    # or of the denoised expression's 20 principal components, when asked for
+    gist.tl.cluster(genes, n_clusters=4, method="mclust", use_rep="denoised")
+    assert genes.uns[CLUSTER_KEY]["params"]["use_rep"] == "X_gist_denoised_pca"
+    assert genes.obsm["X_gist_denoised_pca"].shape == (genes.n_obs, 20)
     denoised = np.asarray(genes.layers[DENOISED_LAYER], dtype=np.float64)
     top = np.linalg.svd(denoised - denoised.mean(0), compute_uv=False)[:20] ** 2 / (genes.n_obs - 1)
     np.testing.assert_allclose(np.sort(genes.obsm["X_gist_denoised_pca"].var(0, ddof=1))[::-1], top, rtol=1e-4)
-    # without the denoised layer (test.py --denoised off) domains fall back to the latent
+    # without the denoised layer (test.py --denoised off) there is nothing to ask for
     bare = genes.copy()
     del bare.layers[DENOISED_LAYER]
-    gist.tl.cluster(bare, n_clusters=4, method="mclust")
-    assert bare.uns[CLUSTER_KEY]["params"]["use_rep"] == LATENT_KEY
+    with pytest.raises(GistInputError, match="no denoised expression"):
+        gist.tl.cluster(bare, n_clusters=4, method="mclust", use_rep="denoised")
+    gist.tl.cluster(genes, n_clusters=4, method="mclust")
     scores = gist.tl.score(genes, "merge_cell_type")
     assert 0 < scores["ari"] <= 1 and MATCHED_KEY in genes.obs
     figures = {"spatial.png": gist.pl.spatial(genes, "merge_cell_type"),

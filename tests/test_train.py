@@ -130,8 +130,8 @@ def test_cli_train_then_test_writes_results(tmp_path):
     assert {"cell_type", "merge_cell_type", "sample", "fov"} <= set(result.obs.columns)
     assert len(result.uns["spatial"]) == 4 and result.uns["gist"]["select"] == "final"
     assert result.obs["sample"].nunique() == 4
-    # domains (mclust) read the denoised expression's components unless --cluster_rep latent
-    for choice, rep in (("auto", "X_gist_denoised_pca"), ("latent", "X_gist")):
+    # domains (mclust) read the latent by default, the denoised expression's components when asked
+    for choice, rep in (("auto", "X_gist"), ("denoised", "X_gist_denoised_pca"), ("latent", "X_gist")):
         out = _run("test.py", "--dataset", "demo", "--save_path", str(ckpt), "--result_path", str(res / choice),
                    "--cluster", "mclust", "--ncluster", "4", "--cluster_rep", choice)
         assert out.returncode == 0, out.stderr
@@ -363,3 +363,16 @@ def test_neighbour_input_reads_own_and_neighbour_mean_components_and_reconstruct
     state = load_checkpoint(tmp_path / "final_0.pth", graphs[0].n_genes, graphs[0].img.shape[1]).state_dict()
     dims, options = dims_from_state_dict(state)
     assert np.isclose(options["neighbour_input"], 0.2) and options["n_pcs"] == 12 and not options["use_img_loss"]
+
+
+def test_gist_recipe_task_settings_are_the_benchmark_winners():
+    from gist.tl.recipes import get_recipe
+    from gist.tl.training import recipe_config
+
+    cells, domains = recipe_config("gist", "cell_types"), recipe_config("gist", "domains")
+    assert (cells.hops, cells.hidden, cells.n_pcs) == (2, (128, 30), 50)
+    assert (domains.hops, domains.hidden, domains.n_pcs) == (1, (128, 50), 50)  # BENCHMARKS.md, issue 21: gist+z50
+    assert get_recipe("gist").domain_rep == "latent" and get_recipe("gist").smooth_domains
+    assert recipe_config("gist", "domains", hidden=(64, 8)).hidden == (64, 8)  # an explicit value wins
+    paper = recipe_config("paper", "domains")
+    assert (paper.hops, paper.hidden, paper.n_pcs, paper.ensemble) == (None, (512, 30), None, 1)

@@ -10,7 +10,6 @@ from gist.cli._args import add_data_args, load, parse, run_name
 from gist.datasets import scoring_defaults
 from gist.device import resolve_device
 from gist.errors import GistInputError
-from gist.keys import LATENT_KEY
 from gist.pp.genes import apply_gene_rule, restrict_genes
 from gist.tl._inputs import feature_dims
 from gist.tl.checkpoints import ensemble_members, epoch_checkpoints, final_file, load_checkpoint, read_record
@@ -48,11 +47,11 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
                         help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
                              "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
-    parser.add_argument("--cluster_rep", choices=["auto", "latent"], default="auto",
-                        help="what is clustered: auto = the fused latent for leiden and paper checkpoints, and for "
-                             "mclust domains with a gist checkpoint the 20 principal components of the denoised "
-                             "expression (obsm['X_gist_denoised_pca']; measured in BENCHMARKS.md: mean ARI 0.260 vs 0.254 "
-                             "for the latent over six domain sets); latent = always the fused latent")
+    parser.add_argument("--cluster_rep", choices=["auto", "latent", "denoised"], default="auto",
+                        help="what is clustered: latent = the fused latent; denoised = the 20 principal components of "
+                             "the denoised expression (obsm['X_gist_denoised_pca'], as GraphST clusters its "
+                             "reconstruction); auto = what the checkpoint's recipe clusters: the latent for both "
+                             "recipes (BENCHMARKS.md, six domain sets: latent 0.270 vs denoised 0.262, 5 and 3 seeds)")
     parser.add_argument("--denoised", choices=["auto", "on", "off"], default="auto",
                         help="write the denoised expression (layers['recon'], a dense cells x genes float32 matrix); "
                              f"auto: on unless it would exceed {DENOISED_AUTO_MAX_GIB:g} GiB (12 GB at 1M cells x 3,000 "
@@ -125,7 +124,7 @@ def _cluster_and_score(args, spec, result, checkpoint: Path, result_path: Path, 
         print("no labels and no --ncluster: skipping clustering (pass --label_key or --ncluster)")
         return {}
     smooth = args.smooth == "on" or (args.smooth == "auto" and smooths(recipe, method))
-    use_rep = LATENT_KEY if args.cluster_rep == "latent" else default_rep(result, method, recipe, seed=args.seed)
+    use_rep = default_rep(result, method, recipe, seed=args.seed, choice=args.cluster_rep)
     metrics, table = evaluate(result, label_key, ncluster, method, seed=args.seed, use_rep=use_rep, smooth=smooth)
     metrics |= {"checkpoint": str(checkpoint), "selection": args.select}
     if args.baseline and label_key:

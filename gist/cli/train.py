@@ -36,7 +36,7 @@ def train_parser() -> argparse.ArgumentParser:
                         help="'gist' (default; see docs/reproduction.md for each difference) or 'paper' (the original's)")
     parser.add_argument("--task", choices=TASKS,
                         help="what the embedding is for, which sets the recipe's task settings: cell_types (leiden; "
-                             "gist: 2 message-passing layers) or domains (mclust; gist: 1). Default: the dataset's "
+                             "gist: 2 message-passing layers, latent 30) or domains (mclust; gist: 1 layer, latent 50). Default: the dataset's "
                              "clustering (domains for the Visium paper datasets), else cell_types")
     parser.add_argument("--epochs", type=int,
                         help=f"training epochs per model (default: gist {RECIPES['gist'].settings['epochs']}; paper 1000, "
@@ -50,7 +50,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, help="Adam weight decay (default: 0.0001)")
     parser.add_argument("--gradient_clipping", type=float, help="max gradient norm (default: 5)")
     parser.add_argument("--hidden", type=int, nargs=2, metavar=("HIDDEN", "LATENT"),
-                        help="hidden and latent widths (default: the recipe's; gist 128 30, paper 512 30)")
+                        help="hidden and latent widths (default: the recipe's; gist 128 30 for --task cell_types and "
+                             "128 50 for domains, paper 512 30)")
     parser.add_argument("--hops", type=int, choices=range(5), metavar="{0..4}",
                         help="graph layers that pass messages from the input, the rest per-cell (default: the "
                              "recipe's; gist: 2 for --task cell_types, 1 for domains; 4 = every layer, the original's)")

@@ -159,10 +159,10 @@ def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: st
     scanpy's ``tl.leiden`` does.
 
     ``method``: ``leiden`` (resolution search to exactly ``n_clusters``; cell types) or ``mclust``
-    (Gaussian mixture with one shared covariance; domains). ``use_rep='auto'`` reads what the
-    model's recipe clusters (:mod:`gist.tl.recipes`): the fused latent, except for ``mclust`` with a
-    ``gist``-recipe model, which reads the principal components of the denoised expression
-    (:func:`gist.tl.clustering.default_rep`). ``smooth='auto'``: the recipe's rule (averages the
+    (Gaussian mixture with one shared covariance; domains). ``use_rep``: an ``obsm`` key, or
+    ``'latent'`` (the fused latent), ``'denoised'`` (20 principal components of the denoised
+    expression) or ``'auto'``, what the model's recipe clusters (:mod:`gist.tl.recipes`; the fused
+    latent for both tasks of the current recipes; :func:`gist.tl.clustering.default_rep`). ``smooth='auto'``: the recipe's rule (averages the
     representation over each cell's spatial neighbourhood for ``mclust`` unless the model came from
     the paper recipe, :func:`gist.tl.clustering.smooth_rep`). Returns a copy with ``copy``, else ``None``.
     """
@@ -170,8 +170,8 @@ def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: st
     recipe = adata.uns.get(UNS_KEY, {}).get("recipe")
     if smooth == "auto":
         smooth = smooths(recipe, method)
-    if use_rep == "auto":
-        use_rep = default_rep(adata, method, recipe, seed=seed)
+    if use_rep in ("auto", "latent", "denoised"):
+        use_rep = default_rep(adata, method, recipe, seed=seed, choice=use_rep)
     params = cluster_rep(adata, method, int(n_clusters), seed=seed, use_rep=use_rep, key_added=key_added,
                          smooth=bool(smooth)) | {"use_rep": use_rep}
     adata.uns[key_added] = {"params": {k: v for k, v in params.items() if v is not None}}

@@ -12,6 +12,7 @@ from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
+from gist.errors import GistInputError
 from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, DENOISED_PCA_KEY, LATENT_KEY
 from gist.tl.hmrf import potts_mixture
 from gist.tl.recipes import clusters_denoised
@@ -166,15 +167,28 @@ def denoised_components(adata: AnnData, n_pcs: int = DENOISED_PCS, seed: int = 0
     return key_added
 
 
-def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0) -> str:
-    """The representation a clustering reads by default (the recipe's ``domain_rep``,
-    :mod:`gist.tl.recipes`): for ``mclust`` domains from a ``gist`` recipe, the principal components of the denoised expression (written by
-    :func:`denoised_components`; BENCHMARKS.md, issue 21: mean ARI 0.260 over the six domain sets
-    against 0.254 for the latent), falling back to the latent with a message when the denoised
-    layer was left out; otherwise (leiden cell types, paper checkpoints) the fused latent."""
-    if not clusters_denoised(recipe, method):
+def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0, choice: str = "auto") -> str:
+    """The representation a clustering reads, as an ``obsm`` key.
+
+    ``choice``: ``latent`` (the fused latent), ``denoised`` (the principal components of the
+    denoised expression, written by :func:`denoised_components`) or ``auto``: the recipe's
+    ``domain_rep`` (:mod:`gist.tl.recipes`) for ``mclust`` domains, the latent otherwise (leiden cell
+    types, paper checkpoints). ``auto`` falls back to the latent with a message when the recipe asks
+    for the denoised expression and the layer was left out.
+
+    Raises
+    ------
+    GistInputError
+        If ``choice`` is unknown, or is ``denoised`` and ``layers['gist_denoised']`` is missing.
+    """
+    if choice not in ("auto", "latent", "denoised"):
+        raise GistInputError(f"unknown representation {choice!r} (auto, latent or denoised)")
+    if choice == "latent" or (choice == "auto" and not clusters_denoised(recipe, method)):
         return LATENT_KEY
     if DENOISED_LAYER not in adata.layers:
+        if choice == "denoised":
+            raise GistInputError(f"no denoised expression in layers[{DENOISED_LAYER!r}] to cluster "
+                                 "(test.py --denoised off leaves it out)")
         print(f"domains clustered on the latent: the denoised expression (layers[{DENOISED_LAYER!r}]) was left out")
         return LATENT_KEY
     return denoised_components(adata, seed=seed)
