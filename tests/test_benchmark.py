@@ -165,7 +165,7 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
         assert sorted(set(arrays["labels"])) == sorted(set(pooled.obs["domain"]))
         assert arrays["spatial"].shape == (pooled.n_obs, 2) and set(arrays["samples"]) == set(pooled.obs["sample"])
     gist = kept["mine_gist_s0.npz"]
-    assert gist["rep"].shape[1] == 30 and len(set(gist["clusters"])) > 1
+    assert gist["rep"].shape[1] == 50 and len(set(gist["clusters"])) > 1  # domains: the recipe's latent of 50
     assert gist["graph_indptr"].shape == (pooled.n_obs + 1,) and gist["graph_indices"].size > pooled.n_obs
     payload = json.loads(out.read_text())
     records = payload["records"]
