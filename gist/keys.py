@@ -28,7 +28,7 @@ LATENT_KEY = "X_gist"  # obsm: fused latent (the ensemble's consensus)
 GENE_LATENT_KEY = "X_gist_gene"  # obsm: gene-branch latent
 IMG_LATENT_KEY = "X_gist_img"  # obsm: image-branch latent
 DENOISED_LAYER = "gist_denoised"  # layers: fused reconstruction (denoised expression)
-DENOISED_PCA_KEY = "X_gist_denoised_pca"  # obsm: principal components of the denoised expression (domains)
+DENOISED_PCA_KEY = "X_gist_denoised_pca"  # obsm: principal components of the denoised expression (use_rep="denoised")
 UNS_KEY = "gist"  # uns: settings, versions, checkpoints
 CLUSTER_KEY = "gist_cluster"  # obs: clusters of gist.tl.cluster
 MATCHED_KEY = "gist_matched"  # obs: clusters named after their Hungarian-matched labels

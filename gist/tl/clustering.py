@@ -151,7 +151,7 @@ def smooth_rep(adata: AnnData, use_rep: str = LATENT_KEY, key_added: str | None 
     return key
 
 
-#: Principal components of the denoised expression that domain clustering reads (GraphST's 20).
+#: Principal components of the denoised expression that `use_rep="denoised"` clusters (GraphST's 20).
 DENOISED_PCS = 20
 
 
