@@ -319,7 +319,7 @@ def test_contrast_loss_is_2ln2_for_a_blind_head_and_falls_for_a_separating_one()
 
 def test_contrast_trains_with_a_balanced_weight_resumes_exactly_and_loads_strictly(graphs, tmp_path):
     from gist.tl.model import dims_from_state_dict
-    from gist.tl.training import balanced_contrast_weight, _loss
+    from gist.tl.training import _loss_terms, balanced_contrast_weight
 
     config = TrainConfig(epochs=4, hidden=(32, 6), n_pcs=12, hops=1, save_every=0, seed=3, contrast=True)
     model, losses = train(graphs, config, tmp_path / "full", progress=False)
@@ -328,8 +328,9 @@ def test_contrast_trains_with_a_balanced_weight_resumes_exactly_and_loads_strict
     fresh = TransImg([graphs[0].n_genes, graphs[0].img.shape[1], 32, 6], contrast=True, n_pcs=12, hops=1)
     fresh.set_pca(torch.cat([g.dense_x() for g in graphs]))
     w = balanced_contrast_weight(fresh, graphs, config, torch.device("cpu"))
-    recon = sum(float(_loss(fresh, fresh, g, config, torch.device("cpu"), 0, i, contrast_weight=0.0)) for i, g in enumerate(graphs))
-    both = sum(float(_loss(fresh, fresh, g, config, torch.device("cpu"), 0, i, contrast_weight=w)) for i, g in enumerate(graphs))
+    terms = [_loss_terms(fresh, fresh, g, config, torch.device("cpu"), 0, i) for i, g in enumerate(graphs)]
+    recon = sum(float(r) for r, _ in terms)
+    both = sum(float(r + w * c) for r, c in terms)
     assert w > 0 and np.isclose(both, 2 * recon, rtol=1e-5)
     assert weight > 0 and all(np.isfinite(losses))
     # resumed from epoch 2 equals the uninterrupted run (the shuffles are seeded per epoch and batch)

@@ -13,7 +13,7 @@ from gist.errors import GistInputError
 from gist.pp.genes import apply_gene_rule, restrict_genes
 from gist.tl._inputs import feature_dims
 from gist.tl.checkpoints import ensemble_members, epoch_checkpoints, final_file, load_checkpoint, read_record
-from gist.tl.clustering import default_rep
+from gist.tl.clustering import REP_CHOICES, default_rep
 from gist.tl.evaluate import evaluate, expression_baseline, write_metrics
 from gist.tl.inference import denoised_bytes, infer, oracle_select, write_result
 from gist.tl.recipes import smooths
@@ -47,7 +47,7 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
                         help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
                              "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
-    parser.add_argument("--cluster_rep", choices=["auto", "latent", "denoised"], default="auto",
+    parser.add_argument("--cluster_rep", choices=REP_CHOICES, default="auto",
                         help="what is clustered: latent = the fused latent; denoised = the 20 principal components of "
                              "the denoised expression (obsm['X_gist_denoised_pca'], as GraphST clusters its "
                              "reconstruction); auto = what the checkpoint's recipe clusters: the latent for both "

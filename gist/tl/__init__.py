@@ -31,7 +31,7 @@ from gist.errors import GistInputError
 from gist.io.samples import split_samples
 from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, LIBRARY_KEY, MATCHED_KEY, UNS_KEY
 from gist.tl._inputs import model_input, sample_graphs
-from gist.tl.clustering import cluster_rep, default_rep
+from gist.tl.clustering import REP_CHOICES, cluster_rep, default_rep
 from gist.tl.evaluate import match_clusters
 from gist.tl.inference import as_models, embed_samples, write_outputs
 from gist.tl.recipes import smooths
@@ -170,7 +170,7 @@ def cluster(adata: AnnData, n_clusters: int, method: str = "leiden", use_rep: st
     recipe = adata.uns.get(UNS_KEY, {}).get("recipe")
     if smooth == "auto":
         smooth = smooths(recipe, method)
-    if use_rep in ("auto", "latent", "denoised"):
+    if use_rep in REP_CHOICES:
         use_rep = default_rep(adata, method, recipe, seed=seed, choice=use_rep)
     params = cluster_rep(adata, method, int(n_clusters), seed=seed, use_rep=use_rep, key_added=key_added,
                          smooth=bool(smooth)) | {"use_rep": use_rep}

@@ -15,7 +15,7 @@ from sklearn.mixture import GaussianMixture
 from gist.errors import GistInputError
 from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, DENOISED_PCA_KEY, LATENT_KEY
 from gist.tl.hmrf import potts_mixture
-from gist.tl.recipes import clusters_denoised
+from gist.tl.recipes import DOMAIN_REPS, clusters_denoised
 
 #: Clusterers of :func:`cluster`: leiden (cell types), a tied Gaussian mixture (domains) and the same
 #: mixture with a Potts prior over the spatial graph.
@@ -167,6 +167,10 @@ def denoised_components(adata: AnnData, n_pcs: int = DENOISED_PCS, seed: int = 0
     return key_added
 
 
+#: What a clustering may be asked to read: ``auto`` (the recipe's choice) or one of the representations.
+REP_CHOICES = ("auto", *DOMAIN_REPS)
+
+
 def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0, choice: str = "auto") -> str:
     """The representation a clustering reads, as an ``obsm`` key.
 
@@ -181,8 +185,8 @@ def default_rep(adata: AnnData, method: str, recipe: str | None, seed: int = 0, 
     GistInputError
         If ``choice`` is unknown, or is ``denoised`` and ``layers['gist_denoised']`` is missing.
     """
-    if choice not in ("auto", "latent", "denoised"):
-        raise GistInputError(f"unknown representation {choice!r} (auto, latent or denoised)")
+    if choice not in REP_CHOICES:
+        raise GistInputError(f"unknown representation {choice!r} (choose from {', '.join(REP_CHOICES)})")
     if choice == "latent" or (choice == "auto" and not clusters_denoised(recipe, method)):
         return LATENT_KEY
     if DENOISED_LAYER not in adata.layers:

@@ -285,7 +285,7 @@ def gist_loss(out: GistOutput, x: Tensor, img: Tensor | None, use_img_loss: bool
 def neighbour_mean(z: Tensor, graph: Graph) -> Tensor:
     """The mean of ``z`` over each cell's in-neighbours in ``graph`` (0 for a cell without any)."""
     total = torch.zeros_like(z).index_add_(0, graph.dst, z[graph.src])
-    degree = torch.bincount(graph.dst, minlength=z.shape[0]).clamp(min=1).unsqueeze(1).to(z.dtype)
+    degree = graph.crow.diff().clamp(min=1).unsqueeze(1).to(z.dtype)  # in-degrees, from the CSR layout
     return total / degree
 
 

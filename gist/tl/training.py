@@ -358,7 +358,8 @@ def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optim
           config: TrainConfig, epoch: int, save_path: Path, device: torch.device, index: int = 0) -> float:
     """One optimiser step on one batch (loss on its own cells); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = _loss(runner, model, batch, config, device, epoch, index)
+    recon, contrast = _loss_terms(runner, model, batch, config, device, epoch, index)
+    loss = recon if contrast is None else recon + model.contrast_weight * contrast
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clipping)
     value = float(loss.detach())
@@ -373,26 +374,25 @@ def _step(runner: torch.nn.Module, model: TransImg, optimizer: torch.optim.Optim
     return value
 
 
-def _loss(runner: torch.nn.Module, model: TransImg, batch: SampleGraph, config: TrainConfig, device: torch.device,
-          epoch: int, index: int, contrast_weight: float | None = None) -> torch.Tensor:
-    """The training loss of one batch on its own cells: :func:`gist_loss`, plus the weighted
-    :func:`contrast_loss` for a model with ``contrast`` (its cells shuffled by a generator seeded
-    from the run's seed, the epoch and the batch, so that a resumed run repeats them)."""
+def _loss_terms(runner: torch.nn.Module, model: TransImg, batch: SampleGraph, config: TrainConfig,
+                device: torch.device, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The two training terms of one batch on its own cells: :func:`gist_loss`, and for a model
+    with ``contrast`` the unweighted :func:`contrast_loss` (its cells shuffled by a generator seeded
+    from the run's seed, the epoch and the batch, so that a resumed run repeats them), else ``None``."""
     x = batch.dense_x(device)
     with autocast(device, config.precision):
         out = runner(x, batch.img if model.has_image else None, batch.prepared())
     fused_z = out.fused_z.float()
     out = type(out)(*(None if o is None else own_rows(o.float(), batch) for o in out))
     target_img = model.standardize(batch.img) if model.has_image else batch.img
-    loss = gist_loss(out, own_rows(model.project(x), batch), own_rows(target_img, batch), config.use_img_loss)
-    if model.contrast:
-        shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1_009 + index)
-        perm = torch.randperm(x.shape[0], generator=shuffle).to(x.device)
-        with autocast(device, config.precision):
-            corrupt_z = model.encode(x[perm], batch.img[perm] if model.has_image else None, batch.prepared()).float()
-        weight = model.contrast_weight if contrast_weight is None else contrast_weight
-        loss = loss + weight * contrast_loss(model, fused_z, corrupt_z, batch.prepared(), batch.own)
-    return loss
+    recon = gist_loss(out, own_rows(model.project(x), batch), own_rows(target_img, batch), config.use_img_loss)
+    if not model.contrast:
+        return recon, None
+    shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1_009 + index)
+    perm = torch.randperm(x.shape[0], generator=shuffle).to(x.device)
+    with autocast(device, config.precision):
+        corrupt_z = model.encode(x[perm], batch.img[perm] if model.has_image else None, batch.prepared()).float()
+    return recon, contrast_loss(model, fused_z, corrupt_z, batch.prepared(), batch.own)
 
 
 @torch.no_grad()
@@ -403,10 +403,10 @@ def balanced_contrast_weight(model: TransImg, batches: list[SampleGraph], config
     start equal."""
     was_training = model.training
     model.eval()
-    recon = sum(float(_loss(model, model, b, config, device, 0, i, contrast_weight=0.0)) for i, b in enumerate(batches))
-    total = sum(float(_loss(model, model, b, config, device, 0, i, contrast_weight=1.0)) for i, b in enumerate(batches))
+    terms = [_loss_terms(model, model, b, config, device, 0, i) for i, b in enumerate(batches)]
     model.train(was_training)
-    return recon / max(total - recon, 1e-12)
+    recon, contrast = (sum(float(t[k]) for t in terms) for k in (0, 1))
+    return recon / max(contrast, 1e-12)
 
 
 def train_ensemble(graphs: list[SampleGraph], config: TrainConfig, save_path: str | Path, resume: bool = False,
