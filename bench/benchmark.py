@@ -109,6 +109,10 @@ CANDIDATES: dict[str, dict] = {
     # genes the components are taken from (the default: gist.pp.genes' rule, 3,000 seurat_v3 genes at most)
     "g1000": {"n_top_genes": 1000},
     "g5000": {"n_top_genes": 5000},
+    # the leaders combined with the domain default's latent of 50 (the rows above without z50 were
+    # measured on the 2026-12-03 default, latent 30)
+    "z50g5000": {"hidden": (128, 50), "n_top_genes": 5000},
+    "z50banksy_in": {"hidden": (128, 50), "neighbour_input": 0.2},
 }
 #: Candidate settings that choose the model's genes rather than the recipe (:func:`gist_rep`).
 GENE_SETTINGS = ("n_top_genes",)
