@@ -18,6 +18,8 @@ row-normalised; graph = the run's own when kept, else the radius rule of :mod:`g
 ``banksy``  on ``[sqrt(1 - l) z, sqrt(l) A z]`` with BANKSY's domain weight ``l = 0.8``, each block standardised
 ``hmrf``    the tied mixture with a Potts prior over the graph (:func:`gist.tl.hmrf.potts_mixture`,
             strength by pseudo-likelihood) on ``z``; ``avg_hmrf`` the same on ``A z``
+``rings``   on ``[z, ring_1 z, ring_2 z, ring_3 z]``: ``z`` beside its means over the exact 1-, 2- and
+            3-hop rings of the graph (CellCharter's blocks, ``cellcharter.gr.aggregate_neighbors``)
 ``refine``  ``avg``'s clusters, each cell then given the most frequent cluster among itself and its
             graph neighbours (GraphST's label refinement on the spatial graph, not its 50 nearest)
 """
@@ -38,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 #: BANKSY's neighbourhood weight for domain detection (lambda = 0.8 in its paper and package).
 BANKSY_LAMBDA = 0.8
-VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "refine", "hmrf", "avg_hmrf")
+VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "rings", "refine", "hmrf", "avg_hmrf")
+#: Rings of neighbours CellCharter aggregates for domains (its default, ``n_layers=3``).
+RING_HOPS = 3
 
 
 #: Every benchmark method name starts with one of these (``image_<extractor>``, ``gist_<variant>``, ...).
@@ -85,6 +89,23 @@ def refine(adj: sp.csr_matrix, clusters: np.ndarray) -> np.ndarray:
     return uniques[votes.argmax(axis=1)]
 
 
+def ring_blocks(z: np.ndarray, adj: sp.csr_matrix, hops: int = RING_HOPS) -> np.ndarray:
+    """``z`` beside its means over the exact 1- to ``hops``-hop rings of ``adj`` (a cell's own row
+    and its self-loop do not count as a neighbour), as ``cellcharter.gr.aggregate_neighbors``."""
+    from anndata import AnnData
+
+    try:
+        import cellcharter as cc
+    except ImportError as err:
+        raise SystemExit(f"the rings variant needs cellcharter ({err}): pip install -r bench/requirements.txt") from None
+    links = sp.csr_matrix(adj, dtype=np.float64, copy=True)
+    links.setdiag(0)
+    links.eliminate_zeros()
+    cells = AnnData(np.zeros((z.shape[0], 1), dtype=np.float32), obsm={"rep": np.asarray(z, dtype=np.float32)},
+                    obsp={"spatial_connectivities": links})
+    return np.asarray(cc.gr.aggregate_neighbors(cells, n_layers=hops, use_rep="rep", copy=True), dtype=np.float64)
+
+
 def cluster_rep(z: np.ndarray, method: str, ncluster: int, seed: int) -> np.ndarray:
     from anndata import AnnData
 
@@ -115,6 +136,8 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
         mixed = np.hstack([np.sqrt(1 - BANKSY_LAMBDA) * standardize_columns(z),
                            np.sqrt(BANKSY_LAMBDA) * standardize_columns(neighbour_average(z, adj))])
         return cluster_rep(mixed, method, ncluster, seed)
+    if variant == "rings":
+        return cluster_rep(ring_blocks(z, adj), method, ncluster, seed)
     if variant in ("hmrf", "avg_hmrf"):
         from gist.tl.hmrf import potts_mixture
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from bench import recluster
@@ -26,6 +27,18 @@ def test_refine_takes_the_neighbours_majority_and_keeps_ties():
     adj = sp.diags([1.0, 1.0], [-1, 1], shape=(5, 5)).tocsr() + sp.eye(5)
     out = recluster.refine(sp.csr_matrix(adj), np.array(["a", "a", "b", "a", "b"]))
     assert list(out) == ["a", "a", "a", "b", "b"]
+
+
+def test_ring_blocks_are_the_representation_and_its_exact_ring_means():
+    pytest.importorskip("cellcharter", reason="cellcharter (bench/requirements.txt) is not installed")
+    # a path 0-1-2-3-4-5 with self-loops (as graph_of gives it), z = the cell's index
+    adj = sp.diags([1.0, 1.0], [-1, 1], shape=(6, 6)).tocsr() + sp.eye(6)
+    blocks = recluster.ring_blocks(np.arange(6.0)[:, None], sp.csr_matrix(adj))
+    # by hand: cell 0's rings are {1}, {2}, {3}; cell 2's {1, 3}, {0, 4}, {5}; cell 3's {2, 4}, {1, 5}, {0}
+    assert blocks.shape == (6, 4)
+    np.testing.assert_allclose(blocks[0], [0, 1, 2, 3])
+    np.testing.assert_allclose(blocks[2], [2, 2, 2, 5])
+    np.testing.assert_allclose(blocks[3], [3, 3, 3, 0])
 
 
 def test_graph_of_rebuilds_the_radius_rule_graph_with_self_loops(tmp_path):
