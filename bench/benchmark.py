@@ -16,11 +16,12 @@ and scored against the labels. Methods:
     The default ``gist`` recipe (:data:`gist.tl.recipes.RECIPES`, with the dataset's task settings,
     ``Recipe.tasks``): an ensemble of 5 models on 50 principal components, their
     consensus latent, averaged over each spot's graph neighbourhood for ``mclust`` (domain)
-    clustering; image branch fed the first extractor's features where the data have an image.
+    clustering; image branch fed the first extractor's features where the data have an image and
+    the task's settings use it (cell types; domains train without it, ``use_img=False``).
 ``gist_noimg``
     The same without the image branch (only listed where there is an image).
 ``gist_<extractor>``
-    The default recipe with the features of a further extractor.
+    The default recipe with the features of a further extractor (image branch on for either task).
 ``gist_paper``
     The original recipe (one model, the paper's loss, its fused latent clustered as is), trained
     for ``paper_epochs``; with the image where there is one.
@@ -100,6 +101,8 @@ CANDIDATES: dict[str, dict] = {
     "z50": {"hidden": (128, 50)},
     "w512": {"hidden": (512, 30)},
     "pc100": {"n_pcs": 100},
+    # the image branch for domains too (the domain default trains without it since 2026-12-06)
+    "img": {"use_img": True},
     "default": {},  # the default itself, for its suffixed rows (e.g. gist+default_noimg_denoised)
     # an objective that smoothing lacks: Deep Graph Infomax beside the reconstruction (gist.tl.model.contrast_loss)
     "dgi": {"contrast": True},
@@ -499,7 +502,7 @@ def representation(adata: AnnData, method: str, seed: int, paper_epochs: int, we
     if kind == "image" and extractor:
         return image_rep(adata, seed, extractor, weights, device)
     if kind == "gist" and extractor:
-        return gist_rep(adata, seed, extractor, weights, device, **default)
+        return gist_rep(adata, seed, extractor, weights, device, overrides={"use_img": True}, **default)
     raise GistInputError(f"unknown benchmark method {method!r}")
 
 

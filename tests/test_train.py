@@ -164,6 +164,25 @@ def test_cli_standardize_img_off_keeps_the_image_in_its_own_units(tmp_path):
     assert "--standardize_img" in default.stdout
 
 
+def test_cli_domains_train_without_the_image_unless_asked(tmp_path):
+    res = tmp_path / "res"
+    runs, said = {"default": [], "asked": ["--use_img", "1"]}, {}
+    for name, extra in runs.items():
+        out = _run("train.py", "--dataset", "demo", "--task", "domains", "--epochs", "1", "--hidden", "32", "6",
+                   "--ensemble", "1", *extra, "--save_path", str(tmp_path / name), "--no_progress")
+        assert out.returncode == 0, out.stderr
+        state = torch.load(tmp_path / name / "final_0.pth", weights_only=True)
+        assert ("c4_img.lin_key.weight" in state) == (name == "asked")
+        assert json.loads((tmp_path / name / "final_0.json").read_text())["config"]["use_img"] == (name == "asked")
+        said[name] = "use_img is off" in out.stdout
+    assert said == {"default": True, "asked": False}
+    # test.py embeds the image-bearing demo with the image-less checkpoint
+    out = _run("test.py", "--dataset", "demo", "--save_path", str(tmp_path / "default"), "--result_path", str(res), "--no_cluster")
+    assert out.returncode == 0, out.stderr
+    assert "trained without the image" in out.stdout
+    assert ad.read_h5ad(res / "gist.h5ad").uns["gist"]["image_branch"] is False
+
+
 @pytest.mark.parametrize("hops, n_pcs", [("1", "8"), ("4", "0")])
 def test_cli_hops_and_n_pcs_set_the_layout_a_checkpoint_carries(tmp_path, hops, n_pcs):
     ckpt, res = tmp_path / "ckpt", tmp_path / "res"
@@ -373,7 +392,31 @@ def test_gist_recipe_task_settings_are_the_benchmark_winners():
     cells, domains = recipe_config("gist", "cell_types"), recipe_config("gist", "domains")
     assert (cells.hops, cells.hidden, cells.n_pcs) == (2, (128, 30), 50)
     assert (domains.hops, domains.hidden, domains.n_pcs) == (1, (128, 50), 50)  # BENCHMARKS.md, issue 21: gist+z50
+    assert cells.use_img and not domains.use_img  # domains: no image branch (issue 21, 2026-12-06)
     assert get_recipe("gist").domain_rep == "latent" and get_recipe("gist").smooth_domains
     assert recipe_config("gist", "domains", hidden=(64, 8)).hidden == (64, 8)  # an explicit value wins
     paper = recipe_config("paper", "domains")
-    assert (paper.hops, paper.hidden, paper.n_pcs, paper.ensemble) == (None, (512, 30), None, 1)
+    assert (paper.hops, paper.hidden, paper.n_pcs, paper.ensemble) == (None, (512, 30), None, 1) and paper.use_img
+
+
+def test_use_img_off_trains_the_gene_branch_alone_and_embeds_data_with_an_image(graphs, tmp_path):
+    from gist.tl.inference import infer
+
+    assert graphs[0].img.shape[1] > 0
+    model, _ = train(graphs, TrainConfig(epochs=2, use_img=False, **SMALL), tmp_path, progress=False)
+    assert not model.has_image and model.hidden_dims[1] == 0
+    # the same weights as training on the samples stripped of their image features
+    from gist.tl.training import without_image
+
+    bare, _ = train([without_image(g) for g in graphs], TrainConfig(epochs=2, **SMALL), tmp_path / "bare", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), bare.state_dict().values()))
+    # the checkpoint loads against the data's image width (ignored), and inference runs on data with images
+    loaded = load_checkpoint(tmp_path / "final_0.pth", graphs[0].n_genes, graphs[0].img.shape[1])
+    from gist.demo import make_demo
+
+    adatas = [Cal_Spatial_Net(add_patch_stats(a), rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=11, image_size=448)]
+    result = infer(adatas, loaded, torch.device("cpu"))
+    assert result.uns["gist"]["image_branch"] is False and "X_gist_img" not in result.obsm
+    with pytest.raises(GistInputError, match="expects"):  # an image model still needs the image
+        img_model, _ = train(graphs, TrainConfig(epochs=1, **SMALL), tmp_path / "img", progress=False)
+        load_checkpoint(tmp_path / "img" / "final_0.pth", graphs[0].n_genes, 0)

@@ -10,6 +10,7 @@ from gist.cli._args import add_data_args, load, parse, run_name
 from gist.datasets import scoring_defaults
 from gist.device import resolve_device
 from gist.errors import GistInputError
+from gist.keys import IMG_KEY
 from gist.pp.genes import apply_gene_rule, restrict_genes
 from gist.tl._inputs import feature_dims
 from gist.tl.checkpoints import ensemble_members, epoch_checkpoints, final_file, load_checkpoint, read_record
@@ -98,7 +99,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     if metrics is not None and "ari" in metrics:
         print(f"{metrics['method']} clusters: {metrics['n_clusters']}, ARI {metrics['ari']:.3f}, NMI {metrics['nmi']:.3f} "
               f"(selection: {args.select}) -> {result_path / 'metrics.json'}")
-    branch = "image + gene branches" if models[0].has_image else "gene branch alone (no image features)"
+    branch = "image + gene branches" if models[0].has_image else \
+        "gene branch alone (" + ("trained without the image" if IMG_KEY in adata.obsm else "no image features") + ")"
     ensemble = f"ensemble of {len(models)}" if len(models) > 1 else f"checkpoint {checkpoint.name}"
     print(f"wrote {out} ({result.n_obs} cells, latent {result.obsm['pred'].shape[1]}-d, {branch}, "
           f"selection: {args.select}, {ensemble})")

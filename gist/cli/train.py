@@ -27,8 +27,8 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train the GIST hybrid graph-transformer autoencoder. Recipe 'gist' (default): an ensemble "
         "of 5 models (repeats R..R+4, seeds S..S+4) of 150 epochs each on 50 principal components of the "
-        "expression (hidden 128, latent 30; 2 message-passing layers for cell types, 1 for domains), image "
-        "features standardised and reconstructed by the fused branch. Recipe 'paper': the original (one model, 1000 epochs). Both: Adam, "
+        "expression (cell types: hidden 128, latent 30, 2 message-passing layers, image features standardised "
+        "and reconstructed by the fused branch; domains: latent 50, 1 message-passing layer, no image branch). Recipe 'paper': the original (one model, 1000 epochs). Both: Adam, "
         "lr 1e-3, weight decay 1e-4, gradient clipping 5, one sample per mini-batch.",
     )
     add_data_args(parser)
@@ -36,7 +36,7 @@ def train_parser() -> argparse.ArgumentParser:
                         help="'gist' (default; see docs/reproduction.md for each difference) or 'paper' (the original's)")
     parser.add_argument("--task", choices=TASKS,
                         help="what the embedding is for, which sets the recipe's task settings: cell_types (leiden; "
-                             "gist: 2 message-passing layers, latent 30) or domains (mclust; gist: 1 layer, latent 50). Default: the dataset's "
+                             "gist: 2 message-passing layers, latent 30, the image) or domains (mclust; gist: 1 layer, latent 50, no image). Default: the dataset's "
                              "clustering (domains for the Visium paper datasets), else cell_types")
     parser.add_argument("--epochs", type=int,
                         help=f"training epochs per model (default: gist {RECIPES['gist'].settings['epochs']}; paper 1000, "
@@ -59,6 +59,10 @@ def train_parser() -> argparse.ArgumentParser:
                         help="feed the model N principal components of the expression instead of the genes; the "
                              "reconstruction is mapped back to genes through the loadings (default: the recipe's; gist 50, at most the "
                              "gene count; 0 = genes, the original's)")
+    parser.add_argument("--use_img", type=int, choices=[0, 1],
+                        help="1: train the image branch when the data have image features (obsm['imgs']); 0: the gene "
+                             "branch alone. Default: the recipe's; gist: 1 for --task cell_types, 0 for domains (on DLPFC "
+                             "151510's H&E the image cost 0.10 ARI over 5 seeds, see BENCHMARKS.md); paper: 1")
     parser.add_argument("--use_img_loss", type=int, choices=[0, 1],
                         help="1: the image branch reconstructs the image features instead of expression (default: 0)")
     parser.add_argument("--standardize_img", type=int, choices=[0, 1],
@@ -106,6 +110,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     task = args.task or task_of(spec.cluster if spec and spec.cluster else "leiden")
     overrides = {"lr": args.lr, "weight_decay": args.weight_decay, "gradient_clipping": args.gradient_clipping,
                  "hidden": tuple(args.hidden) if args.hidden else None, "save_every": args.save_every,
+                 "use_img": None if args.use_img is None else bool(args.use_img),
                  "use_img_loss": None if args.use_img_loss is None else bool(args.use_img_loss),
                  "standardize_img": None if args.standardize_img is None else bool(args.standardize_img),
                  "hops": args.hops, "n_pcs": args.n_pcs,

@@ -94,7 +94,8 @@ def fit(
     task
         ``cell_types`` (leiden) or ``domains`` (mclust): the recipe's settings for that task
         (:data:`gist.tl.recipes.RECIPES`; the gist recipe passes messages over 2 graph layers for
-        cell types, 1 for domains).
+        cell types, 1 for domains, and trains domains without the image branch: ``use_img=True``
+        brings it back).
     dataset
         A named dataset (:data:`gist.datasets.DATASETS`) whose recipe defaults apply, as
         ``train.py --dataset`` does (the paper recipe trains the demo 100 epochs, not 1,000).

@@ -170,7 +170,8 @@ def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
     Raises
     ------
     GistInputError
-        If the file is missing or unreadable, or its gene / image dimensions differ from the data's.
+        If the file is missing or unreadable, or its gene / image dimensions differ from the data's
+        (a model trained without the image branch fits data with image features: it ignores them).
     """
     path = Path(path)
     if not path.is_file():
@@ -185,7 +186,7 @@ def load_checkpoint(path: str | Path, n_genes: int, img_dim: int) -> TransImg:
         dims, options = dims_from_state_dict(state)
     except ValueError as err:
         raise GistInputError(f"checkpoint {path}: {err}") from None
-    if (dims[0], dims[1]) != (n_genes, img_dim):
+    if dims[0] != n_genes or dims[1] not in (img_dim, 0):  # a model without image branch reads the genes alone
         raise GistInputError(
             f"checkpoint {path} expects {dims[0]} genes and {dims[1]}-d image features, but the data has "
             f"{n_genes} genes and {img_dim}-d image features"

@@ -74,6 +74,7 @@ class TrainConfig:
     ensemble: int = 1  # models trained (repeats repeat .. repeat + ensemble - 1, seeds seed + k)
     fused_img_head: bool = False  # the fused branch also reconstructs the image features
     standardize_img: bool = False  # z-score image features inside the model (statistics of the training cells)
+    use_img: bool = True  # train the image branch when the samples have image features (False: the gene branch alone)
     hops: int | None = None  # graph layers that pass messages from the input (None: all, the original)
     n_pcs: int | None = None  # the model reads this many principal components of the expression (None: genes)
     contrast: bool = False  # add a Deep Graph Infomax term, weighted to equal the reconstruction loss at initialisation
@@ -183,7 +184,7 @@ def expected_checkpoint_bytes(n_genes: int, img_dim: int, config: TrainConfig) -
     ``final_<epoch>`` files of ``save_every`` and, with ``keep_state``, each member's resume state),
     ``state`` (the resume state one member holds while it trains: weights and Adam's two moments)
     and ``files`` (weight files kept)."""
-    model = _model(n_genes, img_dim, config)
+    model = _model(n_genes, img_dim if config.use_img else 0, config)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     trained = sum(p.numel() * p.element_size() for p in model.parameters())
     saves = config.epochs // config.save_every if config.save_every else 0
@@ -244,9 +245,16 @@ def train(
         raise GistInputError("no samples to train on")
     if config.epochs < 1:
         raise GistInputError(f"epochs must be >= 1, got {config.epochs}")
+    if not config.use_img:
+        graphs = [without_image(g) for g in graphs]
     save_path = Path(save_path)
     with _folder_lock(save_path):
         return _train(graphs, config, save_path, resume, progress)
+
+
+def without_image(graph: SampleGraph) -> SampleGraph:
+    """``graph`` with no image features (``(cells, 0)``): what ``use_img=False`` trains on."""
+    return replace(graph, img=graph.img[:, :0])
 
 
 def _folder_lock(save_path: Path):
@@ -299,7 +307,9 @@ def _train(graphs: list[SampleGraph], config: TrainConfig, save_path: Path, resu
         model.set_contrast_weight(balanced_contrast_weight(model, batches, config, device))
     shape = data_shape(graphs) | {"batches": len(batches)}
     if not model.has_image and config.extra.get("member", 0) == 0 and main:
-        print("no image features (obsm['imgs']): training the gene branch alone (expression + graph)")
+        why = "use_img is off (the recipe's setting for this task, or --use_img 0)" if not config.use_img else \
+            "no image features (obsm['imgs'])"
+        print(f"{why}: training the gene branch alone (expression + graph)")
     runner = model
     if distributed.active():  # gradients averaged over ranks; rank 0's weights broadcast first
         # the original's norm1/norm2 take no part in forward: DDP must expect parameters without gradients
