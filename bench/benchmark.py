@@ -116,6 +116,9 @@ CANDIDATES: dict[str, dict] = {
     # measured on the 2026-12-03 default, latent 30)
     "z50g5000": {"hidden": (128, 50), "n_top_genes": 5000},
     "z50banksy_in": {"hidden": (128, 50), "neighbour_input": 0.2},
+    # no message passing and a 512-wide hidden layer around the domain default (latent 50)
+    "h0z50": {"hops": 0, "hidden": (128, 50)},
+    "w512z50": {"hidden": (512, 50)},
 }
 #: Candidate settings that choose the model's genes rather than the recipe (:func:`gist_rep`).
 GENE_SETTINGS = ("n_top_genes",)
