@@ -1,10 +1,12 @@
 """The benchmark's building blocks and bench/reproduce.py end to end on a user-supplied file."""
 
 import json
+from dataclasses import replace
 import subprocess
 import sys
 
 import anndata as ad
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -371,5 +373,8 @@ def test_denoising_check_runs_the_paper_recipe_on_the_same_mask():
     assert paper["held_out"] == default["held_out"] > 0  # the same held-out entries
     assert paper["neighbour_mean_rmse"] == default["neighbour_mean_rmse"]  # the same baseline
     assert paper["model_rmse"] != default["model_rmse"]
+    assert paper["image"] and default["image"]  # cell types: both train the image branch
+    domains = run_denoising(replace(demo, cluster="mclust"), seed=0, gist_epochs=1, gist_ensemble=1)
+    assert domains["image"] is False  # the domain default leaves the image out, and the record says so
     with pytest.raises(GistInputError, match="unknown denoising method 'graphst'"):
         run_denoising(demo, seed=0, method="graphst")
