@@ -729,13 +729,25 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
                   gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
                   paper_epochs: int = 300) -> dict:
     """Hold out ``fraction`` of each cell's non-zero counts, train GIST (``method``: the default
-    recipe, or ``gist_paper`` for the paper's with ``paper_epochs``; the ``stats`` image branch
-    where there is an image) on the rest, and score ``layers['recon']`` at the held-out entries
-    against the raw and neighbour-mean baselines (:mod:`bench.denoise`). Each sample is masked with
+    recipe, ``gist_paper`` for the paper's with ``paper_epochs``, or ``gist+<candidate>`` for the
+    default with a candidate's settings (:data:`CANDIDATES`; ``_noimg`` turns the image off); the
+    ``stats`` image features where there is an image, used as the recipe says) on the rest, and
+    score ``layers['recon']`` at the held-out entries against the raw and neighbour-mean baselines
+    (:mod:`bench.denoise`). Each sample is masked with
     its own seed (``seed * 1000 + i`` for the ``i``-th sample), so both methods see the same mask."""
-    if method not in DENOISE_METHODS:
-        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)})")
-    (adata,), _ = apply_gene_rule([load_samples(dataset)], verbose=False)
+    if method not in DENOISE_METHODS and not method.startswith("gist+"):
+        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)}, "
+                             "or gist+<candidate>)")
+    settings = dict(candidate_settings(method)) if method.startswith("gist+") else {}
+    if method.endswith("_denoised"):
+        raise GistInputError(f"{method!r}: the denoising check scores the reconstruction, not a clustering route")
+    if method.endswith("_noimg"):
+        settings["use_img"] = False
+    samples = load_samples(dataset)
+    n_top_genes = settings.pop("n_top_genes", None)  # the only gene setting (GENE_SETTINGS)
+    if n_top_genes is not None:  # a panel smaller than the count: all of its genes
+        n_top_genes = min(n_top_genes, samples.n_vars)
+    (adata,), _ = apply_gene_rule([samples], n_top_genes, verbose=False)
     image = has_image(adata)
     masked = np.empty(adata.shape, dtype=np.float32)
     rows, cols, counts = [], [], []
@@ -751,7 +763,7 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     if method == "gist_paper":
         result = train_gist(adata, seed, "paper", paper_epochs, device, task=task_of(dataset.cluster))
     else:
-        result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, task=task_of(dataset.cluster))
+        result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, settings, task=task_of(dataset.cluster))
     seconds = time.perf_counter() - start
     held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
     scores = denoising_scores(masked, held, np.asarray(result.layers[DENOISED_LAYER]),

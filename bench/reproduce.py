@@ -34,6 +34,7 @@ from bench.benchmark import (  # noqa: E402
     DENOISE_METHODS,
     ON_REQUEST,
     BenchDataset,
+    candidate_settings,
     load_samples,
     methods_for,
     recorded_epochs,
@@ -43,6 +44,20 @@ from bench.benchmark import (  # noqa: E402
     task_for,
 )
 from bench.benchmark_report import read_records, tables, update_markdown, write_records  # noqa: E402
+from gist.errors import GistInputError  # noqa: E402
+
+
+def denoise_method(name: str) -> str:
+    """``--denoise_methods`` entry: a recipe of :data:`DENOISE_METHODS` or ``gist+<candidate>[_noimg]``."""
+    if name in DENOISE_METHODS:
+        return name
+    if not name.startswith("gist+") or name.endswith("_denoised"):
+        raise argparse.ArgumentTypeError(f"{name!r}: expected {', '.join(DENOISE_METHODS)} or gist+<candidate>[_noimg]")
+    try:
+        candidate_settings(name)
+    except GistInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the gist recipe's ensemble size (quick checks only; recorded in each record)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto, for GIST and GraphST")
     p.add_argument("--no_denoise", action="store_true", help="skip the denoising check")
-    p.add_argument("--denoise_methods", nargs="+", choices=list(DENOISE_METHODS), default=["gist"],
-                   help="recipes of the denoising check: gist (the default) and gist_paper (the paper's, --paper_epochs)")
+    p.add_argument("--denoise_methods", nargs="+", type=denoise_method, default=["gist"], metavar="METHOD",
+                   help="recipes of the denoising check: gist (the default), gist_paper (the paper's, --paper_epochs), "
+                        "or gist+<candidate>[_noimg] (the default with a candidate's settings, as in --methods)")
     p.add_argument("--no_cluster", action="store_true", help="skip the clustering comparison (denoising only)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.json"), help="records file (JSON)")
     p.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"),

@@ -378,3 +378,20 @@ def test_denoising_check_runs_the_paper_recipe_on_the_same_mask():
     assert domains["image"] is False  # the domain default leaves the image out, and the record says so
     with pytest.raises(GistInputError, match="unknown denoising method 'graphst'"):
         run_denoising(demo, seed=0, method="graphst")
+
+
+def test_denoising_check_runs_a_candidate_with_its_settings():
+    from bench.benchmark import run_denoising
+    from bench.reproduce import parse_args
+
+    demo = BenchDataset("demo", None, "merge_cell_type", "leiden", 8, 80.0)
+    default = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1)
+    wide = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1, method="gist+z50")
+    blind = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1, method="gist+z50_noimg")
+    assert (wide["method"], wide["image"], blind["image"]) == ("gist+z50", True, False)
+    assert wide["held_out"] == default["held_out"] and wide["neighbour_mean_rmse"] == default["neighbour_mean_rmse"]
+    assert len({default["model_rmse"], wide["model_rmse"], blind["model_rmse"]}) == 3  # three different models
+    assert parse_args(["--denoise_methods", "gist", "gist+img"]).denoise_methods == ["gist", "gist+img"]
+    for bad in ("gist+nosuch", "gist+z50_denoised", "graphst"):
+        with pytest.raises(SystemExit):
+            parse_args(["--denoise_methods", bad])
