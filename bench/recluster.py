@@ -94,10 +94,12 @@ def ring_blocks(z: np.ndarray, adj: sp.csr_matrix, hops: int = RING_HOPS) -> np.
     and its self-loop do not count as a neighbour), as ``cellcharter.gr.aggregate_neighbors``."""
     from anndata import AnnData
 
+    from gist.errors import GistInputError
+
     try:
         import cellcharter as cc
     except ImportError as err:
-        raise SystemExit(f"the rings variant needs cellcharter ({err}): pip install -r bench/requirements.txt") from None
+        raise GistInputError(f"the rings variant needs cellcharter ({err}): pip install -r bench/requirements.txt") from None
     links = sp.csr_matrix(adj, dtype=np.float64, copy=True)
     links.setdiag(0)
     links.eliminate_zeros()
@@ -150,6 +152,7 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
 
 def main(argv: list[str] | None = None) -> int:
     from bench.benchmark import shared_datasets
+    from gist.errors import GistInputError
     from gist.tl.metrics import labelled_mask, n_labels, compare_labels
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -175,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         labelled = labelled_mask(labels)
         ncluster = (spec.ncluster if spec and spec.ncluster else None) or n_labels(labels)
         for variant in args.variants:
-            clusters = variant_clusters(variant, arrays, clusterer, ncluster, seed)
+            try:
+                clusters = variant_clusters(variant, arrays, clusterer, ncluster, seed)
+            except GistInputError as err:
+                p.exit(2, f"recluster.py: error: {err}\n")
             summary, _, _ = compare_labels(labels[labelled], clusters[labelled])
             records.append({"dataset": dataset, "method": method, "seed": seed, "variant": variant,
                             "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4)})
