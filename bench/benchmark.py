@@ -624,7 +624,7 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
         "epochs": recorded_epochs("cluster", method, paper_epochs, gist_epochs), "cells": int(rep.n_obs),
         "scored_cells": int(labelled.sum()), "genes": int(rep.n_vars), "ncluster": int(ncluster),
         "n_clusters": run["n_clusters"], "cluster": run["method"], "resolution": run["resolution"],
-        "smoothed": run["smoothed"], "beta": run["beta"], "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
+        "smoothed": run["smoothed"], "beta": run["beta"], "restarts": run["restarts"], "recipe": gist_info.get("recipe"), "ensemble": gist_info.get("ensemble"),
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in candidate_settings(method).items()}
         if method.startswith("gist+") else None,
         "loaded_mb": round(base_mb, 1), "device": device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -717,7 +717,7 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
         "ari": round(float(summary["ari"]), 4), "nmi": round(float(summary["nmi"]), 4),
         "scored_cells": int(labelled.sum()), "ncluster": int(ncluster), "n_clusters": run["n_clusters"],
         "cluster": run["method"], "resolution": run["resolution"], "smoothed": run["smoothed"],
-        "beta": run["beta"], "rescored": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "beta": run["beta"], "restarts": run["restarts"], "rescored": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 

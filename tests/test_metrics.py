@@ -75,6 +75,24 @@ def test_mclust_tied_mixture_on_shared_covariance_blobs():
     np.testing.assert_array_equal(mclust(a, 3, seed=0), labels)  # seeded
 
 
+def test_mixture_restarts_keep_the_fit_of_highest_likelihood():
+    from gist.tl.mixture import tied_mixture
+
+    rng = np.random.default_rng(0)  # 12 uneven blobs: single k-means starts often merge two of them
+    centres = rng.uniform(0, 10, size=(12, 2))
+    x = np.vstack([c + 0.3 * rng.standard_normal((n, 2)) for c, n in zip(centres, rng.integers(10, 80, 12))])
+    single = [tied_mixture(x, 12, seed, restarts=1) for seed in range(4)]
+    best = [tied_mixture(x, 12, seed, restarts=10) for seed in range(4)]
+    assert all(b.lower_bound_ >= s.lower_bound_ - 1e-9 for s, b in zip(single, best))  # the first start is the single one
+    assert all(b.lower_bound_ > s.lower_bound_ + 1e-3 for s, b in zip(single, best))  # and each single start was stuck
+    assert min(adjusted_rand_score(best[0].predict(x), b.predict(x)) for b in best[1:]) > 0.99  # restarts agree across seeds
+    a = ad.AnnData(X=np.zeros((x.shape[0], 1), np.float32), obsm={"r": x})
+    np.testing.assert_array_equal(mclust(a, 12, seed=2, use_rep="r"), best[2].predict(x))  # mclust is the kept fit
+    np.testing.assert_array_equal(mclust(a, 12, seed=2, use_rep="r", restarts=1), single[2].predict(x))
+    with pytest.raises(ValueError, match="restarts must be >= 1"):
+        tied_mixture(x, 12, restarts=0)
+
+
 def test_res_search_warns_and_returns_the_closest_when_the_count_is_unreachable():
     rng = np.random.default_rng(3)
     a = ad.AnnData(X=np.zeros((40, 1), np.float32))

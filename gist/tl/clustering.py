@@ -10,11 +10,11 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
 
 from gist.errors import GistInputError
 from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, DENOISED_PCA_KEY, LATENT_KEY
 from gist.tl.hmrf import potts_mixture
+from gist.tl.mixture import MIXTURE_RESTARTS, tied_mixture
 from gist.tl.recipes import DOMAIN_REPS, clusters_denoised
 
 #: Clusterers of :func:`cluster`: leiden (cell types), a tied Gaussian mixture (domains) and the same
@@ -104,17 +104,13 @@ def res_search(
     return best[1]
 
 
-def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY, key_added: str = "mclust") -> np.ndarray:
-    """Gaussian mixture with one covariance shared by all components (mclust's ``EEE``).
-
-    mclust's EEE model constrains every component to the same full covariance matrix (equal
-    volume, shape and orientation), which is scikit-learn's ``covariance_type='tied'``. Fitted by
-    EM from a seeded k-means start (mclust starts from hierarchical clustering), so labels can
-    differ from R's on the same data while the model is the same.
-    """
+def mclust(adata: AnnData, ncluster: int, seed: int = 0, use_rep: str = LATENT_KEY, key_added: str = "mclust",
+           restarts: int = MIXTURE_RESTARTS) -> np.ndarray:
+    """Gaussian mixture with one covariance shared by all components (mclust's ``EEE``), the fit of
+    highest likelihood of ``restarts`` EM runs (:func:`gist.tl.mixture.tied_mixture`). Writes
+    ``obs[key_added]``; returns the labels."""
     x = np.asarray(adata.obsm[use_rep], dtype=np.float64)
-    gmm = GaussianMixture(n_components=ncluster, covariance_type="tied", random_state=seed, n_init=1, max_iter=500)
-    labels = gmm.fit_predict(x)
+    labels = tied_mixture(x, ncluster, seed, restarts).predict(x)
     adata.obs[key_added] = pd.Categorical(labels.astype(str))
     return labels
 
@@ -219,4 +215,5 @@ def cluster_rep(adata: AnnData, method: str, ncluster: int, seed: int = 0, use_r
         mclust(adata, ncluster, seed=seed, use_rep=rep, key_added=key_added)
         resolution = None
     return {"method": method, "resolution": resolution, "n_clusters": int(adata.obs[key_added].nunique()),
-            "smoothed": bool(smooth), "rep": rep, "beta": beta}
+            "smoothed": bool(smooth), "rep": rep, "beta": beta,
+            "restarts": LEIDEN_RESTARTS if method == "leiden" else MIXTURE_RESTARTS}

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
-from sklearn.mixture import GaussianMixture
+
+from gist.tl.mixture import tied_mixture
 
 #: Upper end of the search for the Potts strength (per neighbour that agrees).
 MAX_BETA = 20.0
@@ -106,7 +107,8 @@ def potts_mixture(x: np.ndarray, graph, ncluster: int, seed: int = 0, beta: floa
     ncluster
         Number of domains.
     seed
-        Seed of the initial mixture (:func:`gist.tl.clustering.mclust`'s start).
+        Seed of the starting mixture (:func:`gist.tl.mixture.tied_mixture`, as
+        :func:`gist.tl.clustering.mclust`).
     beta
         Potts strength per agreeing neighbour; ``None`` estimates it by pseudo-likelihood at every
         iteration (:func:`pseudo_likelihood_beta`).
@@ -138,7 +140,7 @@ def potts_mixture(x: np.ndarray, graph, ncluster: int, seed: int = 0, beta: floa
     adj.setdiag(0)
     adj = adj.tocsr()
     adj.eliminate_zeros()
-    start = GaussianMixture(ncluster, covariance_type="tied", random_state=seed, max_iter=500).fit(x)
+    start = tied_mixture(x, ncluster, seed)
     q = start.predict_proba(x)
     means, cov, weights = start.means_, start.covariances_, start.weights_
     used, iteration = 0.0, 0
