@@ -39,15 +39,32 @@ def _mean_sd(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {sd:.3f}"
 
 
+#: Clusterers fitted as a Gaussian mixture; their records before ``restarts`` was recorded used one EM start.
+MIXTURE_CLUSTERERS = ("mclust", "hmrf")
+
+
+def mixture_starts(group: pd.DataFrame) -> str:
+    """The EM starts of a group's mixture fits (``"10"``, ``"1"``, or ``"1/10"`` when mixed); ``-``
+    for leiden. Records without ``restarts`` predate the restarts (one start)."""
+    if "cluster" not in group:
+        return "-"
+    mixture = group[group["cluster"].isin(MIXTURE_CLUSTERERS)]
+    if mixture.empty:
+        return "-"
+    starts = mixture["restarts"] if "restarts" in mixture else pd.Series(1, index=mixture.index)
+    return "/".join(str(v) for v in sorted({int(v) for v in starts.fillna(1)}))
+
+
 def summarise(records: list[dict]) -> pd.DataFrame:
-    """One row per dataset x method: ARI and NMI mean ± sd over seeds, mean seconds, max peak MB."""
+    """One row per dataset x method: ARI and NMI mean ± sd over seeds, the mixture's EM starts
+    (:func:`mixture_starts`), mean seconds, max peak MB."""
     frame = pd.DataFrame([r for r in records if "error" not in r])
     if frame.empty:
-        return pd.DataFrame(columns=["dataset", "method", "seeds", "ARI", "NMI", "seconds", "peak MB"])
+        return pd.DataFrame(columns=["dataset", "method", "seeds", "ARI", "NMI", "starts", "seconds", "peak MB"])
     rows = []
     for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
         rows.append({"dataset": dataset, "method": method, "seeds": len(group), "ARI": _mean_sd(group["ari"]),
-                     "NMI": _mean_sd(group["nmi"]), "seconds": f"{group['seconds'].mean():.1f}",
+                     "NMI": _mean_sd(group["nmi"]), "starts": mixture_starts(group), "seconds": f"{group['seconds'].mean():.1f}",
                      "peak MB": f"{group['peak_mb'].max():.0f}", "ari_mean": group["ari"].mean()})
     return pd.DataFrame(rows)
 
@@ -81,9 +98,10 @@ TASK_SETS = {
 
 def task_scores(records: list[dict], tasks: dict[str, tuple[str, ...]] = TASK_SETS) -> pd.DataFrame:
     """Per task and method: the mean over the task's sets of the per-set mean ARI (``score``), the
-    number of sets with a record (``sets``; the score only counts when all are there) and the
-    fewest seeds on any of them; sorted best first within each task."""
-    columns = ["task", "method", "sets", "min seeds", "score"]
+    number of sets with a record (``sets``; the score only counts when all are there), the fewest
+    seeds on any of them and the mixture's EM starts (:func:`mixture_starts`); sorted best first
+    within each task."""
+    columns = ["task", "method", "sets", "min seeds", "starts", "score"]
     frame = pd.DataFrame([r for r in records if "error" not in r])
     rows = []
     if frame.empty:
@@ -95,6 +113,7 @@ def task_scores(records: list[dict], tasks: dict[str, tuple[str, ...]] = TASK_SE
             complete = len(group) == len(names)
             rows.append({"task": task, "method": method, "sets": f"{len(group)}/{len(names)}",
                          "min seeds": int(group["size"].min()),
+                         "starts": mixture_starts(frame[frame["dataset"].isin(names) & (frame["method"] == method)]),
                          "score": round(float(group["mean"].mean()), 3) if complete else None})
     out = pd.DataFrame(rows, columns=columns)
     return out.sort_values(["task", "score"], ascending=[True, False], na_position="last").reset_index(drop=True)

@@ -123,6 +123,21 @@ def test_summary_is_mean_and_sd_over_seeds():
     assert "**0.400 ± 0.200**" in clustering_table(records)
 
 
+def test_tables_say_how_many_em_starts_each_mixture_row_used():
+    def rec(dataset, method, seed, cluster, **extra):
+        return {"dataset": dataset, "method": method, "seed": seed, "ari": 0.5, "nmi": 0.5, "seconds": 1.0,
+                "peak_mb": 1.0, "cluster": cluster, **extra}
+
+    records = [rec("a", "old", 0, "mclust"),  # recorded before restarts: one start
+               rec("a", "new", 0, "mclust", restarts=10), rec("a", "new", 1, "hmrf", restarts=10),
+               rec("a", "mixed", 0, "mclust"), rec("a", "mixed", 1, "mclust", restarts=10),
+               rec("a", "cells", 0, "leiden", restarts=5)]
+    starts = summarise(records).set_index("method")["starts"].to_dict()
+    assert starts == {"old": "1", "new": "10", "mixed": "1/10", "cells": "-"}
+    scores = task_scores(records, {"t": ("a",)}).set_index("method")["starts"].to_dict()
+    assert scores == starts
+
+
 def test_update_markdown_replaces_only_the_marked_block(tmp_path):
     path = tmp_path / "B.md"
     path.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
