@@ -733,8 +733,8 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     default with a candidate's settings (:data:`CANDIDATES`; ``_noimg`` turns the image off); the
     ``stats`` image features where there is an image, used as the recipe says) on the rest, and
     score ``layers['recon']`` at the held-out entries against the raw and neighbour-mean baselines
-    (:mod:`bench.denoise`). Each sample is masked with
-    its own seed (``seed * 1000 + i`` for the ``i``-th sample), so both methods see the same mask."""
+    (:mod:`bench.denoise`). Each sample is masked with its own seed (``seed * 1000 + i`` for the
+    ``i``-th sample), so every method sees the same mask."""
     if method not in DENOISE_METHODS and not method.startswith("gist+"):
         raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)}, "
                              "or gist+<candidate>)")
