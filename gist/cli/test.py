@@ -44,7 +44,7 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ncluster", type=int, help="number of clusters (default: the dataset's, else the number of label classes)")
     parser.add_argument("--cluster", choices=["leiden", "mclust"],
                         help="leiden with a resolution search to --ncluster, or mclust (Gaussian mixture, shared "
-                             "covariance = mclust EEE) (default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
+                             "covariance = mclust EEE, best-likelihood fit of 10 EM starts) (default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
     parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
                         help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
                              "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
