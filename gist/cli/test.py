@@ -17,6 +17,7 @@ from gist.tl.checkpoints import ensemble_members, epoch_checkpoints, final_file,
 from gist.tl.clustering import REP_CHOICES, default_rep
 from gist.tl.evaluate import evaluate, expression_baseline, write_metrics
 from gist.tl.inference import denoised_bytes, infer, oracle_select, write_result
+from gist.tl.mixture import MIXTURE_RESTARTS
 from gist.tl.recipes import smooths
 from gist.utils import h5ad_safe
 
@@ -44,7 +45,8 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ncluster", type=int, help="number of clusters (default: the dataset's, else the number of label classes)")
     parser.add_argument("--cluster", choices=["leiden", "mclust"],
                         help="leiden with a resolution search to --ncluster, or mclust (Gaussian mixture, shared "
-                             "covariance = mclust EEE, best-likelihood fit of 10 EM starts) (default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
+                             f"covariance = mclust EEE, best-likelihood fit of {MIXTURE_RESTARTS} EM starts) "
+                             "(default: the dataset's: leiden for nanostring/demo, mclust for Visium)")
     parser.add_argument("--smooth", choices=["auto", "on", "off"], default="auto",
                         help="cluster the latent averaged over each cell and its graph neighbours (auto: on for mclust "
                              "domain detection with a gist-recipe checkpoint, off for leiden and for paper checkpoints)")
