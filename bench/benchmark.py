@@ -100,7 +100,7 @@ CANDIDATES: dict[str, dict] = {
     "z15": {"hidden": (128, 15)},
     "z50": {"hidden": (128, 50)},
     "w512": {"hidden": (512, 30)},
-    "pc100": {"n_pcs": 100},
+    "pc100": {"n_pcs": 100, "neighbour_input": 0},
     # the image branch for domains too (the domain default trains without it since 2026-12-06)
     "img": {"use_img": True},
     "default": {},  # the default itself, for its suffixed rows (e.g. gist+default_noimg_denoised)
@@ -114,11 +114,15 @@ CANDIDATES: dict[str, dict] = {
     "g5000": {"n_top_genes": 5000},
     # the leaders combined with the domain default's latent of 50 (the rows above without z50 were
     # measured on the 2026-12-03 default, latent 30)
-    "z50g5000": {"hidden": (128, 50), "n_top_genes": 5000},
-    "z50banksy_in": {"hidden": (128, 50), "neighbour_input": 0.2},
+    # (measured before domains read own | neighbour components: ``neighbour_input`` 0 keeps them as run)
+    "z50g5000": {"hidden": (128, 50), "n_top_genes": 5000, "neighbour_input": 0},
+    "z50banksy_in": {"hidden": (128, 50), "neighbour_input": 0.2},  # the domain default since 2026-12-06 (night)
     # no message passing and a 512-wide hidden layer around the domain default (latent 50)
-    "h0z50": {"hops": 0, "hidden": (128, 50)},
-    "w512z50": {"hidden": (512, 50)},
+    "h0z50": {"hops": 0, "hidden": (128, 50), "neighbour_input": 0},
+    "w512z50": {"hidden": (512, 50), "neighbour_input": 0},
+    # the domain default of 2026-12-06 (evening): own components alone; with the image (DLPFC)
+    "own": {"neighbour_input": 0},
+    "ownimg": {"neighbour_input": 0, "use_img": True},
 }
 #: Candidate settings that choose the model's genes rather than the recipe (:func:`gist_rep`).
 GENE_SETTINGS = ("n_top_genes",)

@@ -393,6 +393,11 @@ def test_gist_recipe_task_settings_are_the_benchmark_winners():
     assert (cells.hops, cells.hidden, cells.n_pcs) == (2, (128, 30), 50)
     assert (domains.hops, domains.hidden, domains.n_pcs) == (1, (128, 50), 50)  # BENCHMARKS.md, issue 21: gist+z50
     assert cells.use_img and not domains.use_img  # domains: no image branch (issue 21, 2026-12-06)
+    assert cells.neighbour_input is None and domains.neighbour_input == 0.2  # own | neighbour components (2026-12-06, night)
+    assert recipe_config("gist", "domains", neighbour_input=0).neighbour_input is None  # 0: own components alone
+    assert recipe_config("gist", "domains", n_pcs=0).neighbour_input is None  # genes in: the recipe's lambda drops
+    with pytest.raises(GistInputError, match="needs principal components"):
+        recipe_config("gist", "domains", n_pcs=0, neighbour_input=0.5)
     assert get_recipe("gist").domain_rep == "latent" and get_recipe("gist").smooth_domains
     assert recipe_config("gist", "domains", hidden=(64, 8)).hidden == (64, 8)  # an explicit value wins
     paper = recipe_config("paper", "domains")

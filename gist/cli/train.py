@@ -59,6 +59,12 @@ def train_parser() -> argparse.ArgumentParser:
                         help="feed the model N principal components of the expression instead of the genes; the "
                              "reconstruction is mapped back to genes through the loadings (default: the recipe's; gist 50, at most the "
                              "gene count; 0 = genes, the original's)")
+    parser.add_argument("--neighbour_input", type=float, metavar="LAMBDA",
+                        help="BANKSY-style input: each cell's principal components beside the mean of its graph "
+                             "neighbours', each block standardised and weighted sqrt(1 - LAMBDA) and sqrt(LAMBDA); the "
+                             "model still reconstructs the cell's own expression. Default: the recipe's; gist: 0.2 for "
+                             "--task domains (BANKSY's Visium value), none for cell_types; 0 = own components alone; "
+                             "needs --n_pcs > 0")
     parser.add_argument("--use_img", type=int, choices=[0, 1],
                         help="1: train the image branch when the data have image features (obsm['imgs']); 0: the gene "
                              "branch alone. Default: the recipe's; gist: 1 for --task cell_types, 0 for domains (on DLPFC "
@@ -113,7 +119,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                  "use_img": None if args.use_img is None else bool(args.use_img),
                  "use_img_loss": None if args.use_img_loss is None else bool(args.use_img_loss),
                  "standardize_img": None if args.standardize_img is None else bool(args.standardize_img),
-                 "hops": args.hops, "n_pcs": args.n_pcs,
+                 "hops": args.hops, "n_pcs": args.n_pcs, "neighbour_input": args.neighbour_input,
                  "repeat": args.repeat, "precision": args.precision, "patience": args.patience,
                  "min_delta": args.min_delta if args.patience else None, "keep_state": args.keep_state or None}
     if args.max_cells_per_batch is not None:

@@ -93,8 +93,10 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, task: str = "cell_types", datase
     ``task`` (one of :data:`gist.tl.recipes.TASKS`) adds the recipe's settings for that task and is
     recorded in ``extra['task']``; ``dataset`` (a named dataset) its epochs for that dataset when
     ``epochs`` is not given (the paper recipe trains the demo 100 epochs). ``hops=4`` (every layer)
-    and ``n_pcs=0`` (genes in) mean the original's layout and are stored as ``None``, so that a
-    recipe with other values can be brought back to it."""
+    and ``n_pcs=0`` (genes in) mean the original's layout and ``neighbour_input=0`` the own
+    components alone; all three are stored as ``None``, so that a recipe with other values can be
+    brought back to them. A recipe's ``neighbour_input`` is dropped when genes go in (``n_pcs=0``):
+    the neighbour-mean block is one of components; asking for both explicitly is an error."""
     entry = get_recipe(recipe)
     if task not in TASKS:
         raise GistInputError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
@@ -108,6 +110,13 @@ def recipe_config(recipe: str = DEFAULT_RECIPE, task: str = "cell_types", datase
         settings["hops"] = None
     if settings.get("n_pcs") == 0:
         settings["n_pcs"] = None
+    if settings.get("neighbour_input") == 0:
+        settings["neighbour_input"] = None
+    if settings.get("n_pcs") is None and settings.get("neighbour_input") is not None:
+        if overrides.get("neighbour_input"):
+            raise GistInputError(f"neighbour_input {overrides['neighbour_input']} needs principal components in "
+                                 "(n_pcs > 0); with genes in (n_pcs 0) leave it out or set it to 0")
+        settings["neighbour_input"] = None  # the recipe's, for components; genes in: the own genes alone
     return TrainConfig(recipe=recipe, **settings)
 
 
