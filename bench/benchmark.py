@@ -145,6 +145,42 @@ def candidate_settings(method: str) -> dict:
     return CANDIDATES[name]
 
 
+def split_candidate(settings: dict, n_vars: int) -> tuple[dict, dict]:
+    """A candidate's settings as ``(genes, overrides)``: the :data:`GENE_SETTINGS` for the gene rule
+    (``n_top_genes`` at most the panel's ``n_vars``: a smaller panel keeps all of its genes) and the
+    rest, overrides of the recipe."""
+    genes = {k: settings[k] for k in GENE_SETTINGS if k in settings}
+    if "n_top_genes" in genes:
+        genes["n_top_genes"] = min(genes["n_top_genes"], n_vars)
+    return genes, {k: v for k, v in settings.items() if k not in GENE_SETTINGS}
+
+
+#: Methods of the denoising check: the default recipe and the paper's (``paper_epochs`` epochs).
+DENOISE_METHODS = ("gist", "gist_paper")
+
+
+def denoise_settings(method: str) -> dict:
+    """The candidate settings a denoising ``method`` trains with: ``{}`` for :data:`DENOISE_METHODS`,
+    a ``gist+<candidate>[_noimg]``'s settings (``_noimg``: ``use_img=False``) otherwise.
+
+    Raises
+    ------
+    GistInputError
+        For any other name, or a ``_denoised`` route (the check scores the reconstruction).
+    """
+    if method in DENOISE_METHODS:
+        return {}
+    if not method.startswith("gist+"):
+        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)}, "
+                             "or gist+<candidate>)")
+    if method.endswith("_denoised"):
+        raise GistInputError(f"{method!r}: the denoising check scores the reconstruction, not a clustering route")
+    settings = dict(candidate_settings(method))
+    if method.endswith("_noimg"):
+        settings["use_img"] = False
+    return settings
+
+
 #: Methods that run only when named (besides the ``gist+<candidate>`` rows).
 ON_REQUEST = ("gist_denoised",)
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
@@ -498,12 +534,9 @@ def representation(adata: AnnData, method: str, seed: int, paper_epochs: int, we
     if method == "gist_denoised":
         return denoised_rep(gist_rep(adata, seed, first, weights, device, **default), seed)
     if method.startswith("gist+"):
-        settings = candidate_settings(method)
-        genes = {k: settings[k] for k in GENE_SETTINGS if k in settings}
-        if "n_top_genes" in genes:  # a panel smaller than the count: all of its genes
-            genes["n_top_genes"] = min(genes["n_top_genes"], adata.n_vars)
+        genes, overrides = split_candidate(candidate_settings(method), adata.n_vars)
         result = gist_rep(adata, seed, None if "_noimg" in method else first, weights, device,
-                          overrides={k: v for k, v in settings.items() if k not in GENE_SETTINGS}, **genes, **default)
+                          overrides=overrides, **genes, **default)
         return denoised_rep(result, seed) if method.endswith("_denoised") else result
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
@@ -725,10 +758,6 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
     }
 
 
-#: Methods of the denoising check: the default recipe and the paper's (``paper_epochs`` epochs).
-DENOISE_METHODS = ("gist", "gist_paper")
-
-
 def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
                   gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
                   paper_epochs: int = 300) -> dict:
@@ -739,19 +768,9 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     score ``layers['recon']`` at the held-out entries against the raw and neighbour-mean baselines
     (:mod:`bench.denoise`). Each sample is masked with its own seed (``seed * 1000 + i`` for the
     ``i``-th sample), so every method sees the same mask."""
-    if method not in DENOISE_METHODS and not method.startswith("gist+"):
-        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)}, "
-                             "or gist+<candidate>)")
-    settings = dict(candidate_settings(method)) if method.startswith("gist+") else {}
-    if method.endswith("_denoised"):
-        raise GistInputError(f"{method!r}: the denoising check scores the reconstruction, not a clustering route")
-    if method.endswith("_noimg"):
-        settings["use_img"] = False
     samples = load_samples(dataset)
-    n_top_genes = settings.pop("n_top_genes", None)  # the only gene setting (GENE_SETTINGS)
-    if n_top_genes is not None:  # a panel smaller than the count: all of its genes
-        n_top_genes = min(n_top_genes, samples.n_vars)
-    (adata,), _ = apply_gene_rule([samples], n_top_genes, verbose=False)
+    genes, settings = split_candidate(denoise_settings(method), samples.n_vars)
+    (adata,), _ = apply_gene_rule([samples], genes.get("n_top_genes"), verbose=False)
     image = has_image(adata)
     masked = np.empty(adata.shape, dtype=np.float32)
     rows, cols, counts = [], [], []

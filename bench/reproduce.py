@@ -31,10 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.benchmark import (  # noqa: E402
-    DENOISE_METHODS,
     ON_REQUEST,
     BenchDataset,
-    candidate_settings,
+    denoise_settings,
     load_samples,
     methods_for,
     recorded_epochs,
@@ -48,13 +47,10 @@ from gist.errors import GistInputError  # noqa: E402
 
 
 def denoise_method(name: str) -> str:
-    """``--denoise_methods`` entry: a recipe of :data:`DENOISE_METHODS` or ``gist+<candidate>[_noimg]``."""
-    if name in DENOISE_METHODS:
-        return name
-    if not name.startswith("gist+") or name.endswith("_denoised"):
-        raise argparse.ArgumentTypeError(f"{name!r}: expected {', '.join(DENOISE_METHODS)} or gist+<candidate>[_noimg]")
+    """``--denoise_methods`` entry: a recipe of ``bench.benchmark.DENOISE_METHODS`` or ``gist+<candidate>[_noimg]``
+    (checked by :func:`bench.benchmark.denoise_settings`)."""
     try:
-        candidate_settings(name)
+        denoise_settings(name)
     except GistInputError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return name
