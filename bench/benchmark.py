@@ -53,6 +53,7 @@ import resource
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -87,6 +88,8 @@ from gist.tl.training import recipe_config, train_ensemble
 from gist.utils import atomic_path
 
 REP_KEY = "bench_rep"
+#: An ensemble run's member latents side by side (kept with ``--keep_reps`` as ``members``).
+MEMBERS_KEY = "bench_members"
 SELECTION = "final"
 #: Candidate settings for the default (``gist+<name>``): overrides of the ``gist`` recipe.
 CANDIDATES: dict[str, dict] = {
@@ -194,7 +197,9 @@ class BenchDataset:
     """A labelled dataset of the benchmark and how to cluster it.
 
     ``path`` is ``None`` for the built-in demo. ``label_key`` is the obs column scored against;
-    ``ncluster`` defaults to its number of classes.
+    ``ncluster`` defaults to its number of classes. ``family`` is the technology family a task
+    score averages over first (BENCHMARKS.md, protocol); ``kind`` says whether a row is a spot
+    (``spot``: several cells) or a cell (``cell``), which picks BANKSY's authors' setting.
     """
 
     name: str
@@ -207,23 +212,50 @@ class BenchDataset:
     image_scalef: float = 1.0
     library_key: str | None = None
     merge_from: str | None = None  # label column to merge into the paper's 8 classes (CosMx)
+    family: str | None = None
+    kind: str = "cell"
+
+
+#: Labelled sections in ``../shared/data/bench`` (README there): file stem -> (benchmark name, label
+#: column, clusterer, family, kind). The STARmap sections serve both tasks (domains, cell types).
+BENCH_SECTIONS = (
+    ("spots_dlpfc_151673", "dlpfc_151673", "label", "mclust", "DLPFC", "spot"),
+    ("spots_dlpfc_151674", "dlpfc_151674", "label", "mclust", "DLPFC", "spot"),
+    ("spots_stahlMOB_stdeconvolve", "mouse_ob", "label", "mclust", "mouse OB", "spot"),
+    ("starmap_mpfc_BZ5", "starmap_BZ5", "label", "mclust", "STARmap", "cell"),
+    ("starmap_mpfc_BZ9", "starmap_BZ9", "label", "mclust", "STARmap", "cell"),
+    ("baristaseq_visp_slice1", "baristaseq_1", "label", "mclust", "BaristaSeq", "cell"),
+    ("baristaseq_visp_slice2", "baristaseq_2", "label", "mclust", "BaristaSeq", "cell"),
+    ("starmap_mpfc_BZ5", "starmap_BZ5_types", "cell_type", "leiden", "STARmap", "cell"),
+    ("starmap_mpfc_BZ9", "starmap_BZ9_types", "cell_type", "leiden", "STARmap", "cell"),
+    ("cosmx_dbkero_tiny_celltype", "cosmx_breast", "label", "leiden", "CosMx breast", "cell"),
+)
 
 
 def shared_datasets(data_root: str | Path) -> list[BenchDataset]:
     """The demo and the labelled real datasets under ``data_root`` (``../shared/data``) that exist."""
     root = Path(data_root)
     cosmx_radius = COSMX_RADIUS  # CosMx pixels, as in the paper
-    found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, cosmx_radius)]
+    found = [BenchDataset("demo", None, "merge_cell_type", "leiden", 8, cosmx_radius, family="demo")]
     lung5 = root / "cosmx_lung5_subset" / "CosMx_subset.h5ad"
     if lung5.is_file():  # a user's .h5ad, not the paper's Lung13: the radius rule, as train.py --data
-        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, merge_from="cell_type"))
+        found.append(BenchDataset("cosmx_lung5", str(lung5), "merge_cell_type", "leiden", 8, merge_from="cell_type",
+                                  family="CosMx lung5"))
+    dlpfc = root / "dlpfc_151510" / "adata.h5ad"
+    if dlpfc.is_file():  # its lowres H&E comes inside the file (uns['spatial'])
+        found.append(BenchDataset("dlpfc_151510", str(dlpfc), "layer_guess_reordered", "mclust", family="DLPFC", kind="spot"))
+    a1 = root / "her2st_A1_he"
+    if (a1 / "her2st_A1.h5ad").is_file():  # obsm['spatial'] is in the H&E's pixels
+        found.append(BenchDataset("her2st_A1", str(a1 / "her2st_A1.h5ad"), "label", "mclust", image=str(a1 / "A1_HE_image.png"),
+                                  family="her2st", kind="spot"))
     for section in HER2ST_SECTIONS:
         path = root / "her2st_spots" / f"her2st_{section}.h5ad"
         if path.is_file():
-            found.append(BenchDataset(f"her2st_{section}", str(path), "label", "mclust"))
-    dlpfc = root / "dlpfc_151510" / "adata.h5ad"
-    if dlpfc.is_file():  # its lowres H&E comes inside the file (uns['spatial'])
-        found.append(BenchDataset("dlpfc_151510", str(dlpfc), "layer_guess_reordered", "mclust"))
+            found.append(BenchDataset(f"her2st_{section}", str(path), "label", "mclust", family="her2st", kind="spot"))
+    for stem, name, label, cluster, family, kind in BENCH_SECTIONS:
+        path = root / "bench" / f"{stem}.h5ad"
+        if path.is_file():
+            found.append(BenchDataset(name, str(path), label, cluster, family=family, kind=kind))
     return found
 
 
@@ -272,26 +304,6 @@ def has_image(adata: AnnData) -> bool:
     return True
 
 
-def methods_for(adata: AnnData, extractors: list[str], cluster: str = "leiden") -> list[str]:
-    """The methods that apply to a dataset: image methods only where there is an image, the
-    spatial-prior baseline and GraphST's label refinement only for domains (``mclust``)."""
-    names = ["expression", "expression_smoothed"]
-    domains = cluster == "mclust"
-    if domains:
-        names.append("expression_hmrf")
-    image = has_image(adata)
-    if image:
-        names += [f"image_{e}" for e in extractors]
-    names.append("gist")
-    if image:
-        names += ["gist_noimg"] + [f"gist_{e}" for e in extractors[1:]]
-    names += ["gist_paper", "graphst"]
-    if domains:
-        names.append("graphst_refine")
-    names += ["banksy", "cellcharter"]
-    return names
-
-
 # ---------------------------------------------------------------- representations
 
 
@@ -322,19 +334,40 @@ def expression_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_pcs: int = 30)
     return adata
 
 
-def smoothed_expression_rep(data: AnnData, seed: int, n_neighbours: int = 6) -> AnnData:
-    """:func:`expression_rep` averaged over each cell and its ``n_neighbours`` nearest cells of the
-    same sample (the graph made symmetric, one row-normalised sparse product)."""
-    adata = expression_rep(data, seed)
+def scanpy_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
+    """``scanpy``: the route a scanpy user already has, every step at scanpy's defaults:
+    ``normalize_total()`` (to the median count), ``log1p``, ``highly_variable_genes(n_top_genes=2000)``
+    (its default ``seurat`` flavour; all genes when there are fewer), ``pca`` (30)."""
+    adata = _counts(data)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    if adata.n_vars > n_hvg:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
+        adata = adata[:, adata.var["highly_variable"]].copy()
+    sc.pp.pca(adata, n_comps=min(n_pcs, adata.n_vars - 1, adata.n_obs - 1), random_state=seed)
+    adata.obsm[REP_KEY] = adata.obsm["X_pca"]
+    return adata
+
+
+def knn_graph(data: AnnData, n_neighbours: int = 6) -> sp.csr_matrix:
+    """Each cell's ``n_neighbours`` nearest cells of the same sample, as an unweighted sparse graph."""
     xy = np.asarray(data.obsm["spatial"], dtype=np.float64)
     rows, cols = [], []
     for members in sample_members(data):
         src, dst = knn_edges(xy[members], n_neighbours)
         rows.append(members[src])
         cols.append(members[dst])
-    graph = sp.csr_matrix((np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(data.n_obs, data.n_obs))
-    adata.obsm[REP_KEY] = neighbour_average(adata.obsm[REP_KEY], graph)
+    return sp.csr_matrix((np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(data.n_obs, data.n_obs))
+
+
+def smoothed_expression_rep(data: AnnData, seed: int, n_neighbours: int = 6,
+                            base: Callable[[AnnData, int], AnnData] = expression_rep) -> AnnData:
+    """``base``'s representation (:func:`expression_rep`; :func:`scanpy_rep` for ``scanpy_avg``)
+    averaged over each cell and its ``n_neighbours`` nearest cells of the same sample (the graph made
+    symmetric, one row-normalised sparse product)."""
+    adata = base(data, seed)
+    adata.obsm[REP_KEY] = neighbour_average(adata.obsm[REP_KEY], knn_graph(data, n_neighbours))
     return adata
 
 
@@ -373,8 +406,12 @@ def train_gist(adata: AnnData, seed: int, recipe: str = "gist", epochs: int | No
     config = replace(config, seed=seed * config.ensemble)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
         models, _ = train_ensemble(graphs, config, tmp, progress=False)
-    return infer(adata, models, resolve_device(device),
-                 {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble})
+    result = infer(adata, models, resolve_device(device),
+                   {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble})
+    if len(models) > 1:  # each member's fused latent, side by side, for clustering the ensemble by consensus
+        result.obsm[MEMBERS_KEY] = np.hstack([infer(adata, [m], resolve_device(device), denoise=False).obsm[LATENT_KEY]
+                                              for m in models])
+    return result
 
 
 def gist_rep(data: AnnData, seed: int, extractor: str | None, weights: str | None, device: str,
@@ -434,37 +471,73 @@ def graphst_rep(data: AnnData, seed: int, device: str, epochs: int = 600,
     return adata
 
 
-#: BANKSY's settings per task, as its authors recommend: lambda 0.2 for cell typing and for domains
-#: of spot data (Visium; prabhakarlab/Banksy issues #18, #28), k_geom 18 with the azimuthal Gabor
-#: filter for Visium domains (the DLPFC vignette), 15 (pybanksy's default) for cells, 20 PCs.
-BANKSY_SETTINGS = {"mclust": {"lambda": 0.2, "k_geom": 18}, "leiden": {"lambda": 0.2, "k_geom": 15}}
+#: BANKSY's settings per task and data kind, as its authors run them (``(clusterer, kind)``):
+#: spot domains as their multi-sample DLPFC vignette (prabhakarlab/Banksy ``vignettes/multi-sample.Rmd``:
+#: 2,000 seurat_v3 genes per sample, their union, library-size scaling without log, ``k_geom`` 6, no
+#: azimuthal Gabor filter, lambda 0.2); cell-resolution domains with lambda 0.8 (their recommendation
+#: for domains of cells), ``k_geom`` 15 and the filter (``max_m`` 1, pybanksy's defaults) on log data;
+#: cell typing with lambda 0.2 on the same. 20 principal components throughout.
+BANKSY_SETTINGS = {
+    ("mclust", "spot"): {"lambda": 0.2, "k_geom": 6, "max_m": 0, "log": False},
+    ("mclust", "cell"): {"lambda": 0.8, "k_geom": 15, "max_m": 1, "log": True},
+    ("leiden", "spot"): {"lambda": 0.2, "k_geom": 15, "max_m": 1, "log": True},
+    ("leiden", "cell"): {"lambda": 0.2, "k_geom": 15, "max_m": 1, "log": True},
+}
 BANKSY_PCS = 20
 
 
-def banksy_rep(data: AnnData, seed: int, task: str, n_hvg: int = 2000) -> AnnData:
+def banksy_genes(data: AnnData, n_hvg: int, log: bool) -> AnnData:
+    """BANKSY's input: ``normalize_total`` (to the median) and, with ``log``, ``log1p`` plus scanpy's
+    2,000 ``seurat`` genes (the slide-seq/STARmap route); without, the union over samples of each
+    sample's 2,000 ``seurat_v3`` genes of the raw counts (the DLPFC vignette's ``FindVariableFeatures``)."""
+    adata = _counts(data)
+    if not log and adata.n_vars > n_hvg:
+        keep = np.zeros(adata.n_vars, dtype=bool)
+        for members in sample_members(data):
+            part = adata[members].copy()
+            part = part[:, np.asarray(part.X.sum(axis=0)).ravel() > 0].copy()
+            if part.n_vars > n_hvg:
+                sc.pp.highly_variable_genes(part, n_top_genes=n_hvg, flavor="seurat_v3")
+                part = part[:, part.var["highly_variable"]]
+            keep |= adata.var_names.isin(part.var_names)
+        adata = adata[:, keep].copy()
+    sc.pp.normalize_total(adata)
+    if log:
+        sc.pp.log1p(adata)
+        if adata.n_vars > n_hvg:
+            sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
+            adata = adata[:, adata.var["highly_variable"]].copy()
+    return adata
+
+
+def banksy_rep(data: AnnData, seed: int, task: str, kind: str = "cell", n_hvg: int = 2000) -> AnnData:
     """BANKSY (PyPI ``pybanksy``): each cell's z-scored expression beside its neighbours'
-    Gaussian-weighted mean and azimuthal Gabor filter (``max_m=1``), weighted by ``lambda``, then
-    PCA to 20 components; settings from :data:`BANKSY_SETTINGS` for the task. Genes as the
-    ``expression`` row (normalize_total, log1p, 2,000 HVGs); samples kept apart in space."""
+    Gaussian-weighted mean (and, with ``max_m`` 1, the azimuthal Gabor filter), weighted by
+    ``lambda``, then PCA to 20 components; settings from :data:`BANKSY_SETTINGS` for the task and data
+    kind, genes from :func:`banksy_genes`. Each sample's matrix is built (and z-scored) on its own, as
+    the authors' multi-sample runs do, and the rows are stacked before the PCA."""
     try:
         from banksy.embed_banksy import generate_banksy_matrix
         from banksy.initialize_banksy import initialize_banksy
     except ImportError as err:
         raise GistInputError(f"pybanksy is not installed ({err}): pip install -r bench/requirements.txt") from None
-    settings = BANKSY_SETTINGS[task]
-    adata = _pooled_top_genes(data, n_hvg)
-    adata.X = np.asarray(adata.X.todense() if sp.issparse(adata.X) else adata.X, dtype=np.float64)
-    xy = offset_coordinates(data)
-    adata.obsm["spatial"] = xy
-    adata.obs["x"], adata.obs["y"] = xy[:, 0], xy[:, 1]
+    settings = BANKSY_SETTINGS[(task, kind)]
+    adata = banksy_genes(data, n_hvg, settings["log"])
+    values = np.zeros((adata.n_obs, adata.n_vars * (2 + settings["max_m"])), dtype=np.float64)
     quiet = {"plt_edge_hist": False, "plt_nbr_weights": False, "plt_agf_angles": False, "plt_theta": False}
-    with contextlib.redirect_stdout(io.StringIO()):  # pybanksy prints its matrices
-        banksy_dict = initialize_banksy(adata, ("x", "y", "spatial"), num_neighbours=settings["k_geom"],
-                                        nbr_weight_decay="scaled_gaussian", max_m=1, **quiet)
-        _, matrix = generate_banksy_matrix(adata, banksy_dict, [settings["lambda"]], max_m=1, verbose=False)
-    values = np.asarray(matrix.X.todense() if sp.issparse(matrix.X) else matrix.X, dtype=np.float64)
+    for members in sample_members(data):
+        part = adata[members].copy()
+        part.X = np.asarray(part.X.todense() if sp.issparse(part.X) else part.X, dtype=np.float64)
+        xy = np.asarray(part.obsm["spatial"], dtype=np.float64)
+        part.obs["x"], part.obs["y"] = xy[:, 0], xy[:, 1]
+        with contextlib.redirect_stdout(io.StringIO()):  # pybanksy prints its matrices
+            banksy_dict = initialize_banksy(part, ("x", "y", "spatial"), num_neighbours=settings["k_geom"],
+                                            nbr_weight_decay="scaled_gaussian", max_m=settings["max_m"], **quiet)
+            _, matrix = generate_banksy_matrix(part, banksy_dict, [settings["lambda"]], max_m=settings["max_m"],
+                                               verbose=False)
+        values[members] = np.asarray(matrix.X.todense() if sp.issparse(matrix.X) else matrix.X, dtype=np.float64)
     values[np.isnan(values)] = 0.0
-    adata.obsm[REP_KEY] = PCA(n_components=BANKSY_PCS, random_state=seed).fit_transform(values)
+    adata.obsm[REP_KEY] = PCA(n_components=min(BANKSY_PCS, *values.shape), random_state=seed).fit_transform(values)
     return adata
 
 
@@ -506,57 +579,147 @@ def cellcharter_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_layers: int =
     return adata
 
 
-def representation(adata: AnnData, method: str, seed: int, paper_epochs: int, weights: str | None = None,
-                   device: str = "cpu", extractors: tuple[str, ...] = ("stats",), gist_epochs: int | None = None,
-                   gist_ensemble: int | None = None, task: str = "leiden") -> AnnData:
-    """Dispatch ``method`` (see the module docstring) to its representation. ``gist_epochs`` and
-    ``gist_ensemble`` override the gist recipe (quick checks); ``None`` keeps the recipe's;
-    ``task`` is the dataset's clustering (``leiden`` cell types, ``mclust`` domains)."""
-    image = has_image(adata)
-    first = extractors[0] if image else None
-    default = {"recipe": "gist", "epochs": gist_epochs, "ensemble": gist_ensemble, "task": task_of(task)}
-    if method in ("expression", "expression_hmrf"):
-        return expression_rep(adata, seed)
-    if method == "banksy":
-        return banksy_rep(adata, seed, task)
-    if method == "cellcharter":
-        return cellcharter_rep(adata, seed)
-    if method == "expression_smoothed":
-        return smoothed_expression_rep(adata, seed)
-    if method == "gist":
-        return gist_rep(adata, seed, first, weights, device, **default)
-    if method == "gist_noimg":
-        return gist_rep(adata, seed, None, None, device, **default)
-    if method == "gist_paper":
-        return gist_rep(adata, seed, first, weights, device, recipe="paper", epochs=paper_epochs, task=task_of(task))
-    if method in ("graphst", "graphst_refine"):
-        return graphst_rep(adata, seed, device)
-    if method == "gist_denoised":
-        return denoised_rep(gist_rep(adata, seed, first, weights, device, **default), seed)
+@dataclass(frozen=True)
+class RunContext:
+    """What a method's representation may read besides the cells: the run's seed and options, the
+    dataset's clusterer (``task``: ``leiden`` cell types, ``mclust`` domains) and ``kind``
+    (``spot``/``cell``, :class:`BenchDataset`), and whether the data carry an image."""
+
+    seed: int
+    paper_epochs: int = 300
+    weights: str | None = None
+    device: str = "cpu"
+    extractors: tuple[str, ...] = ("stats",)
+    gist_epochs: int | None = None
+    gist_ensemble: int | None = None
+    task: str = "leiden"
+    kind: str = "cell"
+    image: bool = False
+
+    @property
+    def extractor(self) -> str | None:
+        """The first extractor where the data have an image, else ``None`` (image branch off)."""
+        return self.extractors[0] if self.image else None
+
+    @property
+    def default(self) -> dict:
+        """The ``gist`` recipe's arguments of :func:`gist_rep` for this run."""
+        return {"recipe": "gist", "epochs": self.gist_epochs, "ensemble": self.gist_ensemble, "task": task_of(self.task)}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One benchmark method: how it builds its representation and how that is clustered.
+
+    Attributes
+    ----------
+    build
+        ``(adata, ctx) -> AnnData`` with ``obsm['bench_rep']`` (rows in ``adata``'s order).
+    smooth
+        Domains (``mclust``) cluster the representation averaged over the spatial graph.
+    domain_clusterer
+        The clusterer for domains when not the dataset's (``hmrf``: the mixture with a Potts prior).
+    refine
+        GraphST's label refinement after clustering (domains).
+    domains_only, needs_image, on_request
+        Listed by :func:`methods_for` only for domains / only where there is an image / never
+        (run when named).
+    """
+
+    build: Callable[[AnnData, RunContext], AnnData]
+    smooth: bool = False
+    domain_clusterer: str | None = None
+    refine: bool = False
+    domains_only: bool = False
+    needs_image: bool = False
+    on_request: bool = False
+
+
+def _gist_candidate(adata: AnnData, ctx: RunContext, method: str) -> AnnData:
+    genes, overrides = split_candidate(candidate_settings(method), adata.n_vars)
+    result = gist_rep(adata, ctx.seed, None if "_noimg" in method else ctx.extractor, ctx.weights, ctx.device,
+                      overrides=overrides, **genes, **ctx.default)
+    return denoised_rep(result, ctx.seed) if method.endswith("_denoised") else result
+
+
+#: The fixed methods, in the order :func:`methods_for` lists them (see the module docstring).
+METHODS: dict[str, Method] = {
+    "scanpy": Method(lambda a, c: scanpy_rep(a, c.seed)),
+    "scanpy_avg": Method(lambda a, c: smoothed_expression_rep(a, c.seed, base=scanpy_rep)),
+    "expression": Method(lambda a, c: expression_rep(a, c.seed)),
+    "expression_smoothed": Method(lambda a, c: smoothed_expression_rep(a, c.seed)),
+    "expression_hmrf": Method(lambda a, c: expression_rep(a, c.seed), domain_clusterer="hmrf", domains_only=True),
+    "gist": Method(lambda a, c: gist_rep(a, c.seed, c.extractor, c.weights, c.device, **c.default), smooth=True),
+    "gist_noimg": Method(lambda a, c: gist_rep(a, c.seed, None, None, c.device, **c.default), smooth=True, needs_image=True),
+    "gist_paper": Method(lambda a, c: gist_rep(a, c.seed, c.extractor, c.weights, c.device, recipe="paper",
+                                               epochs=c.paper_epochs, task=task_of(c.task))),
+    "graphst": Method(lambda a, c: graphst_rep(a, c.seed, c.device)),
+    "graphst_refine": Method(lambda a, c: graphst_rep(a, c.seed, c.device), refine=True, domains_only=True),
+    "banksy": Method(lambda a, c: banksy_rep(a, c.seed, c.task, c.kind)),
+    "cellcharter": Method(lambda a, c: cellcharter_rep(a, c.seed)),
+    "gist_denoised": Method(lambda a, c: denoised_rep(gist_rep(a, c.seed, c.extractor, c.weights, c.device, **c.default), c.seed),
+                            smooth=True, on_request=True),
+}
+
+
+def method_spec(method: str) -> Method:
+    """The :class:`Method` of a name: one of :data:`METHODS`, or a family of names ``image_<extractor>``
+    (image features alone), ``gist_<extractor>`` (the default with that extractor's image branch) and
+    ``gist+<candidate>[_noimg][_denoised]`` (:data:`CANDIDATES`, run when named).
+
+    Raises
+    ------
+    GistInputError
+        For a name of none of these forms, or an unknown candidate.
+    """
+    if method in METHODS:
+        return METHODS[method]
     if method.startswith("gist+"):
-        genes, overrides = split_candidate(candidate_settings(method), adata.n_vars)
-        result = gist_rep(adata, seed, None if "_noimg" in method else first, weights, device,
-                          overrides=overrides, **genes, **default)
-        return denoised_rep(result, seed) if method.endswith("_denoised") else result
+        candidate_settings(method)  # an unknown candidate fails here, before any run
+        return Method(lambda a, c: _gist_candidate(a, c, method), smooth=True, on_request=True)
     kind, _, extractor = method.partition("_")
     if kind == "image" and extractor:
-        return image_rep(adata, seed, extractor, weights, device)
+        return Method(lambda a, c: image_rep(a, c.seed, extractor, c.weights, c.device), needs_image=True)
     if kind == "gist" and extractor:
-        return gist_rep(adata, seed, extractor, weights, device, overrides={"use_img": True}, **default)
+        return Method(lambda a, c: gist_rep(a, c.seed, extractor, c.weights, c.device, overrides={"use_img": True}, **c.default),
+                      smooth=True, needs_image=True)
     raise GistInputError(f"unknown benchmark method {method!r}")
 
 
+def methods_for(adata: AnnData, extractors: list[str], cluster: str = "leiden") -> list[str]:
+    """The methods that apply to a dataset (:data:`METHODS` less those run on request): image methods
+    only where there is an image, the domain-only ones (spatial prior, GraphST's refinement) only for
+    domains (``mclust``)."""
+    image, domains = has_image(adata), cluster == "mclust"
+    names = []
+    for name, spec in METHODS.items():
+        if spec.on_request or (spec.domains_only and not domains) or (spec.needs_image and not image):
+            continue
+        names.append(name)
+        if name == "expression_hmrf" or (name == "expression_smoothed" and not domains):
+            names += [f"image_{e}" for e in extractors] if image else []
+        if name == "gist_noimg":
+            names += [f"gist_{e}" for e in extractors[1:]]
+    return names
+
+
+def representation(adata: AnnData, method: str, ctx: RunContext) -> AnnData:
+    """``method``'s representation of ``adata`` (:func:`method_spec`), in ``obsm['bench_rep']``."""
+    return method_spec(method).build(adata, ctx)
+
+
 def smooths(method: str, cluster_method: str) -> bool:
-    """Whether a method's representation is averaged over the spatial graph before clustering:
-    the ``gist`` recipe does it for domain detection (``mclust``); the paper recipe and the other
+    """Whether a method's representation is averaged over the spatial graph before clustering: the
+    ``gist`` recipe's rows do it for domain detection (``mclust``); the paper recipe and the other
     methods never."""
-    return cluster_method == "mclust" and method.startswith("gist") and method != "gist_paper"
+    return cluster_method == "mclust" and method_spec(method).smooth
 
 
 def clusterer(method: str, task: str) -> str:
     """The clusterer a method's representation goes through: the dataset's (``leiden`` or
-    ``mclust``), except ``expression_hmrf``, whose mixture has a Potts prior (``hmrf``)."""
-    return "hmrf" if method == "expression_hmrf" and task == "mclust" else task
+    ``mclust``), except a method with its own domain clusterer (``expression_hmrf``: ``hmrf``)."""
+    spec = method_spec(method)
+    return spec.domain_clusterer if spec.domain_clusterer and task == "mclust" else task
 
 
 def pooled_graph(adata: AnnData) -> sp.csr_matrix:
@@ -579,7 +742,7 @@ def cluster_rep(rep: AnnData, adata: AnnData, method: str, task: str, ncluster: 
     if how == "hmrf" and CONNECTIVITIES_KEY not in rep.obsp:
         rep.obsp[CONNECTIVITIES_KEY] = pooled_graph(adata)
     run = gist_cluster_rep(rep, how, ncluster, seed=seed, use_rep=REP_KEY, key_added="bench_cluster", smooth=smooth)
-    if method == "graphst_refine":
+    if method_spec(method).refine:
         from GraphST.utils import refine_label
 
         rep.obs["bench_cluster"] = pd.Categorical(refine_label(rep, GRAPHST_REFINE_RADIUS, key="bench_cluster"))
@@ -646,8 +809,9 @@ def run_clustering(dataset: BenchDataset, method: str, seed: int, paper_epochs: 
     warm_up(dataset.cluster)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
-    rep = representation(adata, method, seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble,
-                         task=dataset.cluster)
+    ctx = RunContext(seed, paper_epochs, weights, device, tuple(extractors), gist_epochs, gist_ensemble,
+                     task=dataset.cluster, kind=dataset.kind, image=has_image(adata))
+    rep = representation(adata, method, ctx)
     run = cluster_rep(rep, adata, method, dataset.cluster, ncluster, seed)
     seconds = time.perf_counter() - start
     summary, _, _ = compare_labels(labels[labelled], rep.obs["bench_cluster"].astype(str).to_numpy()[labelled])
@@ -674,6 +838,9 @@ def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
     representation carries one (CSR ``graph_indptr``/``graph_indices``), to ``path`` (``.npz``, atomically)."""
     samples = rep.obs[LIBRARY_KEY] if LIBRARY_KEY in rep.obs else np.full(rep.n_obs, "")
     graph = {}
+    if MEMBERS_KEY in rep.obsm:
+        graph["members"] = np.asarray(rep.obsm[MEMBERS_KEY], dtype=np.float32)
+        graph["n_members"] = np.int64(rep.uns.get("gist", {}).get("ensemble_size", 1))
     if "spatial_connectivities" in rep.obsp:  # the graph a smoothed run averaged over
         adj = sp.csr_matrix(rep.obsp["spatial_connectivities"])
         graph = {"graph_indptr": adj.indptr, "graph_indices": adj.indices}
