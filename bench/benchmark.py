@@ -843,7 +843,7 @@ def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
         graph["n_members"] = np.int64(rep.uns.get("gist", {}).get("ensemble_size", 1))
     if "spatial_connectivities" in rep.obsp:  # the graph a smoothed run averaged over
         adj = sp.csr_matrix(rep.obsp["spatial_connectivities"])
-        graph = {"graph_indptr": adj.indptr, "graph_indices": adj.indices}
+        graph |= {"graph_indptr": adj.indptr, "graph_indices": adj.indices}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, rep=np.asarray(rep.obsm[REP_KEY], dtype=np.float32),

@@ -88,33 +88,134 @@ def clustering_table(records: list[dict]) -> str:
     return "\n\n".join(blocks)
 
 
-#: The real development sets of each task (BENCHMARKS.md, protocol): a candidate's score is its
-#: mean ARI over its task's sets, each set weighing the same; the demo (synthetic) is reported only.
-TASK_SETS = {
-    "domains": ("dlpfc_151510", "her2st_B1", "her2st_C1", "her2st_D1", "her2st_G2", "her2st_H1"),
-    "cell types": ("cosmx_lung5",),
+#: The real development sets of each task by technology family (BENCHMARKS.md, protocol): a task
+#: score is the mean over the task's families of the family's mean ARI (each section's ARI averaged
+#: over seeds first), so six her2st sections weigh as one family; the demo (synthetic) is reported only.
+TASK_FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "domains": {
+        "DLPFC": ("dlpfc_151510", "dlpfc_151673", "dlpfc_151674"),
+        "her2st": ("her2st_A1", "her2st_B1", "her2st_C1", "her2st_D1", "her2st_G2", "her2st_H1"),
+        "mouse OB": ("mouse_ob",),
+        "STARmap": ("starmap_BZ5", "starmap_BZ9"),
+        "BaristaSeq": ("baristaseq_1", "baristaseq_2"),
+    },
+    "cell types": {
+        "CosMx lung5": ("cosmx_lung5",),
+        "STARmap": ("starmap_BZ5_types", "starmap_BZ9_types"),
+        "CosMx breast": ("cosmx_breast",),
+    },
 }
+#: The plain routes a default must stay near on every section (rule (b)): scanpy's PCA and its neighbour average.
+FLOOR_METHODS = ("scanpy", "scanpy_avg")
+#: How far below the better floor method a section may fall (rule (b)).
+FLOOR_TOLERANCE = 0.05
+#: The bootstrap of the paired difference: resamples and the two-sided interval's level.
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_LEVEL = 0.90
 
 
-def task_scores(records: list[dict], tasks: dict[str, tuple[str, ...]] = TASK_SETS) -> pd.DataFrame:
-    """Per task and method: the mean over the task's sets of the per-set mean ARI (``score``), the
-    number of sets with a record (``sets``; the score only counts when all are there), the fewest
-    seeds on any of them and the mixture's EM starts (:func:`mixture_starts`); sorted best first
-    within each task."""
-    columns = ["task", "method", "sets", "min seeds", "starts", "score"]
+def section_means(records: list[dict]) -> pd.DataFrame:
+    """Sections x methods: each section's ARI averaged over seeds (errors left out)."""
     frame = pd.DataFrame([r for r in records if "error" not in r])
-    rows = []
+    if frame.empty:
+        return pd.DataFrame()
+    return frame.groupby(["dataset", "method"])["ari"].mean().unstack("method")
+
+
+def family_score(per_section: pd.Series, families: dict[str, tuple[str, ...]]) -> float:
+    """The mean over ``families`` of each family's mean of ``per_section`` (NaN if a section is missing)."""
+    means = []
+    for sections in families.values():
+        values = per_section.reindex(list(sections))
+        if values.isna().any():
+            return float("nan")
+        means.append(float(values.mean()))
+    return float(np.mean(means))
+
+
+def bootstrap_interval(per_section: pd.Series, families: dict[str, tuple[str, ...]],
+                       resamples: int = BOOTSTRAP_RESAMPLES, level: float = BOOTSTRAP_LEVEL,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """``(score, low, high)``: :func:`family_score` of ``per_section`` and its ``level`` bootstrap
+    interval, sections resampled with replacement within each family (a one-section family stays).
+
+    Give it a paired difference (candidate minus default, per section) to test a change: the
+    difference counts when ``low > 0``.
+    """
+    score = family_score(per_section, families)
+    if np.isnan(score):
+        return score, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = np.zeros(resamples)
+    for sections in families.values():
+        values = per_section.reindex(list(sections)).to_numpy(dtype=np.float64)
+        picks = rng.integers(0, len(values), size=(resamples, len(values)))
+        draws += values[picks].mean(axis=1)
+    draws /= len(families)
+    tail = (1.0 - level) / 2.0
+    return score, float(np.quantile(draws, tail)), float(np.quantile(draws, 1.0 - tail))
+
+
+def floor_shortfalls(means: pd.DataFrame, method: str, sections: list[str],
+                     floors: tuple[str, ...] = FLOOR_METHODS, tolerance: float = FLOOR_TOLERANCE) -> dict[str, float]:
+    """Sections where ``method`` falls more than ``tolerance`` below the better of ``floors``: section ->
+    its shortfall (floor minus the method's mean ARI). Sections without the method or any floor are skipped."""
+    out = {}
+    for section in sections:
+        if section not in means.index or method not in means or pd.isna(means.at[section, method]):
+            continue
+        known = [means.at[section, f] for f in floors if f in means and not pd.isna(means.at[section, f])]
+        if known and max(known) - means.at[section, method] > tolerance:
+            out[section] = round(float(max(known) - means.at[section, method]), 4)
+    return out
+
+
+def compare_to_default(records: list[dict], candidate: str, default: str, task: str) -> dict:
+    """The selection rule (BENCHMARKS.md, protocol) for ``candidate`` against ``default`` on ``task``:
+    the task scores, the paired difference with its bootstrap interval, the sections where the
+    candidate falls below the floor (:func:`floor_shortfalls`) and ``replaces``: higher score,
+    interval above zero and no shortfall."""
+    families = TASK_FAMILIES[task]
+    sections = [s for group in families.values() for s in group]
+    means = section_means(records)
+    if means.empty or candidate not in means or default not in means:
+        return {"task": task, "candidate": candidate, "default": default, "complete": False, "replaces": False}
+    diff, low, high = bootstrap_interval(means[candidate] - means[default], families)
+    shortfalls = floor_shortfalls(means, candidate, sections)
+    complete = not np.isnan(diff)
+    return {"task": task, "candidate": candidate, "default": default, "complete": complete,
+            "score": family_score(means[candidate], families), "default_score": family_score(means[default], families),
+            "difference": diff, "low": low, "high": high, "shortfalls": shortfalls,
+            "replaces": bool(complete and diff > 0 and low > 0 and not shortfalls)}
+
+
+def task_scores(records: list[dict], tasks: dict[str, dict[str, tuple[str, ...]]] = TASK_FAMILIES) -> pd.DataFrame:
+    """Per task and method: the task score (:func:`family_score`) with its 90% bootstrap interval
+    (:func:`bootstrap_interval`), the number of sections with a record (``sets``; the score only counts
+    when all are there), the fewest seeds on any of them, the mixture's EM starts
+    (:func:`mixture_starts`), the sections below the floor (:func:`floor_shortfalls`) and the mean
+    seconds per run; sorted best first within each task."""
+    columns = ["task", "method", "sets", "min seeds", "starts", "score", "interval", "below floor", "s/run"]
+    frame = pd.DataFrame([r for r in records if "error" not in r])
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    per_set = frame.groupby(["dataset", "method"])["ari"].agg(["mean", "size"]).reset_index()
-    for task, names in tasks.items():
-        part = per_set[per_set["dataset"].isin(names)]
-        for method, group in part.groupby("method"):
-            complete = len(group) == len(names)
-            rows.append({"task": task, "method": method, "sets": f"{len(group)}/{len(names)}",
-                         "min seeds": int(group["size"].min()),
-                         "starts": mixture_starts(frame[frame["dataset"].isin(names) & (frame["method"] == method)]),
-                         "score": round(float(group["mean"].mean()), 3) if complete else None})
+    means = section_means(records)
+    counts = frame.groupby(["dataset", "method"]).size().unstack("method")
+    rows = []
+    for task, families in tasks.items():
+        names = [s for group in families.values() for s in group]
+        for method in means.columns:
+            present = [s for s in names if s in means.index and not pd.isna(means.at[s, method])]
+            if not present:
+                continue
+            score, low, high = bootstrap_interval(means[method], families)
+            part = frame[frame["dataset"].isin(names) & (frame["method"] == method)]
+            rows.append({"task": task, "method": method, "sets": f"{len(present)}/{len(names)}",
+                         "min seeds": int(counts.loc[present, method].min()), "starts": mixture_starts(part),
+                         "score": None if np.isnan(score) else round(score, 3),
+                         "interval": "-" if np.isnan(score) else f"{low:.3f} - {high:.3f}",
+                         "below floor": len(floor_shortfalls(means, method, names)),
+                         "s/run": round(float(part["seconds"].mean()), 1)})
     out = pd.DataFrame(rows, columns=columns)
     return out.sort_values(["task", "score"], ascending=[True, False], na_position="last").reset_index(drop=True)
 
@@ -126,6 +227,38 @@ def task_table(records: list[dict]) -> str:
         return "(no records on the development sets)"
     scores["score"] = [("-" if pd.isna(v) else f"{v:.3f}") for v in scores["score"]]
     return _markdown(scores)
+
+
+def family_table(records: list[dict], task: str, methods: list[str] | None = None) -> str:
+    """Markdown: methods x the task's sections grouped by family (mean ± sd ARI over seeds, the
+    best mean of each section in bold), then the task score with its 90% interval and seconds per
+    run. ``methods``: rows to show, in order (default: every method with a record on the task)."""
+    families = TASK_FAMILIES[task]
+    sections = [s for group in families.values() for s in group]
+    frame = pd.DataFrame([r for r in records if "error" not in r and r.get("dataset") in sections])
+    if frame.empty:
+        return "(no records on the development sets)"
+    means = section_means(records)
+    methods = methods or list(dict.fromkeys(frame["method"]))
+    best = {s: means.loc[s, [m for m in methods if m in means]].max() for s in sections if s in means.index}
+    header = ["method"] + [f"{fam}: {s}" for fam, group in families.items() for s in group] + ["score (90% interval)", "s/run"]
+    rows = []
+    for method in methods:
+        part = frame[frame["method"] == method]
+        if part.empty:
+            continue
+        cells = []
+        for section in sections:
+            values = part[part["dataset"] == section]["ari"]
+            text = _mean_sd(values)
+            if not values.empty and np.isclose(values.mean(), best.get(section, np.nan)):
+                text = f"**{text}**"
+            cells.append(text)
+        score, low, high = bootstrap_interval(means[method], families) if method in means else (np.nan,) * 3
+        cells.append("-" if np.isnan(score) else f"{score:.3f} ({low:.3f} - {high:.3f})")
+        cells.append(f"{part['seconds'].mean():.1f}")
+        rows.append([method] + cells)
+    return _markdown(pd.DataFrame(rows, columns=header))
 
 
 def denoising_table(records: list[dict]) -> str:

@@ -22,6 +22,12 @@ row-normalised; graph = the run's own when kept, else the radius rule of :mod:`g
             3-hop rings of the graph (CellCharter's blocks, ``cellcharter.gr.aggregate_neighbors``)
 ``refine``  ``avg``'s clusters, each cell then given the most frequent cluster among itself and its
             graph neighbours (GraphST's label refinement on the spatial graph, not its 50 nearest)
+``consensus``  each ensemble member's latent (kept as ``members``) averaged as ``avg`` and clustered on its
+            own, then the members' partitions joined by consensus (:func:`gist.tl.consensus.consensus_clusters`);
+            ``consensus_raw`` the same without the average
+``expr_raw``  the expression components of the same dataset and seed (the kept ``scanpy`` run) beside ``z``,
+            each block standardised and scaled to unit total variance; ``expr_avg`` the same beside ``A z``;
+            ``expr_avg_pca`` that reduced to 30 principal components
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 #: BANKSY's neighbourhood weight for domain detection (lambda = 0.8 in its paper and package).
 BANKSY_LAMBDA = 0.8
-VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "rings", "refine", "hmrf", "avg_hmrf")
+VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "rings", "refine", "hmrf", "avg_hmrf", "consensus", "consensus_raw",
+            "expr_raw", "expr_avg", "expr_avg_pca")
 #: Rings of neighbours CellCharter aggregates for domains (its default, ``n_layers=3``).
 RING_HOPS = 3
 
@@ -147,6 +154,25 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
         return potts_mixture(rep, adj, ncluster, seed=seed).labels.astype(str)
     if variant == "refine":
         return refine(adj, cluster_rep(neighbour_average(z, adj), method, ncluster, seed))
+    if variant in ("consensus", "consensus_raw"):
+        from gist.tl.consensus import consensus_clusters
+
+        if "members" not in arrays:
+            raise ValueError("the run kept no member latents (an ensemble run with --keep_reps keeps them)")
+        members = np.split(np.asarray(arrays["members"], dtype=np.float64), int(arrays["n_members"]), axis=1)
+        parts = [cluster_rep(neighbour_average(m, adj) if variant == "consensus" else m, method, ncluster, seed) for m in members]
+        return consensus_clusters(parts, ncluster, seed=seed).astype(str)
+    if variant.startswith("expr_"):
+        if "expr" not in arrays:
+            raise ValueError("no kept scanpy run of this dataset and seed beside it")
+        latent = neighbour_average(z, adj) if variant.startswith("expr_avg") else z
+        blocks = [standardize_columns(b) / np.sqrt(b.shape[1]) for b in (np.asarray(arrays["expr"], dtype=np.float64), latent)]
+        joined = np.hstack(blocks)
+        if variant == "expr_avg_pca":
+            from sklearn.decomposition import PCA
+
+            joined = PCA(n_components=min(30, *joined.shape), random_state=seed).fit_transform(joined)
+        return cluster_rep(joined, method, ncluster, seed)
     raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
 
 
@@ -172,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods and method not in args.methods:
             continue
         arrays = dict(np.load(path))
+        expr = path.with_name(f"{dataset}_scanpy_s{seed}.npz")
+        if expr.is_file():
+            arrays["expr"] = np.load(expr)["rep"]
         spec = known.get(dataset)
         clusterer = args.cluster or (spec.cluster if spec else "leiden")
         labels = arrays["labels"]

@@ -18,6 +18,7 @@ from bench.benchmark import (
     image_rep,
     methods_for,
     offset_coordinates,
+    RunContext,
     representation,
     rescore_clustering,
     run_clustering,
@@ -56,21 +57,22 @@ def test_offset_coordinates_never_link_two_samples(demo_small, demo):
 
 def test_image_methods_only_where_there_is_an_image(demo):
     with_image = methods_for(demo, ["stats", "uni"])
-    assert with_image == ["expression", "expression_smoothed", "image_stats", "image_uni", "gist", "gist_noimg",
+    assert with_image == ["scanpy", "scanpy_avg", "expression", "expression_smoothed", "image_stats", "image_uni", "gist", "gist_noimg",
                           "gist_uni", "gist_paper", "graphst", "banksy", "cellcharter"]
     bare = demo.copy()
     del bare.uns["spatial"]
-    assert methods_for(bare, ["stats"]) == ["expression", "expression_smoothed", "gist", "gist_paper", "graphst",
+    assert methods_for(bare, ["stats"]) == ["scanpy", "scanpy_avg", "expression", "expression_smoothed", "gist", "gist_paper", "graphst",
                                             "banksy", "cellcharter"]
     # domains add the spatial-prior baseline and GraphST's refinement
-    assert methods_for(bare, ["stats"], "mclust") == ["expression", "expression_smoothed", "expression_hmrf", "gist",
+    assert methods_for(bare, ["stats"], "mclust") == ["scanpy", "scanpy_avg", "expression", "expression_smoothed",
+                                                      "expression_hmrf", "gist",
                                                       "gist_paper", "graphst", "graphst_refine", "banksy", "cellcharter"]
 
 
 @pytest.mark.parametrize("method", ["gist-full", "image_", "expression_fancy"])
 def test_unknown_method_is_named(demo, method):
     with pytest.raises(GistInputError, match=f"'{method}'"):
-        representation(demo, method, seed=0, paper_epochs=1)
+        representation(demo, method, RunContext(seed=0, paper_epochs=1))
 
 
 def test_smoothed_expression_is_the_neighbour_average_of_the_pca(demo_small, demo):
@@ -134,7 +136,7 @@ def test_tables_say_how_many_em_starts_each_mixture_row_used():
                rec("a", "cells", 0, "leiden", restarts=5)]
     starts = summarise(records).set_index("method")["starts"].to_dict()
     assert starts == {"old": "1", "new": "10", "mixed": "1/10", "cells": "-"}
-    scores = task_scores(records, {"t": ("a",)}).set_index("method")["starts"].to_dict()
+    scores = task_scores(records, {"t": {"f": ("a",)}}).set_index("method")["starts"].to_dict()
     assert scores == starts
 
 
@@ -184,6 +186,10 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     gist = kept["mine_gist_s0.npz"]
     assert gist["rep"].shape[1] == 50 and len(set(gist["clusters"])) > 1  # domains: the recipe's latent of 50
     assert gist["graph_indptr"].shape == (pooled.n_obs + 1,) and gist["graph_indices"].size > pooled.n_obs
+    # the ensemble's two members side by side, for the consensus variant of bench/recluster.py
+    assert int(gist["n_members"]) == 2 and gist["members"].shape == (pooled.n_obs, 2 * 50)
+    assert not np.allclose(gist["members"][:, :50], gist["members"][:, 50:])
+    assert "members" not in kept["mine_expression_s0.npz"]
     payload = json.loads(out.read_text())
     records = payload["records"]
     assert {(r["method"], r["seed"]) for r in records} == {("expression", 0), ("gist", 0)}
@@ -266,8 +272,12 @@ def test_banksy_embeds_every_cell_in_its_settings(demo):
     n = demo.n_obs
     out = banksy_rep(demo, seed=0, task="leiden")
     assert out.obsm["bench_rep"].shape == (n, BANKSY_PCS) and np.isfinite(out.obsm["bench_rep"]).all()
-    again = banksy_rep(demo, seed=0, task="mclust")  # k_geom 18 for domains: another neighbourhood
-    assert not np.allclose(np.abs(out.obsm["bench_rep"]), np.abs(again.obsm["bench_rep"]))
+    cells = banksy_rep(demo, seed=0, task="mclust", kind="cell")  # lambda 0.8 for domains of cells
+    assert not np.allclose(np.abs(out.obsm["bench_rep"]), np.abs(cells.obsm["bench_rep"]))
+    spots = banksy_rep(demo, seed=0, task="mclust", kind="spot")  # the DLPFC vignette: no log, k_geom 6, no filter
+    assert spots.obsm["bench_rep"].shape == (n, BANKSY_PCS) and np.isfinite(spots.obsm["bench_rep"]).all()
+    assert spots.X.max() > np.log1p(spots.X.max())  # library-size scaled, not logged
+    assert not np.allclose(np.abs(cells.obsm["bench_rep"]), np.abs(spots.obsm["bench_rep"]))
 
 
 def test_cellcharter_blocks_are_the_latent_and_its_ring_means(demo):
@@ -320,7 +330,7 @@ def test_task_score_is_the_equal_weight_mean_over_the_tasks_sets():
                rec("b", "m", 0, 0.6),  # set b: 0.6 over one seed; the score is 0.45, not the mean of 3 runs (0.4)
                rec("a", "n", 0, 0.9),  # n misses set b: no score
                rec("c", "m", 0, 0.1), {"dataset": "b", "method": "n", "seed": 0, "error": "failed"}]
-    scores = task_scores(records, {"t": ("a", "b"), "u": ("c",)})
+    scores = task_scores(records, {"t": {"f": ("a", "b")}, "u": {"g": ("c",)}})
     row = scores[(scores.task == "t") & (scores.method == "m")].iloc[0]
     assert row["score"] == pytest.approx(0.45) and row["sets"] == "2/2" and row["min seeds"] == 1
     missing = scores[(scores.task == "t") & (scores.method == "n")].iloc[0]
@@ -410,3 +420,59 @@ def test_denoising_check_runs_a_candidate_with_its_settings():
     for bad in ("gist+nosuch", "gist+z50_denoised", "graphst"):
         with pytest.raises(SystemExit):
             parse_args(["--denoise_methods", bad])
+
+
+def test_task_score_weighs_each_family_once():
+    def rec(dataset, method, ari):
+        return {"dataset": dataset, "method": method, "seed": 0, "ari": ari, "nmi": 0.0, "seconds": 1.0, "peak_mb": 1.0}
+
+    # five sections of one family at 0.1, one of another at 0.9: 0.5 by family, not 0.233 by section
+    records = [rec(f"s{i}", "m", 0.1) for i in range(5)] + [rec("t", "m", 0.9)]
+    scores = task_scores(records, {"task": {"many": tuple(f"s{i}" for i in range(5)), "one": ("t",)}})
+    assert scores.iloc[0]["score"] == pytest.approx(0.5)
+
+
+def test_bootstrap_interval_of_a_paired_difference_on_a_hand_made_table():
+    import pandas as pd
+
+    from bench.benchmark_report import bootstrap_interval, family_score
+
+    families = {"f": ("a", "b", "c", "d"), "g": ("e",)}
+    # a constant gain of 0.02 on every section: every resample gives 0.02, so the interval is that point
+    flat = pd.Series(0.02, index=list("abcde"))
+    assert bootstrap_interval(flat, families) == pytest.approx((0.02, 0.02, 0.02))
+    # family f: +0.2, -0.2, +0.2, -0.2 (mean 0); family g: +0.1. Score (0 + 0.1) / 2 = 0.05; resampling f's
+    # sections gives its mean in [-0.2, 0.2], so the interval is wide and straddles zero
+    mixed = pd.Series([0.2, -0.2, 0.2, -0.2, 0.1], index=list("abcde"))
+    score, low, high = bootstrap_interval(mixed, families)
+    assert score == pytest.approx(0.05) == pytest.approx(family_score(mixed, families))
+    assert low < 0 < high
+    # by hand: f's resampled mean is (2k - 4) * 0.2 / 4 for k of 4 draws on +0.2, k ~ Binomial(4, 1/2), and the
+    # score is half of it + 0.05. P(k = 0) = P(k = 4) = 1/16 > 5%: the 90% interval is the extremes, -0.05 and 0.15;
+    # P(k <= 0) = 1/16 < 25% <= P(k <= 1) = 5/16 and P(k <= 2) = 11/16 < 75%: the 50% interval is k = 1 .. 3, 0 and 0.1
+    assert low == pytest.approx(-0.05) and high == pytest.approx(0.15)
+    assert bootstrap_interval(mixed, families, level=0.5)[1:] == pytest.approx((0.0, 0.1))
+    # a missing section: no score
+    assert np.isnan(bootstrap_interval(mixed.drop("e"), families)[0])
+
+
+def test_selection_rule_needs_the_interval_above_zero_and_no_section_below_the_floor():
+    from bench.benchmark_report import compare_to_default
+
+    def rec(dataset, method, ari, seed=0):
+        return {"dataset": dataset, "method": method, "seed": seed, "ari": ari, "nmi": 0.0, "seconds": 1.0, "peak_mb": 1.0}
+
+    sections = ["dlpfc_151510", "dlpfc_151673", "dlpfc_151674", "her2st_A1", "her2st_B1", "her2st_C1", "her2st_D1",
+                "her2st_G2", "her2st_H1", "mouse_ob", "starmap_BZ5", "starmap_BZ9", "baristaseq_1", "baristaseq_2"]
+    records = []
+    for i, s in enumerate(sections):
+        records += [rec(s, "scanpy", 0.30), rec(s, "scanpy_avg", 0.35), rec(s, "default", 0.40)]
+        records += [rec(s, "better", 0.45 + 0.01 * (i % 3), seed) for seed in (0, 1)]
+        records.append(rec(s, "peaky", 0.60 if s != "mouse_ob" else 0.25))  # one section 0.10 under the floor
+    better = compare_to_default(records, "better", "default", "domains")
+    assert better["replaces"] and better["low"] > 0 and better["shortfalls"] == {}
+    peaky = compare_to_default(records, "peaky", "default", "domains")
+    assert peaky["difference"] > 0 and peaky["low"] > 0 and not peaky["replaces"]
+    assert peaky["shortfalls"] == {"mouse_ob": pytest.approx(0.10)}
+    worse = compare_to_default(records, "default", "better", "domains")
+    assert not worse["replaces"] and worse["high"] < 0
