@@ -174,7 +174,8 @@ def compare_to_default(records: list[dict], candidate: str, default: str, task: 
     """The selection rule (BENCHMARKS.md, protocol) for ``candidate`` against ``default`` on ``task``:
     the task scores, the paired difference with its bootstrap interval, the sections where the
     candidate falls below the floor (:func:`floor_shortfalls`) and ``replaces``: higher score,
-    interval above zero and no shortfall."""
+    interval above zero and no shortfall. ``complete`` is false (and ``replaces`` with it) unless both
+    methods and a floor method have records on every section of the task."""
     families = TASK_FAMILIES[task]
     sections = [s for group in families.values() for s in group]
     means = section_means(records)
@@ -182,7 +183,8 @@ def compare_to_default(records: list[dict], candidate: str, default: str, task: 
         return {"task": task, "candidate": candidate, "default": default, "complete": False, "replaces": False}
     diff, low, high = bootstrap_interval(means[candidate] - means[default], families)
     shortfalls = floor_shortfalls(means, candidate, sections)
-    complete = not np.isnan(diff)
+    floors = [f for f in FLOOR_METHODS if f in means]
+    complete = not np.isnan(diff) and bool(floors) and not means.reindex(sections)[floors].isna().all(axis=1).any()
     return {"task": task, "candidate": candidate, "default": default, "complete": complete,
             "score": family_score(means[candidate], families), "default_score": family_score(means[default], families),
             "difference": diff, "low": low, "high": high, "shortfalls": shortfalls,

@@ -15,6 +15,8 @@ row-normalised; graph = the run's own when kept, else the radius rule of :mod:`g
 ``raw``     the run's clusterer on ``z``
 ``avg``     on ``A z`` (the ``gist`` recipe's smoothing for domains)
 ``avg2``    on ``A A z`` (two rounds: the second ring weighs in)
+``avg_pc30`` on the first 30 principal components of ``A z`` (as many dimensions as the expression route)
+``sized``   ``avg`` when the section has at least 150 cells per target cluster (label free), else ``raw``
 ``banksy``  on ``[sqrt(1 - l) z, sqrt(l) A z]`` with BANKSY's domain weight ``l = 0.8``, each block standardised
 ``hmrf``    the tied mixture with a Potts prior over the graph (:func:`gist.tl.hmrf.potts_mixture`,
             strength by pseudo-likelihood) on ``z``; ``avg_hmrf`` the same on ``A z``
@@ -46,14 +48,19 @@ sys.path.insert(0, str(ROOT))
 
 #: BANKSY's neighbourhood weight for domain detection (lambda = 0.8 in its paper and package).
 BANKSY_LAMBDA = 0.8
-VARIANTS = ("as_run", "raw", "avg", "avg2", "banksy", "rings", "refine", "hmrf", "avg_hmrf", "consensus", "consensus_raw",
-            "expr_raw", "expr_avg", "expr_avg_pca")
+VARIANTS = ("as_run", "raw", "avg", "avg2", "avg_pc30", "sized", "banksy", "rings", "refine", "hmrf", "avg_hmrf", "consensus",
+            "consensus_raw", "expr_raw", "expr_avg", "expr_avg_pca")
+#: ``sized``: domains averaged over the graph only when the clusters would hold at least this many cells
+#: each on average (cells / target count); fewer, and a 7-9-cell neighbourhood is a large part of a domain.
+SIZED_MIN_CELLS = 150
+#: Variants that leave the representation unaveraged: the only ones put to the rule for cell types (leiden).
+CELL_TYPE_VARIANTS = ("raw", "consensus_raw", "expr_raw")
 #: Rings of neighbours CellCharter aggregates for domains (its default, ``n_layers=3``).
 RING_HOPS = 3
 
 
 #: Every benchmark method name starts with one of these (``image_<extractor>``, ``gist_<variant>``, ...).
-METHOD_PREFIXES = ("expression", "image", "gist", "graphst", "banksy", "cellcharter")
+METHOD_PREFIXES = ("scanpy", "expression", "image", "gist", "graphst", "banksy", "cellcharter")
 RUN_FILE = re.compile(rf"^(?P<dataset>.+?)_(?P<method>(?:{'|'.join(METHOD_PREFIXES)})[a-z0-9_+]*)_s(?P<seed>\d+)\.npz$")
 
 
@@ -139,6 +146,15 @@ def variant_clusters(variant: str, arrays, method: str, ncluster: int, seed: int
     adj = graph_of(arrays, z.shape[0])
     if variant == "avg":
         return cluster_rep(neighbour_average(z, adj), method, ncluster, seed)
+    if variant == "avg_pc30":
+        from sklearn.decomposition import PCA
+
+        smoothed = neighbour_average(z, adj)
+        return cluster_rep(PCA(n_components=min(30, *smoothed.shape), random_state=seed).fit_transform(smoothed),
+                           method, ncluster, seed)
+    if variant == "sized":
+        smooth = z.shape[0] / ncluster >= SIZED_MIN_CELLS
+        return cluster_rep(neighbour_average(z, adj) if smooth else z, method, ncluster, seed)
     if variant == "avg2":
         return cluster_rep(neighbour_average(neighbour_average(z, adj), adj), method, ncluster, seed)
     if variant == "banksy":
@@ -189,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="clusterer for datasets not in --data_root (default: that dataset's benchmark clusterer)")
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="where the benchmark's datasets are")
     p.add_argument("--out", default=None, help="write the records here (JSON)")
+    p.add_argument("--baselines", default=None, metavar="JSON",
+                   help="benchmark records (bench/reproduce.py --out) with the floor methods: then every variant is put to "
+                        "the selection rule against the run as it was (as_run), per task (bench.benchmark_report.compare_to_default)")
     args = p.parse_args(argv)
 
     known = {d.name: d for d in shared_datasets(args.data_root)}
@@ -218,7 +237,30 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     if args.out:
         Path(args.out).write_text(json.dumps(records, indent=1))
+    if args.baselines:
+        print(decision_table(records, json.loads(Path(args.baselines).read_text())["records"]))
     return 0
+
+
+def decision_table(records: list[dict], baselines: list[dict]) -> str:
+    """Markdown: each method's variants put to the selection rule against the method as it ran
+    (``<method>/as_run``), per task, with the floor methods of ``baselines`` (their own rows too)."""
+    from bench.benchmark_report import FLOOR_METHODS, TASK_FAMILIES, compare_to_default
+
+    renamed = [r | {"method": f"{r['method']}/{r['variant']}"} for r in records]
+    combined = [r for r in baselines if r.get("method") in FLOOR_METHODS or "/" not in r.get("method", "")] + renamed
+    lines = ["| task | candidate | score | default | difference (90% interval) | below floor | replaces |", "|---|---|---|---|---|---|---|"]
+    for task in TASK_FAMILIES:
+        for method in sorted({r["method"] for r in records}):
+            for variant in [v for v in VARIANTS if v != "as_run" and any(r["variant"] == v for r in records)
+                            and (task == "domains" or v in CELL_TYPE_VARIANTS)]:
+                out = compare_to_default(combined, f"{method}/{variant}", f"{method}/as_run", task)
+                if not out["complete"]:
+                    continue
+                below = ", ".join(f"{k} {v:.2f}" for k, v in out["shortfalls"].items()) or "none"
+                lines.append(f"| {task} | {method}/{variant} | {out['score']:.3f} | {out['default_score']:.3f} | "
+                             f"{out['difference']:+.3f} ({out['low']:+.3f} .. {out['high']:+.3f}) | {below} | {out['replaces']} |")
+    return "\n".join(lines)
 
 
 def table(records: list[dict]) -> str:

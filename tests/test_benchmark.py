@@ -476,3 +476,17 @@ def test_selection_rule_needs_the_interval_above_zero_and_no_section_below_the_f
     assert peaky["shortfalls"] == {"mouse_ob": pytest.approx(0.10)}
     worse = compare_to_default(records, "default", "better", "domains")
     assert not worse["replaces"] and worse["high"] < 0
+
+
+def test_selection_rule_is_incomplete_without_a_floor_on_every_section():
+    from bench.benchmark_report import TASK_FAMILIES, compare_to_default
+
+    sections = [s for group in TASK_FAMILIES["cell types"].values() for s in group]
+    records = [{"dataset": s, "method": m, "seed": 0, "ari": a, "nmi": 0.0, "seconds": 1.0, "peak_mb": 1.0}
+               for s in sections for m, a in (("default", 0.3), ("better", 0.5))]
+    records += [{"dataset": s, "method": "scanpy", "seed": 0, "ari": 0.2, "nmi": 0.0, "seconds": 1.0, "peak_mb": 1.0}
+                for s in sections[1:]]  # no floor on the first section
+    out = compare_to_default(records, "better", "default", "cell types")
+    assert not out["complete"] and not out["replaces"]
+    records.append({"dataset": sections[0], "method": "scanpy_avg", "seed": 0, "ari": 0.1, "nmi": 0.0, "seconds": 1.0, "peak_mb": 1.0})
+    assert compare_to_default(records, "better", "default", "cell types")["replaces"]

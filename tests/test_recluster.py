@@ -55,7 +55,7 @@ def test_smoothing_variants_recover_domains_a_noisy_representation_hides(tmp_pat
     from sklearn.metrics import adjusted_rand_score
 
     scores = {v: adjusted_rand_score(labels, recluster.variant_clusters(v, arrays, "mclust", 2, seed=0))
-              for v in recluster.VARIANTS}
+              for v in ("as_run", "raw", "avg", "refine", "hmrf", "sized")}
     assert scores["as_run"] == 1.0
     assert scores["raw"] < 0.6 and scores["avg"] > scores["raw"] + 0.2 and scores["refine"] >= scores["avg"] - 0.02
     assert scores["hmrf"] > scores["raw"] + 0.2  # the Potts prior recovers what the noise hides
@@ -75,3 +75,34 @@ def test_main_scores_every_kept_run_and_writes_records(tmp_path, capsys):
         ("gist", 0, "as_run"), ("gist", 0, "avg"), ("expression_smoothed", 1, "as_run"), ("expression_smoothed", 1, "avg")}
     assert all(r["dataset"] == "toy" for r in records)
     assert "| toy | gist | 1.000 ± 0.000 (1) |" in capsys.readouterr().out
+
+
+def test_sized_averages_only_when_clusters_hold_enough_cells(tmp_path):
+    path, labels = _lattice_run(tmp_path)
+    arrays = dict(np.load(path))
+    # 400 cells in 2 clusters: 200 a cluster >= 150, averaged; in 3 clusters, 133 < 150: as it is
+    for ncluster, same_as in ((2, "avg"), (3, "raw")):
+        np.testing.assert_array_equal(recluster.variant_clusters("sized", arrays, "mclust", ncluster, seed=0),
+                                      recluster.variant_clusters(same_as, arrays, "mclust", ncluster, seed=0))
+
+
+def test_consensus_joins_the_members_and_expr_reads_the_kept_expression_run(tmp_path):
+    from sklearn.metrics import adjusted_rand_score
+
+    path, labels = _lattice_run(tmp_path)
+    rng = np.random.default_rng(1)
+    arrays = dict(np.load(path))
+    members = [arrays["rep"] + rng.normal(scale=0.5, size=arrays["rep"].shape) for _ in range(3)]
+    arrays |= {"members": np.hstack(members).astype(np.float32), "n_members": np.int64(3)}
+    consensus = recluster.variant_clusters("consensus", arrays, "mclust", 2, seed=0)
+    assert adjusted_rand_score(labels, consensus) > 0.8
+    with pytest.raises(ValueError, match="member"):
+        recluster.variant_clusters("consensus", dict(np.load(path)), "mclust", 2, seed=0)
+    with pytest.raises(ValueError, match="scanpy"):
+        recluster.variant_clusters("expr_raw", arrays, "mclust", 2, seed=0)
+    # the kept scanpy run of the same dataset and seed is read beside the representation
+    np.savez(tmp_path / "toy_scanpy_s0.npz", rep=arrays["rep"][:, :3])
+    out = tmp_path / "r.json"
+    assert recluster.main([str(tmp_path), "--methods", "gist", "--variants", "expr_avg", "--cluster", "mclust",
+                           "--out", str(out)]) == 0
+    assert [r["variant"] for r in json.loads(out.read_text())] == ["expr_avg"]
