@@ -231,6 +231,14 @@ def task_table(records: list[dict]) -> str:
     return _markdown(scores)
 
 
+def short_name(family: str, section: str) -> str:
+    """A column title: the family, then what tells the section apart (``DLPFC 151673``, ``her2st A1``)."""
+    rest = section.split("_", 1)[1] if "_" in section else ""
+    if sum(len(f.get(family, ())) for f in TASK_FAMILIES.values()) == 1 or not rest:
+        return family
+    return f"{family} {rest.replace('_', ' ')}"
+
+
 def family_table(records: list[dict], task: str, methods: list[str] | None = None) -> str:
     """Markdown: methods x the task's sections grouped by family (mean ± sd ARI over seeds, the
     best mean of each section in bold), then the task score with its 90% interval and seconds per
@@ -243,7 +251,7 @@ def family_table(records: list[dict], task: str, methods: list[str] | None = Non
     means = section_means(records)
     methods = methods or list(dict.fromkeys(frame["method"]))
     best = {s: means.loc[s, [m for m in methods if m in means]].max() for s in sections if s in means.index}
-    header = ["method"] + [f"{fam}: {s}" for fam, group in families.items() for s in group] + ["score (90% interval)", "s/run"]
+    header = ["method"] + [short_name(fam, s) for fam, group in families.items() for s in group] + ["score (90% interval)", "s/run"]
     rows = []
     for method in methods:
         part = frame[frame["method"] == method]
@@ -287,15 +295,46 @@ def errors_list(records: list[dict]) -> str:
     return "\n".join(f"- {r['dataset']} / {r['method']} / seed {r['seed']}: {r['error']}" for r in failed)
 
 
+def complete_methods(records: list[dict], task: str) -> list[str]:
+    """Methods with a record on every section of ``task``, best task score first."""
+    families = TASK_FAMILIES[task]
+    means = section_means(records)
+    if means.empty:
+        return []
+    scores = {m: family_score(means[m], families) for m in means.columns}
+    return sorted((m for m, v in scores.items() if not np.isnan(v)), key=lambda m: -scores[m])
+
+
+def decisions_table(records: list[dict], default: str = "gist") -> str:
+    """Markdown: every complete method of each task put to the selection rule against ``default``
+    (:func:`compare_to_default`): task score, paired difference with its 90% interval, sections below
+    the floor, and whether it would replace the default."""
+    lines = ["| task | method | score | difference to default (90% interval) | sections below the floor (shortfall) | replaces |",
+             "|---|---|---|---|---|---|"]
+    for task in TASK_FAMILIES:
+        for method in complete_methods(records, task):
+            out = compare_to_default(records, method, default, task)
+            if not out.get("complete"):
+                continue
+            below = ", ".join(f"{k} {v:.2f}" for k, v in out["shortfalls"].items()) or "none"
+            diff = "(the default)" if method == default else f"{out['difference']:+.3f} ({out['low']:+.3f} .. {out['high']:+.3f})"
+            lines.append(f"| {task} | {method} | {out['score']:.3f} | {diff} | {below} | "
+                         f"{'-' if method == default else ('yes' if out['replaces'] else 'no')} |")
+    return "\n".join(lines)
+
+
 def tables(payload: dict) -> str:
-    """All tables as one Markdown block."""
-    parts = ["### Task scores (the rule that picks the default: mean over the task's real sets of the mean ARI)",
-             task_table(payload.get("records", [])),
-             "### Clustering (ARI / NMI mean ± sd over seeds; final checkpoint, no label-based selection)",
-             clustering_table(payload.get("records", [])),
-             "### Denoising (10% of each cell's non-zero counts held out; AUC: held-out versus truly-zero entries, 0.5 = chance)",
-             denoising_table(payload.get("denoising", []))]
-    failed = errors_list(payload.get("records", []) + payload.get("denoising", []))
+    """All tables as one Markdown block: per task the methods run on every section (by family),
+    the selection rule against the default, then the denoising check and failed runs."""
+    records = payload.get("records", [])
+    parts = []
+    for task in TASK_FAMILIES:
+        parts += [f"### {task.capitalize()}: ARI mean ± sd over seeds, by family; task score = mean of the family means "
+                  "(90% bootstrap interval over sections)", family_table(records, task, complete_methods(records, task) or None)]
+    parts += ["### The selection rule against the default (`gist`)", decisions_table(records),
+              "### Denoising (10% of each cell's non-zero counts held out; AUC: held-out versus truly-zero entries, 0.5 = chance)",
+              denoising_table(payload.get("denoising", []))]
+    failed = errors_list(records + payload.get("denoising", []))
     if failed:
         parts += ["### Runs that did not complete", failed]
     return "\n\n".join(parts)
