@@ -331,6 +331,10 @@ def tables(payload: dict) -> str:
     for task in TASK_FAMILIES:
         parts += [f"### {task.capitalize()}: ARI mean ± sd over seeds, by family; task score = mean of the family means "
                   "(90% bootstrap interval over sections)", family_table(records, task, complete_methods(records, task) or None)]
+    known = {s for families in TASK_FAMILIES.values() for group in families.values() for s in group}
+    others = [r for r in records if r.get("dataset") not in known]
+    if others:
+        parts += ["### Other datasets (the demo, a user's --data): ARI / NMI mean ± sd over seeds", clustering_table(others)]
     parts += ["### The selection rule against the default (`gist`)", decisions_table(records),
               "### Denoising (10% of each cell's non-zero counts held out; AUC: held-out versus truly-zero entries, 0.5 = chance)",
               denoising_table(payload.get("denoising", []))]
