@@ -98,7 +98,8 @@ def read_cosmx(
         Folder of the composite images, relative to ``root`` unless absolute. ``None`` reads
         without images: with ``fov_shape``, local positions flipped and edge-filtered as with
         images; without it, the slide positions ``CenterX_global_px``/``CenterY_global_px`` as
-        exported (no y flip, no edge filter: there is no image to cut patches from).
+        exported (else the local ones; no y flip, no edge filter: there is no image to cut patches
+        from).
     fovs
         Only these FOVs (default: all in the expression file).
     cell_type_key
@@ -158,7 +159,8 @@ def read_cosmx(
 
     table = _cell_table(meta_path, annotation_file)
     on_slide = image_dir is None and fov_shape is None
-    xy_cols = [GLOBAL_X, GLOBAL_Y] if on_slide else [X_COL, Y_COL]
+    has_global = {GLOBAL_X, GLOBAL_Y} <= set(table.reset_index().columns)
+    xy_cols = [GLOBAL_X, GLOBAL_Y] if on_slide and has_global else [X_COL, Y_COL]
     require_columns(table.reset_index(), xy_cols, f"metadata {meta_path or annotation_file}")
     label_col = _label_column(table, cell_type_key, meta_path or annotation_file)
 

@@ -38,10 +38,10 @@ BLANK_PATTERN = re.compile(r"^blank", re.IGNORECASE)
 
 def _cell_table(path: Path, what: str) -> pd.DataFrame:
     """A MERSCOPE CSV indexed by its first column (the cell id: ``cell``, ``EntityID`` or unnamed), as text."""
-    frame = read_csv_checked(path, what, index_col=0)
-    if frame.index.hasnans:
+    frame = read_csv_checked(path, what, index_col=0, converters={0: str})  # ids as written (38 digits in vpt output)
+    frame.index = pd.Index(frame.index.astype(str).str.strip(), dtype=str)
+    if (frame.index == "").any():
         raise GistInputError(f"{what} {path}: empty cell ids in the first column")
-    frame.index = pd.Index([str(v) for v in frame.index], dtype=str)
     if not frame.index.is_unique:
         dup = frame.index[frame.index.duplicated()][0]
         raise GistInputError(f"{what} {path}: duplicate cell id {dup!r}; expected each cell once")

@@ -9,25 +9,23 @@ from anndata import AnnData
 
 from gist.errors import GistInputError
 from gist.io import read_cosmx, read_h5ad, read_merscope, read_spatialdata, read_visium, read_visium_hd, read_xenium
-from gist.io.visium import MATRIX_STEMS
 from gist.io.visium_hd import bin_folder_size
 
 PLATFORMS = ("xenium", "visium", "visium_hd", "cosmx", "merscope", "spatialdata", "h5ad")
 
 
-def _is_visium(path: Path) -> bool:
-    """A Space Ranger ``outs/`` folder: ``spatial/`` beside a count matrix (HDF5 or mtx folder)."""
-    return (path / "spatial").is_dir() and any((path / f"{stem}.h5").is_file() or (path / stem).is_dir()
-                                               for stem in MATRIX_STEMS)
+def _holds(path: Path, *patterns: str) -> bool:
+    return any(next(path.glob(pattern), None) is not None for pattern in patterns)
 
 
 def platform_of(path: str | Path) -> str:
     """The platform of ``path`` (one of :data:`PLATFORMS`), from the files it holds: ``xenium``
     (``experiment.xenium``), ``visium_hd`` (``binned_outputs/``, or a ``square_<bin>um/`` folder
     with ``spatial/``), ``spatialdata`` (a zarr store: ``.zarr`` or holding ``zarr.json``/``.zgroup``),
-    ``cosmx`` (``*exprMat_file.csv``), ``merscope`` (``*cell_by_gene.csv``), ``visium`` (``spatial/``
-    and a ``filtered_``/``raw_feature_bc_matrix`` .h5 or folder) or ``h5ad`` (anything else: a file
-    or folder of ``.h5ad``)."""
+    ``cosmx`` (``*exprMat_file.csv`` or ``*metadata_file.csv``), ``merscope`` (``*cell_by_gene.csv``
+    or ``*cell_metadata.csv``), ``visium`` (``spatial/``) or ``h5ad`` (anything else: a file or
+    folder of ``.h5ad``). A folder lacking one of its platform's files is still told apart, so that
+    its reader names the missing file."""
     path = Path(path)
     if path.is_dir():
         if (path / "experiment.xenium").is_file():
@@ -36,11 +34,11 @@ def platform_of(path: str | Path) -> str:
             return "visium_hd"
         if path.suffix == ".zarr" or (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
             return "spatialdata"
-        if any(path.glob("*exprMat_file.csv")):
+        if _holds(path, "*exprMat_file.csv", "*metadata_file.csv"):
             return "cosmx"
-        if any(path.glob("*cell_by_gene.csv")):
+        if _holds(path, "*cell_by_gene.csv", "*cell_metadata.csv"):
             return "merscope"
-        if _is_visium(path):
+        if (path / "spatial").is_dir():
             return "visium"
     return "h5ad"
 
