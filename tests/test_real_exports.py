@@ -333,11 +333,38 @@ def test_merscope_missing_files_are_named(tmp_path, remove, needles):
     _one_line_error(lambda: read_merscope(root), *needles)
 
 
-def test_merscope_through_the_cli_reaches_the_sample_checks(tmp_path, capsys):
+# ---------------------------------------------------------------- extract_features.py on each folder
+
+
+def test_visium_mtx_folder_through_the_cli(tmp_path):
+    import anndata as ad
+
     from gist.cli import extract_main
 
-    root = shared_path("platforms", "merscope")
-    with pytest.raises(SystemExit) as info:  # 9 of its 50 cells have counts in the 10 genes kept
-        extract_main(["--data", str(root), "--extractor", "none", "--out", str(tmp_path / "f"), "--no_progress"])
+    outs = shared_path("platforms", "visium_outs_mtx", "section1", "outs")
+    out = tmp_path / "features"
+    assert extract_main(["--data", str(outs), "--out", str(out), "--no_progress"]) == 0  # stats on the lowres image
+    (record,) = json.loads((out / "manifest.json").read_text())["samples"].values()
+    assert record["cells"] == 22 and record["img_dim"] > 0
+    written = ad.read_h5ad(next(out.glob("*.h5ad")))
+    positions, _ = _visium_source(outs)
+    np.testing.assert_array_equal(written.obsm["spatial"], positions.loc[written.obs_names, [5, 4]].to_numpy(float))
+
+
+@pytest.mark.parametrize("folder, platform, message", [
+    ("xenium", "xenium", "sample 'xenium': 6 cell(s) with counts; at least 10"),
+    ("visium_hd/binned_outputs/square_002um", "visium_hd", "sample 'visium_hd': every cell has zero counts"),
+    ("merscope", "merscope", "sample 'merscope': 9 cell(s) with counts; at least 10"),
+])
+def test_too_small_exports_reach_the_sample_checks_through_the_cli(tmp_path, capsys, folder, platform, message):
+    """The CLI reads these folders with their reader; what stops them is the data (SOURCES.md), named."""
+    from gist.cli import extract_main
+
+    root = shared_path("platforms", *folder.split("/"))
+    out = tmp_path / "f"
+    with pytest.raises(SystemExit) as info:
+        extract_main(["--data", str(root), "--platform", platform, "--extractor", "none", "--out", str(out),
+                      "--no_progress"])
     assert info.value.code == 2
-    assert "sample 'merscope': 9 cell(s) with counts; at least 10" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not out.exists()
