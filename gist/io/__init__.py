@@ -11,5 +11,5 @@ from gist.io.visium import read_visium
 from gist.io.visium_hd import read_visium_hd
 from gist.io.xenium import read_xenium
 
-__all__ = ["read_cosmx", "read_merscope", "read_visium", "read_visium_hd", "read_xenium", "read_spatialdata", "read_h5ad", "read_image",
-           "image_shape", "get_image", "image_coordinates"]
+__all__ = ["read_cosmx", "read_merscope", "read_visium", "read_visium_hd", "read_xenium", "read_spatialdata",
+           "read_h5ad", "read_image", "image_shape", "get_image", "image_coordinates"]
