@@ -126,3 +126,69 @@ def write_visium_hd(root: Path, bin_size: int = 8, side: int = 14, n_genes: int 
     with h5py.File(root / "sectionHD_feature_slice.h5", "w") as f:
         f.attrs["metadata_json"] = json.dumps({"hd_layout_json": json.dumps(layout)})
     return {"fullres": fullres, "hires": hires, "counts": counts, "barcodes": barcodes}
+
+
+def write_10x_mtx(folder: Path, counts, barcodes, genes, gzipped: bool = True) -> None:
+    """A Cell Ranger v3 Matrix Market folder (``matrix.mtx``, ``features.tsv``, ``barcodes.tsv``)."""
+    import gzip
+
+    import scipy.io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gzipped else ""
+    opener = gzip.open if gzipped else open
+    with opener(folder / f"matrix.mtx{suffix}", "wb") as f:
+        scipy.io.mmwrite(f, sp.coo_matrix(np.asarray(counts).T))
+    with opener(folder / f"features.tsv{suffix}", "wt") as f:
+        f.writelines(f"ENSG{i:05d}\t{g}\tGene Expression\n" for i, g in enumerate(genes))
+    with opener(folder / f"barcodes.tsv{suffix}", "wt") as f:
+        f.writelines(f"{b}\n" for b in barcodes)
+
+
+def write_visium_mtx(root: Path, n_spots: int = 40, n_genes: int = 12, seed: int = 0) -> dict:
+    """A Space Ranger ``outs/`` folder whose counts are only the ``filtered_feature_bc_matrix/`` mtx
+    folder (gzipped), with ``spatial/tissue_positions_list.csv`` and scale factors, no image."""
+    rng = np.random.default_rng(seed)
+    barcodes = [f"AAAC{i:04d}-1" for i in range(n_spots)]
+    genes = [f"GENE{i}" for i in range(n_genes)]
+    counts = rng.poisson(3.0, size=(n_spots, n_genes)) + np.eye(n_spots, n_genes, dtype=int)
+    write_10x_mtx(root / "filtered_feature_bc_matrix", counts, barcodes, genes)
+    rows, cols = np.divmod(np.arange(n_spots), 8)
+    pixels = np.c_[100 + 150 * cols + 75 * (rows % 2), 100 + 130 * rows].astype(float)  # x, y
+    (root / "spatial").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"barcode": barcodes, "in_tissue": 1, "array_row": rows, "array_col": cols,
+                  "pxl_row_in_fullres": pixels[:, 1], "pxl_col_in_fullres": pixels[:, 0]}).to_csv(
+        root / "spatial" / "tissue_positions_list.csv", header=False, index=False)
+    (root / "spatial" / "scalefactors_json.json").write_text(json.dumps(
+        {"tissue_hires_scalef": 0.2, "tissue_lowres_scalef": 0.06, "spot_diameter_fullres": 90.0}))
+    return {"pixels": pixels, "counts": counts, "barcodes": barcodes, "genes": genes}
+
+
+def write_merscope(root: Path, n_cells: int = 60, n_genes: int = 10, size: int = 256, microns_per_pixel: float = 0.108,
+                   offset: tuple[float, float] = (-40.0, 25.0), image: bool = True, seed: int = 0) -> dict:
+    """A MERSCOPE region folder as Vizgen writes it: ``cell_by_gene.csv`` (genes and two blank
+    barcodes), ``cell_metadata.csv`` (centres in microns), and with ``image``
+    ``images/micron_to_mosaic_pixel_transform.csv`` plus a 16-bit ``images/mosaic_DAPI_z3.tif`` with a
+    bright disk at every cell. Returns the cells' mosaic pixels, microns, counts and ids."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    pixels = scattered_positions(n_cells, size, 8, 9.0, seed)
+    scale = 1 / microns_per_pixel
+    transform = np.array([[scale, 0, offset[0]], [0, scale, offset[1]], [0, 0, 1]])
+    microns = (pixels - np.asarray(offset)) / scale
+    ids = [str(110883424764611924400221639916314253469 + i) for i in range(n_cells)]  # EntityIDs wider than int64
+    genes = [f"GENE{i}" for i in range(n_genes)]
+    counts = rng.poisson(3.0, size=(n_cells, n_genes))
+    counts[np.arange(n_cells), rng.integers(0, n_genes, n_cells)] += 4
+    table = pd.DataFrame(counts, columns=genes).assign(**{"Blank-0": 1, "Blank-1": 0})
+    table.insert(0, "cell", ids)
+    table.to_csv(root / "cell_by_gene.csv", index=False)
+    meta = pd.DataFrame({"EntityID": ids, "fov": 0, "volume": 500.0, "center_x": microns[:, 0], "center_y": microns[:, 1]})
+    meta.to_csv(root / "cell_metadata.csv", index=False)
+    if image:
+        np.savetxt(root / "images" / "micron_to_mosaic_pixel_transform.csv", transform, delimiter=" ")
+        dapi = disks((size, size), pixels, 3.0, 30000.0) + rng.uniform(0, 500, (size, size))
+        tifffile.imwrite(root / "images" / "mosaic_DAPI_z3.tif", dapi.astype(np.uint16))
+    return {"pixels": pixels, "microns": microns, "counts": counts, "ids": ids, "genes": genes}

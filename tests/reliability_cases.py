@@ -310,6 +310,60 @@ def _hd_scale(root: Path) -> None:
         path.write_text(json.dumps(factors | {"tissue_hires_scalef": factors["tissue_hires_scalef"] * 4}))
 
 
+def _export(write: Callable[[Path], object], edit: Callable[[Path], None] | None = None, *extra: str,
+            data: str = "") -> Callable[[Path], list[str]]:
+    """A platform folder written by ``write(root)``, after ``edit``, given to extract_features.py
+    (``data``: the sub-folder passed as --data)."""
+    def build(folder: Path) -> list[str]:
+        root = folder / "export"
+        write(root)
+        if edit is not None:
+            edit(root)
+        return ["extract_features.py", "--data", str(root / data), "--out", str(folder / "f"), "--no_progress", *extra]
+    return build
+
+
+def _write_xenium(root: Path) -> None:
+    from layouts import write_xenium
+
+    write_xenium(root, n_cells=60, size=160)
+
+
+def _write_visium_mtx(root: Path) -> None:
+    from layouts import write_visium_mtx
+
+    write_visium_mtx(root)
+
+
+def _write_visium_hd(root: Path) -> None:
+    from layouts import write_visium_hd
+
+    write_visium_hd(root, side=8)
+
+
+def _write_cosmx(root: Path) -> None:
+    from gist.demo import write_cosmx_export
+
+    write_cosmx_export(demo_cells(), root)
+
+
+def _write_merscope(root: Path) -> None:
+    from layouts import write_merscope
+
+    write_merscope(root)
+
+
+def _remove(*names: str) -> Callable[[Path], None]:
+    """Delete files or folders (glob patterns) of an export."""
+    import shutil
+
+    def edit(root: Path) -> None:
+        for name in names:
+            for path in root.glob(name):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return edit
+
+
 def _spatialdata_shifted(folder: Path) -> list[str]:
     """A SpatialData store whose image transformation puts every cell off the image."""
     import anndata
@@ -393,6 +447,35 @@ CASES: list[Case] = [
     Case("spatialdata-off-image", "reader", "a SpatialData image whose transformation misses every cell",
          "error naming how many cells and the transformations", _spatialdata_shifted,
          message="check the coordinate transformations"),
+    Case("xenium-no-zarr", "reader", "a Xenium folder without the optional `cells.zarr.zip` and morphology image",
+         "read from `cell_feature_matrix.h5` and `cells.parquet`; `--extractor none` prepares it",
+         _export(_write_xenium, _remove("cells.zarr.zip", "morphology_focus.ome.tif"), "--extractor", "none"),
+         outcome="handled", code=0, message="wrote 1 sample"),
+    Case("xenium-no-matrix", "reader", "a Xenium folder without `cell_feature_matrix.h5` (or its mtx folder)",
+         "error naming the file", _export(_write_xenium, _remove("cell_feature_matrix.h5")),
+         message="Xenium cell-feature matrix not found"),
+    Case("visium-mtx-no-barcodes", "reader", "a Visium `outs/` whose `filtered_feature_bc_matrix/` lacks `barcodes.tsv.gz`",
+         "error naming the file", _export(_write_visium_mtx, _remove("filtered_feature_bc_matrix/barcodes.tsv.gz")),
+         message="barcodes.tsv.gz not found"),
+    Case("visium-no-matrix", "reader", "a Visium `outs/` without any count matrix (.h5 or mtx folder)",
+         "error naming the files looked for", _export(_write_visium_mtx, _remove("filtered_feature_bc_matrix")),
+         message="Visium count matrix not found"),
+    Case("visium-hd-no-positions", "reader", "a Visium HD bin folder without `spatial/tissue_positions.parquet`",
+         "error naming the file", _export(_write_visium_hd, _remove("binned_outputs/*/spatial/tissue_positions.parquet"),
+                                          data="binned_outputs/square_008um"),
+         message="tissue_positions.parquet not found"),
+    Case("cosmx-no-images", "reader", "a CosMx export without `CellComposite/`, with `--extractor none`",
+         "read on the exported positions (global when present), no edge filter",
+         _export(_write_cosmx, _remove("CellComposite"), "--extractor", "none"), outcome="handled", code=0,
+         message="wrote 2 sample(s)"),
+    Case("cosmx-no-metadata", "reader", "a CosMx export without `*_metadata_file.csv`", "error naming the file pattern",
+         _export(_write_cosmx, _remove("*metadata_file.csv")), message="no metadata file"),
+    Case("merscope-no-metadata", "reader", "a MERSCOPE folder without `cell_metadata.csv`", "error naming the file",
+         _export(_write_merscope, _remove("cell_metadata.csv")), message="no MERSCOPE cell_metadata.csv"),
+    Case("merscope-no-transform", "reader",
+         "a MERSCOPE mosaic image without `images/micron_to_mosaic_pixel_transform.csv`", "error naming the file",
+         _export(_write_merscope, _remove("images/micron_to_mosaic_pixel_transform.csv")),
+         message="MERSCOPE transform not found"),
     Case("bad-label-key", "inference", "`--label_key` not in the data", "error listing the obs columns",
          lambda d: ["test.py", "--data", str(d / "prepared"), "--save_path", str(trained(d)), "--result_path",
                     str(d / "r"), "--label_key", "nope"], message="--label_key 'nope' is not a column"),

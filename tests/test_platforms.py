@@ -1,6 +1,7 @@
-"""Xenium, Visium HD and SpatialData input (gist.io.read_xenium / read_visium_hd / read_spatialdata):
-folders written in their documented layouts, cells on their own pixels, clear errors, then
-extraction and a short training run on each."""
+"""Xenium, Visium HD, MERSCOPE and SpatialData input (gist.io.read_xenium / read_visium_hd /
+read_merscope / read_spatialdata): folders written in their documented layouts, cells on their own
+pixels, clear errors, then extraction and a short training run on each. The real exports are read in
+tests/test_real_exports.py."""
 
 import json
 
@@ -8,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layouts import disks, scattered_positions, write_visium_hd, write_xenium
+from layouts import disks, scattered_positions, write_merscope, write_visium_hd, write_xenium
 from gist.errors import GistInputError
-from gist.io import get_image, read_spatialdata, read_visium_hd, read_xenium
+from gist.io import get_image, read_merscope, read_spatialdata, read_visium_hd, read_xenium
 from gist.io.platforms import platform_of
 from gist.pp.patches import crop_patch
 
@@ -59,6 +60,61 @@ def test_xenium_wrong_pixel_size_and_missing_file_are_named(xenium):
     (root / "cells.parquet").unlink()
     with pytest.raises(GistInputError, match="Xenium cells.parquet not found"):
         read_xenium(root)
+
+
+def test_xenium_without_zarr_is_read_directly_with_the_same_cells(xenium):
+    root, truth = xenium
+    full = read_xenium(root)
+    (root / "cells.zarr.zip").unlink()
+    direct = read_xenium(root)
+    assert list(direct.obs_names) == list(full.obs_names) and list(direct.var_names) == truth["genes"]
+    np.testing.assert_array_equal(direct.X.toarray(), full.X.toarray())
+    np.testing.assert_allclose(direct.obsm["spatial"], truth["pixels"], atol=1e-6)
+    meta = direct.uns["spatial"]["xenium_run"]["metadata"]
+    assert meta["image_path"].endswith("morphology_focus.ome.tif") and meta["image_shape"] == [256, 256]
+    assert centre_values(get_image(direct), direct.obsm["spatial"]).min() > 200  # the DAPI disks, from the file
+    (root / "morphology_focus.ome.tif").unlink()
+    bare = read_xenium(root)
+    np.testing.assert_allclose(bare.obsm["spatial"], truth["pixels"], atol=1e-6)
+    assert "image_path" not in bare.uns["spatial"]["xenium_run"]["metadata"]
+    with pytest.raises(GistInputError, match="cells.zarr.zip.*he_image"):
+        read_xenium(root, image_key="he_image")
+
+
+def test_visium_hd_without_feature_slice_matches_spatialdata_io(tmp_path):
+    root = tmp_path / "outs"
+    write_visium_hd(root)
+    full = read_visium_hd(root, bin_size=8)
+    (root / "sectionHD_feature_slice.h5").unlink()
+    direct = read_visium_hd(root, bin_size=8, dataset_id="sectionHD")
+    order = direct.obs_names.get_indexer(full.obs_names)
+    np.testing.assert_array_equal(direct.X.toarray()[order], full.X.toarray())
+    np.testing.assert_allclose(direct.obsm["spatial"][order], full.obsm["spatial"], atol=1e-9)
+    np.testing.assert_allclose(direct.obsm["spatial_sectionHD"][order], full.obsm["spatial_sectionHD"], atol=1e-9)
+    for key in ("image_path", "image_shape"):
+        assert direct.uns["spatial"]["sectionHD"]["metadata"][key] == full.uns["spatial"]["sectionHD"]["metadata"][key]
+    assert direct.uns["spatial"]["sectionHD"]["scalefactors"]["spot_diameter_fullres"] == pytest.approx(16 * 0.2)
+    bins = read_visium_hd(root / "binned_outputs" / "square_008um")  # the bin folder alone: sample from outs/
+    assert bins.obs["sample"].iloc[0] == "outs"
+    np.testing.assert_allclose(bins.obsm["spatial"], direct.obsm["spatial"])
+
+
+def test_merscope_cells_land_on_the_mosaic(tmp_path):
+    root = tmp_path / "region_0"
+    truth = write_merscope(root)
+    assert platform_of(root) == "merscope"
+    adata = read_merscope(root)
+    assert list(adata.obs_names) == truth["ids"] and list(adata.var_names) == truth["genes"]  # blanks left out
+    np.testing.assert_array_equal(adata.X.toarray(), truth["counts"])
+    assert list(adata.obsm["blank_counts"].columns) == ["Blank-0", "Blank-1"]
+    np.testing.assert_allclose(adata.obsm["spatial"], truth["pixels"], atol=1e-6)
+    np.testing.assert_allclose(adata.obsm["spatial_um"], truth["microns"], atol=1e-9)
+    image = get_image(adata)
+    assert image.shape == (256, 256, 3) and centre_values(image, adata.obsm["spatial"]).min() > 200
+    assert np.median(image[..., 0]) < 20
+    with pytest.raises(GistInputError, match="outside the 256 x 256 px image.*micron_to_mosaic_pixel_transform"):
+        np.savetxt(root / "images" / "micron_to_mosaic_pixel_transform.csv", np.diag([100.0, 100.0, 1.0]))
+        read_merscope(root)
 
 
 def test_visium_hd_bins_land_on_the_hires_image(tmp_path):
@@ -121,7 +177,9 @@ def test_each_platform_extracts_and_trains(tmp_path):
     hd = tmp_path / "hd"
     write_visium_hd(hd, side=11)
     store, _, _ = _blob_store(tmp_path, scale=0.5)
-    for name, path in (("xenium", xen), ("visium_hd", hd), ("spatialdata", store)):
+    mer = tmp_path / "mer"
+    write_merscope(mer)
+    for name, path in (("xenium", xen), ("visium_hd", hd), ("spatialdata", store), ("merscope", mer)):
         out = tmp_path / f"features_{name}"
         assert extract_main(["--data", str(path), "--extractor", "stats", "--out", str(out), "--no_progress"]) == 0
         manifest = json.loads((out / "manifest.json").read_text())

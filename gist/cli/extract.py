@@ -13,7 +13,7 @@ from gist._docs import DOC
 from gist.datasets import DATASETS, dataset_spec, read_raw_dataset
 from gist.device import EXTRACTION_PRECISIONS
 from gist.errors import GistInputError
-from gist.io.platforms import read_data
+from gist.io.platforms import PLATFORMS, read_data
 from gist.pp.extract import ExtractConfig, default_patch_size, extract_samples, read_pickled
 from gist.pp.extractors import POOLS, check_extractor_name, extractor_names
 
@@ -32,15 +32,22 @@ def extract_parser() -> argparse.ArgumentParser:
     src.add_argument("--root", default="dataset", help=f"{DOC['root']} (default: %(default)s)")
     src.add_argument("--data", metavar="PATH",
                      help="any .h5ad with raw counts and obsm['spatial'], a 10x Xenium output folder "
-                          "(experiment.xenium), a Visium HD outs/ folder (binned_outputs/) or a SpatialData .zarr store")
+                          "(experiment.xenium), a Visium outs/ folder (spatial/ and a feature_bc_matrix .h5 or mtx "
+                          "folder), a Visium HD outs/ folder (binned_outputs/) or one square_<bin>um/ folder, a CosMx "
+                          "flat-file folder (*exprMat_file.csv; without CellComposite/ use --extractor none), a "
+                          "MERSCOPE folder (*cell_by_gene.csv, *cell_metadata.csv) or a SpatialData .zarr store")
+    src.add_argument("--platform", choices=PLATFORMS,
+                     help="the reader for --data (default: told from the files the path holds)")
     src.add_argument("--image", metavar="PATH",
                      help="tissue image for --data (.h5ad), or the full-resolution image of a Visium / Visium HD dataset")
-    src.add_argument("--bin_size", type=int, default=8,
-                     help="Visium HD: bin side in microns, binned_outputs/square_<bin>um/ (default: %(default)s)")
+    src.add_argument("--bin_size", type=int,
+                     help="Visium HD: bin side in microns, binned_outputs/square_<bin>um/ (default: 8, or the bin "
+                          "folder given)")
     src.add_argument("--table_key", help="SpatialData: the table of counts (default: 'table', or the only one)")
     src.add_argument("--image_key",
                      help="SpatialData: the image element patches are cut from (default: the only one); Xenium: "
-                          "morphology_focus (default), morphology_mip or an aligned he_image/if_image")
+                          "morphology_focus (default), morphology_mip or an aligned he_image/if_image; MERSCOPE: the "
+                          "stain of images/mosaic_<stain>_z3.tif (default: DAPI)")
     src.add_argument("--library_key", help="obs column splitting --data into samples (default: one sample)")
     src.add_argument("--labels", metavar="CSV", help="Visium: spot labels keyed by barcode")
     src.add_argument("--label_key", default="label", help="Visium: label column of --labels (default: %(default)s)")
@@ -114,8 +121,8 @@ def _extract_inputs(args) -> AnnData:
     if args.from_pickle:
         return read_pickled(args.from_pickle)
     if args.data:
-        return read_data(args.data, image_path=args.image, library_key=args.library_key, bin_size=args.bin_size,
-                         table_key=args.table_key, image_key=args.image_key)
+        return read_data(args.data, platform=args.platform, image_path=args.image, library_key=args.library_key,
+                         bin_size=args.bin_size, table_key=args.table_key, image_key=args.image_key)
     return read_raw_dataset(args.dataset, args.root, image=args.image, labels=args.labels, label_key=args.label_key,
                             annotation=args.annotation)
 
@@ -126,6 +133,8 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if sum(x is not None for x in (args.dataset, args.data, args.from_pickle)) != 1:
         parser.error("give exactly one of --dataset NAME, --data PATH or --from-pickle PATH")
+    if args.platform and not args.data:
+        parser.error("--platform applies to --data PATH")
     name = args.dataset or Path(args.data or args.from_pickle).stem
     spec = dataset_spec(args.dataset)
     out = Path(args.out or Path(args.root) / name / "features")

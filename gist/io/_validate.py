@@ -46,6 +46,19 @@ def require_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def find_one(root: Path, pattern: str, what: str, required: bool = True) -> Path | None:
+    """The one file of ``root`` matching ``pattern``: ``None`` when there is none and it is not
+    ``required``, else one error naming the pattern (none) or the files (several)."""
+    hits = sorted(root.glob(pattern))
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and not required:
+        return None
+    if not hits:
+        raise GistInputError(f"no {what} in {root} (expected a file matching {pattern!r})")
+    raise GistInputError(f"several {what}s in {root}: {[h.name for h in hits]}; pass the one to use explicitly")
+
+
 def read_csv_checked(path: str | Path, what: str, **kwargs) -> pd.DataFrame:
     """Read a CSV file, turning every pandas parsing failure into one clear error."""
     path = require_file(path, what)

@@ -17,6 +17,7 @@ from gist.io._validate import (
     check_coordinates,
     check_count_matrix,
     check_unique,
+    find_one,
     numeric_columns,
     read_csv_checked,
     require_columns,
@@ -28,23 +29,14 @@ from gist.keys import LIBRARY_KEY, SPATIAL_KEY
 
 KEYS = ["fov", "cell_ID"]
 X_COL, Y_COL = "CenterX_local_px", "CenterY_local_px"
+#: Positions on the slide (pixels), used when there are neither images nor ``fov_shape``.
+GLOBAL_X, GLOBAL_Y = "CenterX_global_px", "CenterY_global_px"
 #: Columns of the expression matrix that are probes, not genes (moved to ``obsm['control_counts']``).
 CONTROL_PATTERN = re.compile(r"^(NegPrb|Negative|NegControl|SystemControl|FalseCode)", re.IGNORECASE)
 CELL_TYPE_COLUMNS = ("cell_type", "cellType", "CellType", "celltype")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 #: The paper drops cells closer than this to the FOV border (their 120 px patch would not fit).
 PAPER_EDGE_MARGIN = 60
-
-
-def _find_one(root: Path, pattern: str, what: str, required: bool = True) -> Path | None:
-    hits = sorted(root.glob(pattern))
-    if len(hits) == 1:
-        return hits[0]
-    if not hits and not required:
-        return None
-    if not hits:
-        raise GistInputError(f"no {what} in {root} (expected a file matching {pattern!r})")
-    raise GistInputError(f"several {what}s in {root}: {[h.name for h in hits]}; pass the one to use explicitly")
 
 
 def _keyed_table(path: Path, what: str) -> pd.DataFrame:
@@ -104,7 +96,10 @@ def read_cosmx(
         ``(fov, cell_ID)``; its columns take precedence over the metadata's.
     image_dir
         Folder of the composite images, relative to ``root`` unless absolute. ``None`` reads
-        without images (then ``fov_shape`` is required for the y flip and the edge filter).
+        without images: with ``fov_shape``, local positions flipped and edge-filtered as with
+        images; without it, the slide positions ``CenterX_global_px``/``CenterY_global_px`` as
+        exported (else the local ones; no y flip, no edge filter: there is no image to cut patches
+        from).
     fovs
         Only these FOVs (default: all in the expression file).
     cell_type_key
@@ -130,7 +125,8 @@ def read_cosmx(
     AnnData
         The FOVs one after the other, in FOV order: raw counts in ``X`` (float32 CSR); ``obs``
         with ``fov``, ``cell_ID``, ``sample``, the metadata columns and the labels;
-        ``obsm['spatial']`` = (column, row) pixel position in the FOV's composite image;
+        ``obsm['spatial']`` = (column, row) pixel position in the FOV's composite image (the
+        global pixel position when read with neither images nor ``fov_shape``);
         ``obsm['control_counts']`` with the negative-probe/system-control counts;
         ``uns['spatial'][sample]`` with each FOV's image path and shape.
 
@@ -142,8 +138,8 @@ def read_cosmx(
     root = Path(root)
     if not root.is_dir():
         raise GistInputError(f"CosMx folder not found: {root} (expected a folder with *_exprMat_file.csv)")
-    expr_path = Path(expr_file) if expr_file else _find_one(root, "*exprMat_file.csv", "expression matrix")
-    meta_path = Path(metadata_file) if metadata_file else _find_one(
+    expr_path = Path(expr_file) if expr_file else find_one(root, "*exprMat_file.csv", "expression matrix")
+    meta_path = Path(metadata_file) if metadata_file else find_one(
         root, "*metadata_file.csv", "metadata file", required=annotation_file is None
     )
     prefix = sample_prefix or re.sub(r"_?exprMat_file$", "", expr_path.stem) or "cosmx"
@@ -162,7 +158,10 @@ def read_cosmx(
     expr = expr[KEYS]
 
     table = _cell_table(meta_path, annotation_file)
-    require_columns(table.reset_index(), [X_COL, Y_COL], f"metadata {meta_path or annotation_file}")
+    on_slide = image_dir is None and fov_shape is None
+    has_global = {GLOBAL_X, GLOBAL_Y} <= set(table.reset_index().columns)
+    xy_cols = [GLOBAL_X, GLOBAL_Y] if on_slide and has_global else [X_COL, Y_COL]
+    require_columns(table.reset_index(), xy_cols, f"metadata {meta_path or annotation_file}")
     label_col = _label_column(table, cell_type_key, meta_path or annotation_file)
 
     wanted = sorted(expr["fov"].unique()) if fovs is None else sorted(int(f) for f in fovs)
@@ -184,16 +183,20 @@ def read_cosmx(
         rows = rows[known]
         obs = table.reindex(keys[known]).reset_index()
         source = f"fov {fov} of {meta_path or annotation_file}"
-        xy = numeric_columns(obs, [X_COL, Y_COL], source)
+        xy = numeric_columns(obs, xy_cols, source)
         check_coordinates(xy, source, obs["cell_ID"].to_numpy())
 
-        image_path, shape = _fov_image(root, image_dir, fov, fov_shape)
-        height, width = shape
-        col = xy[:, 0]
-        row = height - xy[:, 1] if flip_y else xy[:, 1]
-        keep = (
-            (col >= edge_margin) & (col <= width - edge_margin) & (row >= edge_margin) & (row <= height - edge_margin)
-        )
+        if on_slide:
+            image_path, shape = None, None
+            col, row, keep = xy[:, 0], xy[:, 1], np.ones(len(xy), dtype=bool)
+        else:
+            image_path, shape = _fov_image(root, image_dir, fov, fov_shape)
+            height, width = shape
+            col = xy[:, 0]
+            row = height - xy[:, 1] if flip_y else xy[:, 1]
+            keep = (
+                (col >= edge_margin) & (col <= width - edge_margin) & (row >= edge_margin) & (row <= height - edge_margin)
+            )
         if label_col is not None and drop_unlabelled:
             keep &= obs[label_col].notna().to_numpy()
         if not keep.any():
@@ -240,8 +243,6 @@ def _label_column(table: pd.DataFrame, cell_type_key: str | None, source) -> str
 
 def _fov_image(root: Path, image_dir, fov: int, fov_shape) -> tuple[Path | None, tuple[int, int]]:
     if image_dir is None:
-        if fov_shape is None:
-            raise GistInputError("image_dir=None needs fov_shape=(height, width) for the y flip and edge filter")
         return None, (int(fov_shape[0]), int(fov_shape[1]))
     folder = Path(image_dir) if Path(image_dir).is_absolute() else root / image_dir
     path = fov_image_path(folder, fov)

@@ -52,6 +52,18 @@ def image_shape(path: str | Path) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def tiff_shape(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """``(height, width)`` of a TIFF's full-resolution level (OME-TIFF stacks, pyramids and BigTIFF
+    mosaics too large for PIL), reading only its header."""
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            level = tif.series[0].levels[0]
+            return int(level.shape[level.axes.index("Y")]), int(level.shape[level.axes.index("X")])
+    except Exception as err:  # tifffile raises many types for a damaged file
+        raise GistInputError(f"{what} {path} is unreadable: {type(err).__name__}: {err} (expected a TIFF image)") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as an RGB ``uint8`` array of shape ``(height, width, 3)``.
 
