@@ -594,7 +594,7 @@ class RunContext:
     gist_ensemble: int | None = None
     task: str = "leiden"
     kind: str = "cell"
-    image: bool = False
+    image: bool | None = None  # None: read from the data (:func:`has_image`) by :func:`representation`
 
     @property
     def extractor(self) -> str | None:
@@ -705,6 +705,8 @@ def methods_for(adata: AnnData, extractors: list[str], cluster: str = "leiden") 
 
 def representation(adata: AnnData, method: str, ctx: RunContext) -> AnnData:
     """``method``'s representation of ``adata`` (:func:`method_spec`), in ``obsm['bench_rep']``."""
+    if ctx.image is None:
+        ctx = replace(ctx, image=has_image(adata))
     return method_spec(method).build(adata, ctx)
 
 

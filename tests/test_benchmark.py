@@ -362,7 +362,7 @@ def test_image_moran_separates_a_smooth_field_from_noise_and_reads_the_image_gai
 
 
 def test_gist_denoised_clusters_the_principal_components_of_the_denoised_genes(demo_graphs):
-    rep = representation(demo_graphs, "gist_denoised", seed=0, paper_epochs=1, gist_epochs=2, gist_ensemble=2)
+    rep = representation(demo_graphs, "gist_denoised", RunContext(seed=0, paper_epochs=1, gist_epochs=2, gist_ensemble=2))
     denoised = np.asarray(rep.layers["gist_denoised"], dtype=np.float64)
     assert denoised.shape == (rep.n_obs, rep.n_vars)  # genes, through the loadings of the component input
     scores = rep.obsm["bench_rep"]
@@ -382,7 +382,8 @@ def test_candidate_suffixes_and_gene_settings_reach_the_run(demo_graphs):
         candidate_settings("gist+nope_denoised")
     samples = demo_graphs
     # 5,000 genes on a smaller panel: all of them; _noimg: the gene branch alone; _denoised: its components
-    rep = representation(samples, "gist+g5000_noimg_denoised", seed=0, paper_epochs=1, gist_epochs=1, gist_ensemble=1)
+    rep = representation(samples, "gist+g5000_noimg_denoised", RunContext(seed=0, paper_epochs=1, gist_epochs=1,
+                                                                          gist_ensemble=1))
     assert rep.n_vars == samples.n_vars and rep.uns["gist"]["image_branch"] is False
     assert rep.obsm["bench_rep"].shape == (rep.n_obs, 20)
     assert not np.allclose(rep.obsm["bench_rep"][:, :2], rep.obsm["X_gist"][:, :2])
