@@ -184,8 +184,6 @@ def denoise_settings(method: str) -> dict:
     return settings
 
 
-#: Methods that run only when named (besides the ``gist+<candidate>`` rows).
-ON_REQUEST = ("gist_denoised",)
 #: GraphST builds dense cells x cells matrices; above this it is skipped with a reason.
 GRAPHST_MAX_CELLS = 20000
 #: The her2st sections of ../shared/data/her2st_spots (pathologist labels, no image).
@@ -314,11 +312,12 @@ def _counts(adata: AnnData) -> AnnData:
                    obsm={"spatial": np.asarray(adata.obsm["spatial"], dtype=np.float64)})
 
 
-def _pooled_top_genes(data: AnnData, n_top: int) -> AnnData:
-    """All samples pooled, normalize_total (1e4) + log1p, restricted to the ``n_top`` most variable
-    genes (scanpy ``seurat`` flavour) when there are more."""
+def _pooled_top_genes(data: AnnData, n_top: int, target_sum: float | None = 1e4) -> AnnData:
+    """All samples pooled, ``normalize_total`` (to ``target_sum``; ``None``: scanpy's default, the
+    median count) + log1p, restricted to the ``n_top`` most variable genes (scanpy ``seurat``
+    flavour) when there are more."""
     adata = _counts(data)
-    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
     if adata.n_vars > n_top:
         sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat")
@@ -326,9 +325,10 @@ def _pooled_top_genes(data: AnnData, n_top: int) -> AnnData:
     return adata
 
 
-def expression_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> AnnData:
-    """scanpy's standard expression route: normalize_total, log1p, HVG, PCA."""
-    adata = _pooled_top_genes(data, n_hvg)
+def expression_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_pcs: int = 30,
+                   target_sum: float | None = 1e4) -> AnnData:
+    """scanpy's standard expression route: normalize_total (to ``target_sum``), log1p, HVG, PCA."""
+    adata = _pooled_top_genes(data, n_hvg, target_sum)
     sc.pp.pca(adata, n_comps=min(n_pcs, adata.n_vars - 1, adata.n_obs - 1), random_state=seed)
     adata.obsm[REP_KEY] = adata.obsm["X_pca"]
     return adata
@@ -338,15 +338,7 @@ def scanpy_rep(data: AnnData, seed: int, n_hvg: int = 2000, n_pcs: int = 30) -> 
     """``scanpy``: the route a scanpy user already has, every step at scanpy's defaults:
     ``normalize_total()`` (to the median count), ``log1p``, ``highly_variable_genes(n_top_genes=2000)``
     (its default ``seurat`` flavour; all genes when there are fewer), ``pca`` (30)."""
-    adata = _counts(data)
-    sc.pp.normalize_total(adata)
-    sc.pp.log1p(adata)
-    if adata.n_vars > n_hvg:
-        sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
-        adata = adata[:, adata.var["highly_variable"]].copy()
-    sc.pp.pca(adata, n_comps=min(n_pcs, adata.n_vars - 1, adata.n_obs - 1), random_state=seed)
-    adata.obsm[REP_KEY] = adata.obsm["X_pca"]
-    return adata
+    return expression_rep(data, seed, n_hvg, n_pcs, target_sum=None)
 
 
 def knn_graph(data: AnnData, n_neighbours: int = 6) -> sp.csr_matrix:
@@ -490,8 +482,10 @@ def banksy_genes(data: AnnData, n_hvg: int, log: bool) -> AnnData:
     """BANKSY's input: ``normalize_total`` (to the median) and, with ``log``, ``log1p`` plus scanpy's
     2,000 ``seurat`` genes (the slide-seq/STARmap route); without, the union over samples of each
     sample's 2,000 ``seurat_v3`` genes of the raw counts (the DLPFC vignette's ``FindVariableFeatures``)."""
+    if log:
+        return _pooled_top_genes(data, n_hvg, target_sum=None)
     adata = _counts(data)
-    if not log and adata.n_vars > n_hvg:
+    if adata.n_vars > n_hvg:
         keep = np.zeros(adata.n_vars, dtype=bool)
         for members in sample_members(data):
             part = adata[members].copy()
@@ -502,11 +496,6 @@ def banksy_genes(data: AnnData, n_hvg: int, log: bool) -> AnnData:
             keep |= adata.var_names.isin(part.var_names)
         adata = adata[:, keep].copy()
     sc.pp.normalize_total(adata)
-    if log:
-        sc.pp.log1p(adata)
-        if adata.n_vars > n_hvg:
-            sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
-            adata = adata[:, adata.var["highly_variable"]].copy()
     return adata
 
 
