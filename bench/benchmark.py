@@ -66,7 +66,7 @@ from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from bench.denoise import HeldOut, denoising_scores, mask_counts
+from bench.denoise import DENOISE_BASELINES, HeldOut, baseline_prediction, mask_counts, score_denoiser
 from gist.datasets import COSMX_RADIUS
 from gist.demo import make_demo
 from gist.device import resolve_device
@@ -106,6 +106,7 @@ CANDIDATES: dict[str, dict] = {
     "pc100": {"n_pcs": 100, "neighbour_input": 0},
     # the image branch for domains too (the domain default trains without it since 2026-12-06)
     "img": {"use_img": True},
+    "masked": {"mask_fraction": 0.2},  # the denoising objective: 20% of the input entries hidden at each step
     "default": {},  # the default itself, for its suffixed rows (e.g. gist+default_noimg_denoised)
     # an objective that smoothing lacks: Deep Graph Infomax beside the reconstruction (gist.tl.model.contrast_loss)
     "dgi": {"contrast": True},
@@ -171,10 +172,10 @@ def denoise_settings(method: str) -> dict:
     GistInputError
         For any other name, or a ``_denoised`` route (the check scores the reconstruction).
     """
-    if method in DENOISE_METHODS:
+    if method in DENOISE_METHODS or method in DENOISE_BASELINES:
         return {}
     if not method.startswith("gist+"):
-        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_METHODS)}, "
+        raise GistInputError(f"unknown denoising method {method!r} (choose from {', '.join(DENOISE_BASELINES + DENOISE_METHODS)}, "
                              "or gist+<candidate>)")
     if method.endswith("_denoised"):
         raise GistInputError(f"{method!r}: the denoising check scores the reconstruction, not a clustering route")
@@ -916,20 +917,16 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
     }
 
 
-def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
-                  gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
-                  paper_epochs: int = 300) -> dict:
-    """Hold out ``fraction`` of each cell's non-zero counts, train GIST (``method``: the default
-    recipe, ``gist_paper`` for the paper's with ``paper_epochs``, or ``gist+<candidate>`` for the
-    default with a candidate's settings (:data:`CANDIDATES`; ``_noimg`` turns the image off); the
-    ``stats`` image features where there is an image, used as the recipe says) on the rest, and
-    score ``layers['recon']`` at the held-out entries against the raw and neighbour-mean baselines
-    (:mod:`bench.denoise`). Each sample is masked with its own seed (``seed * 1000 + i`` for the
-    ``i``-th sample), so every method sees the same mask."""
-    samples = load_samples(dataset)
-    genes, settings = split_candidate(denoise_settings(method), samples.n_vars)
-    (adata,), _ = apply_gene_rule([samples], genes.get("n_top_genes"), verbose=False)
-    image = has_image(adata)
+#: Sets the denoising check leaves out: the same counts as another set (the STARmap cell-type labels).
+DENOISE_SKIPPED = ("starmap_BZ5_types", "starmap_BZ9_types")
+#: Neighbours of the latent-kNN denoiser scored beside each GIST reconstruction (``<method>_knn<k>``).
+DENOISE_KNN = (15, 30, 50)
+
+
+def masked_copy(adata: AnnData, fraction: float, seed: int) -> tuple[AnnData, np.ndarray, HeldOut]:
+    """``adata`` with ``fraction`` of each cell's non-zero counts held out (each sample masked with
+    its own seed, ``seed * 1000 + i`` for the ``i``-th, so every method sees the same mask): the
+    masked AnnData, the masked counts (dense) and the held-out entries (rows of the whole)."""
     masked = np.empty(adata.shape, dtype=np.float32)
     rows, cols, counts = [], [], []
     for i, members in enumerate(sample_members(adata)):
@@ -937,25 +934,66 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
         rows.append(members[held.rows])
         cols.append(held.cols)
         counts.append(held.counts)
-    adata.X = sp.csr_matrix(masked)
-    if image:
+    out = adata.copy()
+    out.X = sp.csr_matrix(masked)
+    return out, masked, HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
+
+
+def gist_predictions(masked_data: AnnData, masked: np.ndarray, dataset: BenchDataset, seed: int, method: str,
+                     settings: dict, device: str, gist_epochs: int | None, gist_ensemble: int | None,
+                     paper_epochs: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Train ``method`` on the masked data; its reconstruction (``layers['recon']``) and the
+    latent-kNN means of :data:`DENOISE_KNN` (:func:`gist.tl.denoise.latent_neighbour_mean`), by name,
+    and what the record says about the run (image used, seconds)."""
+    from gist.keys import ORIGINAL_DENOISED_LAYER
+    from gist.tl._inputs import log_normalize
+    from gist.tl.denoise import latent_neighbour_mean
+
+    adata = masked_data.copy()
+    if has_image(adata):
         adata.obsm[IMG_KEY] = image_features(adata, "stats")
     start = time.perf_counter()
+    task = task_of(dataset.cluster)
     if method == "gist_paper":
-        result = train_gist(adata, seed, "paper", paper_epochs, device, task=task_of(dataset.cluster))
+        result = train_gist(adata, seed, "paper", paper_epochs, device, task=task)
     else:
-        result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, settings, task=task_of(dataset.cluster))
+        result = train_gist(adata, seed, "gist", gist_epochs, device, gist_ensemble, settings, task=task)
     seconds = time.perf_counter() - start
-    held = HeldOut(np.concatenate(rows), np.concatenate(cols), np.concatenate(counts))
-    scores = denoising_scores(masked, held, np.asarray(result.layers[DENOISED_LAYER]),
-                              result.obsp["spatial_connectivities"])
-    # the image as the model used it (the domain default trains without it even where there is one)
-    return {"dataset": dataset.name, "method": method, "seed": seed, "image": bool(result.uns["gist"]["image_branch"]),
-            "epochs": recorded_epochs("denoise", method, paper_epochs, gist_epochs), "fraction": fraction, "held_out": scores["held_out"],
-            "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "selection": SELECTION,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **{f"{name}_{metric}": (None if np.isnan(value) else round(value, 4))
-               for name in ("model", "raw", "neighbour_mean") for metric, value in scores[name].items()}}
+    predictions = {method: np.asarray(result.layers[ORIGINAL_DENOISED_LAYER])}
+    expression = log_normalize(masked)
+    for k in DENOISE_KNN:
+        predictions[f"{method}_knn{k}"] = latent_neighbour_mean(expression, result.obsm[LATENT_KEY], k)
+    return predictions, {"image": bool(result.uns["gist"]["image_branch"]), "seconds": round(seconds, 2)}
+
+
+def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
+                  gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
+                  paper_epochs: int = 300) -> list[dict]:
+    """Hold out ``fraction`` of each cell's non-zero counts (:func:`masked_copy`), denoise the rest
+    with ``method`` and score the prediction at the held-out entries (:func:`bench.denoise.score_denoiser`).
+
+    ``method`` is a baseline of :data:`bench.denoise.DENOISE_BASELINES` (one record) or a GIST recipe
+    (``gist``, ``gist_paper`` with ``paper_epochs``, ``gist+<candidate>``; the ``stats`` image features
+    where there is an image, used as the recipe says): one record for its reconstruction and one per
+    latent-kNN denoiser of :data:`DENOISE_KNN` (``<method>_knn<k>``), from the same trained model.
+    """
+    samples = load_samples(dataset)
+    genes, settings = split_candidate(denoise_settings(method), samples.n_vars)
+    (adata,), _ = apply_gene_rule([samples], genes.get("n_top_genes"), verbose=False)
+    masked_data, masked, held = masked_copy(adata, fraction, seed)
+    if method in DENOISE_BASELINES:
+        start = time.perf_counter()
+        prediction = baseline_prediction(method, masked, adata.obsp[CONNECTIVITIES_KEY], adata.obs[LIBRARY_KEY].to_numpy(), seed)
+        predictions, info = {method: prediction}, {"image": False, "seconds": round(time.perf_counter() - start, 2)}
+    else:
+        predictions, info = gist_predictions(masked_data, masked, dataset, seed, method, settings, device, gist_epochs,
+                                             gist_ensemble, paper_epochs)
+    common = {"dataset": dataset.name, "seed": seed, "epochs": recorded_epochs("denoise", method, paper_epochs, gist_epochs),
+              "fraction": fraction, "held_out": int(len(held.rows)), "cells": int(adata.n_obs), "genes": int(adata.n_vars),
+              "peak_mb": round(peak_rss_mb(), 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    return [common | {"method": name} | {k: (None if np.isnan(v) else round(v, 4)) for k, v in
+                                         score_denoiser(masked, held, predicted).items()}
+            for name, predicted in predictions.items()]
 
 
 def run_task(task: dict) -> dict:

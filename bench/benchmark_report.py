@@ -271,23 +271,96 @@ def family_table(records: list[dict], task: str, methods: list[str] | None = Non
     return _markdown(pd.DataFrame(rows, columns=header))
 
 
+#: Families of the denoising check: the domain sections' and the CosMx sets' (the STARmap cell-type sets
+#: share their counts with the domain sections and are left out).
+DENOISE_FAMILIES: dict[str, tuple[str, ...]] = {
+    **TASK_FAMILIES["domains"], "CosMx": ("cosmx_lung5", "cosmx_breast")}
+#: The three measures of the denoising rule and whether higher is better.
+DENOISE_MEASURES: dict[str, bool] = {"corr": True, "rmse": False, "auc": True}
+#: Shown beside them: the per-gene medians.
+GENE_MEASURES: dict[str, bool] = {"gene_corr": True, "gene_rmse": False}
+
+
+def denoise_frame(records: list[dict]) -> pd.DataFrame:
+    """The denoising records of the current format (``corr`` / ``rmse`` / ``auc``), errors left out."""
+    return pd.DataFrame([r for r in records if "error" not in r and "rmse" in r])
+
+
+def denoise_ranks(records: list[dict], methods: list[str] | None = None) -> pd.DataFrame:
+    """Sections x methods: the mean over :data:`DENOISE_MEASURES` of each method's rank on the section
+    (seeds averaged first; 1 = best; a missing correlation, e.g. the raw input's, ranks last), among
+    ``methods`` (default: those with a record on every section of :data:`DENOISE_FAMILIES`)."""
+    frame = denoise_frame(records)
+    sections = [s for group in DENOISE_FAMILIES.values() for s in group]
+    if frame.empty:
+        return pd.DataFrame()
+    frame = frame[frame["dataset"].isin(sections)]
+    if methods is None:
+        present = frame.groupby("method")["dataset"].nunique()
+        methods = sorted(present[present == len(sections)].index)
+    frame = frame[frame["method"].isin(methods)]
+    ranks = []
+    for measure, higher in DENOISE_MEASURES.items():
+        means = frame.pivot_table(index="dataset", columns="method", values=measure, aggfunc="mean", dropna=False)
+        means = means.reindex(index=sections, columns=methods)
+        ranks.append(means.rank(axis=1, ascending=not higher, na_option="bottom"))
+    return sum(ranks) / len(ranks)
+
+
+def denoise_rank_scores(records: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """Method -> ``(score, low, high)``: its :func:`denoise_ranks` averaged within families then over
+    families (lower is better), with the 90% bootstrap interval over sections (:func:`bootstrap_interval`)."""
+    ranks = denoise_ranks(records)
+    return {m: bootstrap_interval(ranks[m], DENOISE_FAMILIES) for m in ranks.columns}
+
+
+def compare_denoisers(records: list[dict], candidate: str, default: str) -> dict:
+    """The paired rank difference ``candidate - default`` over the complete methods' ranks (negative:
+    the candidate ranks better), with its 90% interval; it counts when ``high < 0``."""
+    ranks = denoise_ranks(records)
+    if candidate not in ranks or default not in ranks:
+        return {"complete": False}
+    diff, low, high = bootstrap_interval(ranks[candidate] - ranks[default], DENOISE_FAMILIES)
+    return {"complete": True, "difference": diff, "low": low, "high": high, "better": bool(high < 0)}
+
+
 def denoising_table(records: list[dict]) -> str:
-    """Markdown: correlation and RMSE at held-out entries, and the held-out-versus-zero AUC, for the
-    model and the two baselines."""
-
-    def fmt(value) -> str:
-        return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
-
-    rows = []
-    for r in records:
-        if "error" in r:
-            continue
-        rows.append({"dataset": r["dataset"], "method": r["method"], "held-out entries": r["held_out"],
-                     "GIST corr": fmt(r["model_corr"]), "GIST RMSE": fmt(r["model_rmse"]), "GIST AUC": fmt(r.get("model_auc")),
-                     "zeros RMSE": fmt(r["raw_rmse"]),
-                     "neighbour-mean corr": fmt(r["neighbour_mean_corr"]), "neighbour-mean RMSE": fmt(r["neighbour_mean_rmse"]),
-                     "neighbour-mean AUC": fmt(r.get("neighbour_mean_auc"))})
-    return _markdown(pd.DataFrame(rows)) if rows else "(no denoising runs)"
+    """Markdown: per measure, methods x sets (mean ± sd over seeds, grouped by family, best in bold),
+    then every complete method's rank score (lower is better) with its interval and seconds per run."""
+    frame = denoise_frame(records)
+    if frame.empty:
+        return "(no denoising runs)"
+    present = set(frame["dataset"])
+    columns = [(f, s) for f, group in DENOISE_FAMILIES.items() for s in group if s in present]
+    sections = [s for _, s in columns]
+    methods = sorted(frame["method"].unique())
+    parts = []
+    for measure, higher in (DENOISE_MEASURES | GENE_MEASURES).items():
+        means = frame.pivot_table(index="method", columns="dataset", values=measure, aggfunc="mean")
+        best = means.max() if higher else means.min()
+        rows = []
+        for method in methods:
+            cells = []
+            for section in sections:
+                values = frame[(frame["method"] == method) & (frame["dataset"] == section)][measure].astype(float)
+                text = _mean_sd(values)
+                if not values.dropna().empty and np.isclose(values.mean(), best.get(section, np.nan)):
+                    text = f"**{text}**"
+                cells.append(text)
+            rows.append([method] + cells)
+        title = {"corr": "correlation at the held-out entries", "rmse": "RMSE at the held-out entries",
+                 "auc": "AUC, held-out versus truly-zero entries", "gene_corr": "per-gene correlation (median over genes)",
+                 "gene_rmse": "per-gene RMSE (median over genes)"}[measure]
+        parts += [f"**{title}** ({'higher' if higher else 'lower'} is better)",
+                  _markdown(pd.DataFrame(rows, columns=["method"] + [short_name(f, s) if f != "CosMx" else f"CosMx {s.split('_', 1)[1]}" for f, s in columns]))]
+    scores = denoise_rank_scores(records)
+    seconds = frame.groupby("method")["seconds"].mean()
+    rank_rows = [[m, f"{v[0]:.2f} ({v[1]:.2f} - {v[2]:.2f})", f"{seconds.get(m, np.nan):.1f}"]
+                 for m, v in sorted(scores.items(), key=lambda kv: kv[1][0])]
+    parts += ["**Rank score** (mean over families of the mean rank on correlation, RMSE and AUC; 1 = best; "
+              "90% interval over sections; a GIST row's seconds are its training, shared by its `_knn` rows)",
+              _markdown(pd.DataFrame(rank_rows, columns=["method", "rank score", "s/run"])) if rank_rows else "(no complete method)"]
+    return "\n\n".join(parts)
 
 
 def errors_list(records: list[dict]) -> str:

@@ -228,14 +228,15 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     # as a clustering record, which must not count as done)
     again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipped") == 2
+    assert again.stdout.count("skipped") == 2  # the two clustering runs; the denoising ones run
     payload = json.loads(out.read_text())
     assert len(payload["records"]) == 2
-    (denoise,) = payload["denoising"]
-    assert denoise["method"] == "gist" and denoise["held_out"] > 0 and denoise["neighbour_mean_rmse"] > 0
-    assert 0 <= denoise["model_auc"] <= 1
+    denoise = {r["method"]: r for r in payload["denoising"]}
+    assert set(denoise) == {"raw", "neighbour_mean", "magic", "gist", "gist_knn15", "gist_knn30", "gist_knn50"}
+    assert len({r["held_out"] for r in denoise.values()}) == 1 and denoise["gist"]["held_out"] > 0
+    assert all(0 <= r["auc"] <= 1 and r["rmse"] > 0 for r in denoise.values())
     text = markdown.read_text()
-    assert "| expression | 1 |" in text and "| gist | 1 |" in text and "neighbour-mean" in text
+    assert "| expression | 1 |" in text and "| gist | 1 |" in text and "RMSE at the held-out entries" in text
 
 
 def test_reproduce_help_explains_every_flag():
@@ -389,19 +390,26 @@ def test_candidate_suffixes_and_gene_settings_reach_the_run(demo_graphs):
     assert not np.allclose(rep.obsm["bench_rep"][:, :2], rep.obsm["X_gist"][:, :2])
 
 
-def test_denoising_check_runs_the_paper_recipe_on_the_same_mask():
-    from bench.benchmark import run_denoising
+def test_denoising_check_scores_every_denoiser_on_the_same_mask():
+    from bench.benchmark import DENOISE_KNN, run_denoising
 
     demo = BenchDataset("demo", None, "merge_cell_type", "leiden", 8, 80.0)
-    paper = run_denoising(demo, seed=0, method="gist_paper", paper_epochs=2)
-    default = run_denoising(demo, seed=0, gist_epochs=2, gist_ensemble=1)
-    assert (paper["method"], paper["epochs"], default["method"], default["epochs"]) == ("gist_paper", 2, "gist", 2)
-    assert paper["held_out"] == default["held_out"] > 0  # the same held-out entries
-    assert paper["neighbour_mean_rmse"] == default["neighbour_mean_rmse"]  # the same baseline
-    assert paper["model_rmse"] != default["model_rmse"]
-    assert paper["image"] and default["image"]  # cell types: both train the image branch
-    domains = run_denoising(replace(demo, cluster="mclust"), seed=0, gist_epochs=1, gist_ensemble=1)
-    assert domains["image"] is False  # the domain default leaves the image out, and the record says so
+    by_method = lambda records: {r["method"]: r for r in records}  # noqa: E731
+    paper = by_method(run_denoising(demo, seed=0, method="gist_paper", paper_epochs=2))
+    default = by_method(run_denoising(demo, seed=0, gist_epochs=2, gist_ensemble=1))
+    smooth = by_method(run_denoising(demo, seed=0, method="neighbour_mean"))
+    assert set(default) == {"gist"} | {f"gist_knn{k}" for k in DENOISE_KNN}
+    assert set(paper) == {"gist_paper"} | {f"gist_paper_knn{k}" for k in DENOISE_KNN}
+    assert (paper["gist_paper"]["epochs"], default["gist"]["epochs"]) == (2, 2)
+    assert paper["gist_paper"]["held_out"] == default["gist"]["held_out"] == smooth["neighbour_mean"]["held_out"] > 0
+    assert paper["gist_paper"]["rmse"] != default["gist"]["rmse"] != default["gist_knn30"]["rmse"]
+    assert paper["gist_paper"]["image"] and default["gist"]["image"]  # cell types: both train the image branch
+    assert {"corr", "rmse", "auc", "gene_corr", "gene_rmse"} <= set(smooth["neighbour_mean"])
+    # a second seed draws another mask
+    assert run_denoising(demo, seed=1, method="raw")[0]["held_out"] != smooth["neighbour_mean"]["held_out"] or \
+        run_denoising(demo, seed=1, method="neighbour_mean")[0]["rmse"] != smooth["neighbour_mean"]["rmse"]
+    domains = by_method(run_denoising(replace(demo, cluster="mclust"), seed=0, gist_epochs=1, gist_ensemble=1))
+    assert domains["gist"]["image"] is False  # the domain default leaves the image out, and the record says so
     with pytest.raises(GistInputError, match="unknown denoising method 'graphst'"):
         run_denoising(demo, seed=0, method="graphst")
 
@@ -411,13 +419,13 @@ def test_denoising_check_runs_a_candidate_with_its_settings():
     from bench.reproduce import parse_args
 
     demo = BenchDataset("demo", None, "merge_cell_type", "leiden", 8, 80.0)
-    default = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1)
-    wide = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1, method="gist+z50")
-    blind = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1, method="gist+z50_noimg")
-    assert (wide["method"], wide["image"], blind["image"]) == ("gist+z50", True, False)
-    assert wide["held_out"] == default["held_out"] and wide["neighbour_mean_rmse"] == default["neighbour_mean_rmse"]
-    assert len({default["model_rmse"], wide["model_rmse"], blind["model_rmse"]}) == 3  # three different models
-    assert parse_args(["--denoise_methods", "gist", "gist+img"]).denoise_methods == ["gist", "gist+img"]
+    default = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1)[0]
+    masked = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1, method="gist+masked")[0]
+    blind = run_denoising(demo, seed=0, gist_epochs=1, gist_ensemble=1, method="gist+masked_noimg")[0]
+    assert (masked["method"], masked["image"], blind["image"]) == ("gist+masked", True, False)
+    assert masked["held_out"] == default["held_out"]
+    assert len({default["rmse"], masked["rmse"], blind["rmse"]}) == 3  # three different models
+    assert parse_args(["--denoise_methods", "gist", "gist+img", "magic", "scvi"]).denoise_methods == ["gist", "gist+img", "magic", "scvi"]
     for bad in ("gist+nosuch", "gist+z50_denoised", "graphst"):
         with pytest.raises(SystemExit):
             parse_args(["--denoise_methods", bad])

@@ -82,6 +82,7 @@ class TrainConfig:
     max_cells_per_batch: int | None = DEFAULT_MAX_CELLS  # larger samples are tiled (gist.tl.batches); None: never
     patience: int | None = None  # stop after this many epochs without a relative loss improvement of min_delta
     min_delta: float = 0.0
+    mask_fraction: float = 0.0  # denoising objective: hide this share of the input entries each step, reconstruct them all
     extra: dict = field(default_factory=dict)  # recorded in the JSON, e.g. the CLI arguments
 
 
@@ -399,8 +400,9 @@ def _loss_terms(runner: torch.nn.Module, model: TransImg, batch: SampleGraph, co
     with ``contrast`` the unweighted :func:`contrast_loss` (its cells shuffled by a generator seeded
     from the run's seed, the epoch and the batch, so that a resumed run repeats them), else ``None``."""
     x = batch.dense_x(device)
+    seen = masked_input(x, config.mask_fraction, config.seed * 1_000_003 + epoch * 1_009 + index + 1)
     with autocast(device, config.precision):
-        out = runner(x, batch.img if model.has_image else None, batch.prepared())
+        out = runner(seen, batch.img if model.has_image else None, batch.prepared())
     fused_z = out.fused_z.float()
     out = type(out)(*(None if o is None else own_rows(o.float(), batch) for o in out))
     target_img = model.standardize(batch.img) if model.has_image else batch.img
@@ -415,6 +417,22 @@ def _loss_terms(runner: torch.nn.Module, model: TransImg, batch: SampleGraph, co
 
 
 @torch.no_grad()
+def masked_input(x: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """``x`` with a random ``fraction`` of its entries set to 0 (a generator seeded with ``seed``, so
+    that a resumed run hides the same entries); ``x`` itself when ``fraction`` is 0.
+
+    The denoising objective (``TrainConfig.mask_fraction``): the model reads the masked input and is
+    scored on the whole of ``x``, so it must predict each hidden entry from the cell's other genes
+    and from its neighbours (a masked entry is never part of the input of the forward pass).
+    """
+    if not fraction:
+        return x
+    if not 0 < fraction < 1:
+        raise GistInputError(f"mask_fraction must be in [0, 1), got {fraction}")
+    keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) >= fraction
+    return x * keep.to(device=x.device, dtype=x.dtype)
+
+
 def balanced_contrast_weight(model: TransImg, batches: list[SampleGraph], config: TrainConfig,
                              device: torch.device) -> float:
     """The contrastive term's weight by a label-free rule: the reconstruction loss of the untrained

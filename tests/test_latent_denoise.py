@@ -1,0 +1,87 @@
+"""The latent-kNN denoiser (gist.tl.denoise) and the masked training objective (TrainConfig.mask_fraction)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from gist.errors import GistInputError
+from gist.tl.denoise import latent_knn_graph, latent_neighbour_mean
+
+
+def test_knn_operator_averages_each_cell_with_its_nearest_latent_neighbours():
+    latent = np.array([[0.0], [0.1], [0.3], [10.0], [10.2], [10.5]], np.float32)
+    op = latent_knn_graph(latent, n_neighbors=3).toarray()
+    np.testing.assert_allclose(op.sum(axis=1), 1.0)
+    np.testing.assert_allclose(np.diag(op), 1 / 3)  # every cell is one of its own neighbours
+    assert op[:3, 3:].sum() == 0 and op[3:, :3].sum() == 0  # the two groups never mix
+    assert latent_knn_graph(latent, n_neighbors=50).toarray() == pytest.approx(np.full((6, 6), 1 / 6))
+
+
+def test_knn_operator_keeps_the_cell_itself_among_duplicates():
+    latent = np.zeros((5, 2), np.float32)  # all equal: the search may list any of them first
+    op = latent_knn_graph(latent, n_neighbors=2).toarray()
+    np.testing.assert_allclose(np.diag(op), 0.5)
+
+
+def test_latent_neighbour_mean_removes_noise_within_groups():
+    rng = np.random.default_rng(0)
+    group = np.repeat([0, 1], 100)
+    latent = np.c_[group * 5.0 + rng.normal(0, 0.1, 200), rng.normal(0, 0.1, 200)]
+    truth = np.where(group[:, None] == 0, 1.0, 3.0) * np.ones((1, 8))
+    noisy = truth + rng.normal(0, 1.0, truth.shape)
+    denoised = latent_neighbour_mean(sp.csr_matrix(noisy), latent, n_neighbors=30)
+    assert denoised.dtype == np.float32 and denoised.shape == noisy.shape
+    assert np.sqrt(np.mean((denoised - truth) ** 2)) < 0.3 < np.sqrt(np.mean((noisy - truth) ** 2))
+
+
+def test_latent_neighbour_mean_checks_its_inputs():
+    with pytest.raises(GistInputError, match="rows"):
+        latent_neighbour_mean(np.ones((3, 2)), np.ones((4, 2)))
+    with pytest.raises(GistInputError, match="finite"):
+        latent_knn_graph(np.array([[np.nan, 0.0]]))
+    with pytest.raises(GistInputError, match="n_neighbors"):
+        latent_knn_graph(np.ones((3, 2)), n_neighbors=0)
+
+
+def test_masked_input_hides_the_chosen_share_and_repeats_with_its_seed():
+    from gist.tl.training import masked_input
+
+    x = torch.rand(200, 50) + 0.5  # no zeros of its own
+    a = masked_input(x, 0.2, seed=7)
+    assert 0.17 < float((a == 0).float().mean()) < 0.23
+    assert torch.equal(a[a != 0], x[a != 0])  # the rest is untouched
+    assert torch.equal(a, masked_input(x, 0.2, seed=7)) and not torch.equal(a, masked_input(x, 0.2, seed=8))
+    assert masked_input(x, 0.0, seed=7) is x
+    with pytest.raises(GistInputError, match="mask_fraction"):
+        masked_input(x, 1.0, seed=7)
+
+
+def test_masked_entries_never_reach_the_forward_pass_but_are_scored():
+    """With ``mask_fraction`` the model's input is zero at the hidden entries, and the loss compares
+    its output with the unmasked expression (so hidden entries are predicted, not copied)."""
+    from gist.demo import make_demo
+    from gist.pp.graph import Cal_Spatial_Net
+    from gist.tl._inputs import to_graph
+    from gist.tl.training import _loss_terms, build_model, masked_input, recipe_config
+
+    adata = Cal_Spatial_Net(make_demo(n_fovs=1, seed=0, image_size=256, n_genes=40, markers_per_type=4)[0], rad_cutoff=80, verbose=False)
+    graph = to_graph(adata, "fov")
+    config = recipe_config("gist", task="domains", mask_fraction=0.3, ensemble=1, use_img=False, n_pcs=0, neighbour_input=0)
+    model = build_model([graph], config)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, img, edges):
+            seen.append(x.detach().clone())
+            return model(x, img, edges)
+
+    x = graph.dense_x(torch.device("cpu"))
+    recon, _ = _loss_terms(Recorder(), model, graph, config, torch.device("cpu"), epoch=3, index=0)
+    expected = masked_input(x, 0.3, config.seed * 1_000_003 + 3 * 1_009 + 0 + 1)
+    assert torch.equal(seen[0], expected)
+    hidden = (expected == 0) & (x != 0)
+    assert hidden.sum() > 0 and (seen[0][hidden] == 0).all()
+    with torch.no_grad():
+        out = model(expected, None, graph.prepared())
+        assert float(recon) == pytest.approx(float(torch.nn.functional.mse_loss(out.gene_recon, x)), rel=1e-5)
