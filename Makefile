@@ -19,8 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 BENCH_STAMP := $(VENV)/.bench-installed
 bench-setup: $(BENCH_STAMP)
 
-$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt bench/requirements-nodeps.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r bench/requirements-nodeps.txt
 	touch $(BENCH_STAMP)
 
 # The whole pipeline on the built-in demo data: export + graph summary, image features, training, inference.
