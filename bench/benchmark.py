@@ -66,7 +66,15 @@ from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from bench.denoise import DENOISE_BASELINES, HeldOut, baseline_prediction, mask_counts, score_denoiser
+from bench.denoise import (
+    DENOISE_BASELINES,
+    HeldOut,
+    baseline_prediction,
+    marker_auroc,
+    mask_counts,
+    score_denoiser,
+    split_half_markers,
+)
 from gist.datasets import COSMX_RADIUS
 from gist.demo import make_demo
 from gist.device import resolve_device
@@ -78,7 +86,7 @@ from gist.keys import CONNECTIVITIES_KEY, DENOISED_LAYER, IMG_KEY, LATENT_KEY, L
 from gist.pp import image_features as gist_image_features
 from gist.pp.genes import apply_gene_rule
 from gist.pp.graph import build_graphs, knn_edges
-from gist.tl._inputs import sample_graphs
+from gist.tl._inputs import log_normalize, sample_graphs
 from gist.tl.clustering import cluster_rep as gist_cluster_rep
 from gist.tl.clustering import denoised_components, neighbour_average
 from gist.tl.inference import infer
@@ -946,7 +954,6 @@ def gist_predictions(masked_data: AnnData, masked: np.ndarray, dataset: BenchDat
     latent-kNN means of :data:`DENOISE_KNN` (:func:`gist.tl.denoise.latent_neighbour_mean`), by name,
     and what the record says about the run (image used, seconds)."""
     from gist.keys import ORIGINAL_DENOISED_LAYER
-    from gist.tl._inputs import log_normalize
     from gist.tl.denoise import latent_neighbour_mean
 
     adata = masked_data.copy()
@@ -970,7 +977,10 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
                   gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
                   paper_epochs: int = 300) -> list[dict]:
     """Hold out ``fraction`` of each cell's non-zero counts (:func:`masked_copy`), denoise the rest
-    with ``method`` and score the prediction at the held-out entries (:func:`bench.denoise.score_denoiser`).
+    with ``method`` and score the prediction at the held-out entries (:func:`bench.denoise.score_denoiser`),
+    and how well it separates the labelled regions by their split-half markers (``marker_auroc``:
+    :func:`bench.denoise.split_half_markers` chosen on the masked input's log-normalised expression,
+    :func:`bench.denoise.marker_auroc` of the prediction on the other half).
 
     ``method`` is a baseline of :data:`bench.denoise.DENOISE_BASELINES` (one record) or a GIST recipe
     (``gist``, ``gist_paper`` with ``paper_epochs``, ``gist+<candidate>``; the ``stats`` image features
@@ -981,6 +991,8 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     genes, settings = split_candidate(denoise_settings(method), samples.n_vars)
     (adata,), _ = apply_gene_rule([samples], genes.get("n_top_genes"), verbose=False)
     masked_data, masked, held = masked_copy(adata, fraction, seed)
+    labels, labelled, _ = dataset_labels(dataset, adata)
+    markers, scoring_rows = split_half_markers(log_normalize(masked), np.where(labelled, labels, None), seed)
     if method in DENOISE_BASELINES:
         start = time.perf_counter()
         prediction = baseline_prediction(method, masked, adata.obsp[CONNECTIVITIES_KEY], adata.obs[LIBRARY_KEY].to_numpy(), seed)
@@ -992,7 +1004,8 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
               "fraction": fraction, "held_out": int(len(held.rows)), "cells": int(adata.n_obs), "genes": int(adata.n_vars),
               "peak_mb": round(peak_rss_mb(), 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
     return [common | {"method": name} | {k: (None if np.isnan(v) else round(v, 4)) for k, v in
-                                         score_denoiser(masked, held, predicted).items()}
+                                         (score_denoiser(masked, held, predicted)
+                                          | {"marker_auroc": marker_auroc(predicted, labels, markers, scoring_rows)}).items()}
             for name, predicted in predictions.items()]
 
 

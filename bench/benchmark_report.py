@@ -277,8 +277,8 @@ DENOISE_FAMILIES: dict[str, tuple[str, ...]] = {
     **TASK_FAMILIES["domains"], "CosMx": ("cosmx_lung5", "cosmx_breast")}
 #: The three measures of the denoising rule and whether higher is better.
 DENOISE_MEASURES: dict[str, bool] = {"corr": True, "rmse": False, "auc": True}
-#: Shown beside them: the per-gene medians.
-GENE_MEASURES: dict[str, bool] = {"gene_corr": True, "gene_rmse": False}
+#: Shown beside them: the per-gene medians and the split-half marker AUROC of the labelled regions.
+GENE_MEASURES: dict[str, bool] = {"gene_corr": True, "gene_rmse": False, "marker_auroc": True}
 
 
 def denoise_frame(records: list[dict]) -> pd.DataFrame:
@@ -350,7 +350,8 @@ def denoising_table(records: list[dict]) -> str:
             rows.append([method] + cells)
         title = {"corr": "correlation at the held-out entries", "rmse": "RMSE at the held-out entries",
                  "auc": "AUC, held-out versus truly-zero entries", "gene_corr": "per-gene correlation (median over genes)",
-                 "gene_rmse": "per-gene RMSE (median over genes)"}[measure]
+                 "gene_rmse": "per-gene RMSE (median over genes)",
+                 "marker_auroc": "marker AUROC: split-half markers of each labelled region, scored on the other half"}[measure]
         parts += [f"**{title}** ({'higher' if higher else 'lower'} is better)",
                   _markdown(pd.DataFrame(rows, columns=["method"] + [short_name(f, s) if f != "CosMx" else f"CosMx {s.split('_', 1)[1]}" for f, s in columns]))]
     scores = denoise_rank_scores(records)

@@ -142,3 +142,21 @@ def test_magic_and_neighbour_mean_recover_a_held_out_block_structure():
         scores = score_denoiser(masked, held, baseline_prediction(method, masked, graph, np.zeros(60)))
         assert scores["auc"] > 0.9, method
         assert scores["rmse"] < score_denoiser(masked, held, log_normalize(masked))["rmse"], method
+
+
+def test_split_half_markers_find_planted_markers_and_score_on_the_other_half():
+    from bench.denoise import marker_auroc, split_half_markers
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array(["a", "b", "c"], dtype=object), 40)
+    labels[::10] = None  # unlabelled cells are in neither half
+    x = rng.normal(0, 1, (120, 30))
+    for k, label in enumerate("abc"):
+        x[labels == label, k * 3:(k + 1) * 3] += 4.0  # genes 3k .. 3k+2 mark label k
+    markers, rows = split_half_markers(x, labels, seed=1, per_label=3)
+    assert {k: sorted(v) for k, v in markers.items()} == {"a": [0, 1, 2], "b": [3, 4, 5], "c": [6, 7, 8]}
+    assert len(rows) == 108 // 2 and all(labels[r] is not None for r in rows)
+    again, rows_again = split_half_markers(x, labels, seed=1, per_label=3)
+    np.testing.assert_array_equal(rows, rows_again)
+    assert marker_auroc(x, labels, markers, rows) > 0.95
+    assert 0.35 < marker_auroc(rng.normal(0, 1, x.shape), labels, markers, rows) < 0.65  # noise: chance
