@@ -82,7 +82,7 @@ from gist.errors import GistInputError
 from gist.io import read_h5ad
 from gist.io.image import get_image
 from gist.io.samples import join_samples, sample_parts, sample_rows, split_samples
-from gist.keys import CONNECTIVITIES_KEY, DENOISED_LAYER, IMG_KEY, LATENT_KEY, LIBRARY_KEY
+from gist.keys import CONNECTIVITIES_KEY, DENOISED_LAYER, IMG_KEY, LATENT_KEY, LIBRARY_KEY, MEMBER_LATENTS_KEY
 from gist.pp import image_features as gist_image_features
 from gist.pp.genes import apply_gene_rule
 from gist.pp.graph import build_graphs, knn_edges
@@ -96,8 +96,6 @@ from gist.tl.training import recipe_config, train_ensemble
 from gist.utils import atomic_path
 
 REP_KEY = "bench_rep"
-#: An ensemble run's member latents side by side (kept with ``--keep_reps`` as ``members``).
-MEMBERS_KEY = "bench_members"
 SELECTION = "final"
 #: Candidate settings for the default (``gist+<name>``): overrides of the ``gist`` recipe.
 CANDIDATES: dict[str, dict] = {
@@ -407,12 +405,10 @@ def train_gist(adata: AnnData, seed: int, recipe: str = "gist", epochs: int | No
     config = replace(config, seed=seed * config.ensemble)
     with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
         models, _ = train_ensemble(graphs, config, tmp, progress=False)
-    result = infer(adata, models, resolve_device(device),
-                   {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble})
-    if len(models) > 1:  # each member's fused latent, side by side, for clustering the ensemble by consensus
-        result.obsm[MEMBERS_KEY] = np.hstack([infer(adata, [m], resolve_device(device), denoise=False).obsm[LATENT_KEY]
-                                              for m in models])
-    return result
+    # with an ensemble, each member's fused latent too (obsm['X_gist_members']), for clustering it by consensus
+    return infer(adata, models, resolve_device(device),
+                 {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble},
+                 members=len(models) > 1)
 
 
 def gist_rep(data: AnnData, seed: int, extractor: str | None, weights: str | None, device: str,
@@ -838,8 +834,8 @@ def save_rep(path: Path, rep: AnnData, labels: np.ndarray) -> Path:
     representation carries one (CSR ``graph_indptr``/``graph_indices``), to ``path`` (``.npz``, atomically)."""
     samples = rep.obs[LIBRARY_KEY] if LIBRARY_KEY in rep.obs else np.full(rep.n_obs, "")
     graph = {}
-    if MEMBERS_KEY in rep.obsm:
-        graph["members"] = np.asarray(rep.obsm[MEMBERS_KEY], dtype=np.float32)
+    if MEMBER_LATENTS_KEY in rep.obsm:
+        graph["members"] = np.asarray(rep.obsm[MEMBER_LATENTS_KEY], dtype=np.float32)
         graph["n_members"] = np.int64(rep.uns.get("gist", {}).get("ensemble_size", 1))
     if "spatial_connectivities" in rep.obsp:  # the graph a smoothed run averaged over
         adj = sp.csr_matrix(rep.obsp["spatial_connectivities"])

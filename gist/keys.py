@@ -27,6 +27,7 @@ COUNTS_LAYER = "counts"
 LATENT_KEY = "X_gist"  # obsm: fused latent (the ensemble's consensus)
 GENE_LATENT_KEY = "X_gist_gene"  # obsm: gene-branch latent
 IMG_LATENT_KEY = "X_gist_img"  # obsm: image-branch latent
+MEMBER_LATENTS_KEY = "X_gist_members"  # obsm: each ensemble member's fused latent, side by side (on request)
 DENOISED_LAYER = "gist_denoised"  # layers: fused reconstruction (denoised expression)
 DENOISED_PCA_KEY = "X_gist_denoised_pca"  # obsm: principal components of the denoised expression (use_rep="denoised")
 UNS_KEY = "gist"  # uns: settings, versions, checkpoints

@@ -282,6 +282,14 @@ def test_gist_recipe_trains_an_ensemble_with_its_extensions(graphs, tmp_path):
     assert result.obsm["pred"].shape == (result.n_obs, 6) and result.uns["gist"]["ensemble_size"] == 3
     single = infer(adatas, models[0], torch.device("cpu"))
     assert not np.allclose(result.obsm["pred"], single.obsm["pred"])
+    # on request, every member's own fused latent side by side, from the same forward passes
+    assert "X_gist_members" not in result.obsm
+    kept = infer(adatas, models, torch.device("cpu"), denoise=False, members=True)
+    assert kept.obsm["X_gist_members"].shape == (result.n_obs, 3 * 6) and "pred" in kept.obsm
+    for k, m in enumerate(models):
+        np.testing.assert_allclose(kept.obsm["X_gist_members"][:, 6 * k:6 * (k + 1)],
+                                   infer(adatas, m, torch.device("cpu"), denoise=False).obsm["X_gist"], atol=1e-5)
+    np.testing.assert_allclose(kept.obsm["X_gist"], result.obsm["X_gist"], atol=1e-4)
     # the consensus of one model's latent with itself spans the same space as that latent
     from gist.tl.inference import consensus_latent
 

@@ -21,6 +21,7 @@ from gist.keys import (
     GENE_LATENT_KEY,
     IMG_LATENT_KEY,
     LATENT_KEY,
+    MEMBER_LATENTS_KEY,
     ORIGINAL_ALIASES,
     ORIGINAL_DENOISED_LAYER,
     SPATIAL_NET_KEY,
@@ -94,13 +95,15 @@ def as_models(model: TransImg | Sequence[TransImg]) -> list[TransImg]:
 
 
 def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
-                  denoise: bool = True) -> dict[str, np.ndarray]:
+                  denoise: bool = True, members: bool = False) -> dict[str, np.ndarray]:
     """Latents and denoised expression of every cell of ``adatas`` (rows in their order, samples
     one after the other), from one model or an ensemble.
 
     With an ensemble each latent is the members' :func:`consensus_latent` and the denoised
     expression their mean (accumulated member by member, so memory holds one reconstruction).
     ``denoise=False``: the fused latent alone, no cells x genes reconstruction (see :func:`embed`).
+    ``members=True`` adds :data:`~gist.keys.MEMBER_LATENTS_KEY`: every member's fused latent side
+    by side (for clustering the ensemble by consensus), from the same forward passes.
     """
     models = [m.to(device) for m in as_models(model)]
     latents: dict[str, list[list[np.ndarray]]] = {}
@@ -116,8 +119,10 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
                 latents.setdefault(key, [[] for _ in models])[k].append(value)
         if denoise:
             denoised.append(total / len(models))
-    combined = {key: consensus_latent([np.concatenate(parts) for parts in members], members[0][0].shape[1])
-                for key, members in latents.items()}
+    combined = {key: consensus_latent([np.concatenate(parts) for parts in per_model], per_model[0][0].shape[1])
+                for key, per_model in latents.items()}
+    if members:
+        combined[MEMBER_LATENTS_KEY] = np.hstack([np.concatenate(parts) for parts in latents[LATENT_KEY]])
     if denoise:
         combined[DENOISED_LAYER] = np.concatenate(denoised)
     return combined
@@ -138,7 +143,7 @@ def _samples(data: AnnData | Sequence[AnnData]) -> tuple[list[AnnData], np.ndarr
 
 
 def infer(data: AnnData | Sequence[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
-          info: dict | None = None, denoise: bool = True) -> AnnData:
+          info: dict | None = None, denoise: bool = True, members: bool = False) -> AnnData:
     """Embed every sample with one model or an ensemble and gather them into one AnnData (the
     layout of test.py's ``gist.h5ad``).
 
@@ -157,11 +162,12 @@ def infer(data: AnnData | Sequence[AnnData], model: TransImg | Sequence[TransImg
         its gene latent and ``uns['gist']['image_branch']`` is false. With ``denoise=False`` only
         the fused latent is written (no gene/image latents, no ``gist_denoised`` layer: a dense
         cells x genes layer is 12 GB at a million cells and 3,000 genes) and
-        ``uns['gist']['denoised']`` is false.
+        ``uns['gist']['denoised']`` is false. ``members=True`` also writes
+        ``obsm['X_gist_members']``, every ensemble member's fused latent side by side.
     """
     models = as_models(model)
     adatas, order = _samples(data)
-    arrays = embed_samples(adatas, models, device, denoise=denoise)
+    arrays = embed_samples(adatas, models, device, denoise=denoise, members=members)
     bounds = np.cumsum([0] + [a.n_obs for a in adatas])
     parts = []
     for i, adata in enumerate(adatas):
@@ -190,7 +196,7 @@ def write_outputs(adata: AnnData, arrays: dict[str, np.ndarray], aliases: bool =
                 adata.layers[ORIGINAL_DENOISED_LAYER] = value
         else:
             adata.obsm[key] = value
-            if aliases:
+            if aliases and key in ORIGINAL_ALIASES:
                 adata.obsm[ORIGINAL_ALIASES[key]] = value
 
 
