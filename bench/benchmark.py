@@ -408,7 +408,7 @@ def train_gist(adata: AnnData, seed: int, recipe: str = "gist", epochs: int | No
     # with an ensemble, each member's fused latent too (obsm['X_gist_members']), for clustering it by consensus
     return infer(adata, models, resolve_device(device),
                  {"selection": SELECTION, "epochs": config.epochs, "recipe": recipe, "ensemble": config.ensemble},
-                 members=len(models) > 1)
+                 members=len(models) > 1, denoiser=RECIPES[recipe].denoiser)
 
 
 def gist_rep(data: AnnData, seed: int, extractor: str | None, weights: str | None, device: str,

@@ -85,3 +85,30 @@ def test_masked_entries_never_reach_the_forward_pass_but_are_scored():
     with torch.no_grad():
         out = model(expected, None, graph.prepared())
         assert float(recon) == pytest.approx(float(torch.nn.functional.mse_loss(out.gene_recon, x)), rel=1e-5)
+
+
+def test_inference_writes_the_chosen_denoiser(tmp_path):
+    from gist.demo import make_demo
+    from gist.pp.graph import Cal_Spatial_Net
+    from gist.pp.stats import add_patch_stats
+    from gist.tl._inputs import log_normalize, to_graph
+    from gist.tl.inference import infer
+    from gist.tl.training import recipe_config, train_ensemble
+
+    adatas = [Cal_Spatial_Net(add_patch_stats(a), rad_cutoff=80, verbose=False) for a in make_demo(n_fovs=2, seed=4, image_size=448)]
+    graphs = [to_graph(a, str(i)) for i, a in enumerate(adatas)]
+    models, _ = train_ensemble(graphs, recipe_config("gist", epochs=2, ensemble=2, hidden=(32, 6), seed=1), tmp_path,
+                               progress=False)
+    cpu = torch.device("cpu")
+    recon = infer(adatas, models, cpu)
+    assert recon.uns["gist"]["denoiser"] == "reconstruction"
+    np.testing.assert_array_equal(recon.layers["gist_denoised"], recon.layers["recon"])
+    knn = infer(adatas, models, cpu, denoiser="latent_knn")
+    assert knn.uns["gist"]["denoiser"] == "latent_knn"
+    np.testing.assert_allclose(knn.layers["recon"], recon.layers["recon"], atol=1e-5)  # the model's own output stays
+    # the expression the model read, averaged over each cell's 30 nearest cells of the fused latent (across samples)
+    expression = np.vstack([log_normalize(a.X) for a in adatas])
+    np.testing.assert_allclose(knn.layers["gist_denoised"], latent_neighbour_mean(expression, knn.obsm["X_gist"]), atol=1e-5)
+    assert not np.allclose(knn.layers["gist_denoised"], knn.layers["recon"])
+    with pytest.raises(GistInputError, match="unknown denoiser 'magic'"):
+        infer(adatas, models, cpu, denoiser="magic")

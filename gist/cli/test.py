@@ -18,7 +18,7 @@ from gist.tl.clustering import REP_CHOICES, default_rep
 from gist.tl.evaluate import evaluate, expression_baseline, write_metrics
 from gist.tl.inference import denoised_bytes, infer, oracle_select, write_result
 from gist.tl.mixture import MIXTURE_RESTARTS
-from gist.tl.recipes import smooths
+from gist.tl.recipes import DENOISERS, get_recipe, smooths
 from gist.utils import h5ad_safe
 
 #: test.py --denoised auto leaves the dense denoised layer out above this size (GiB).
@@ -59,6 +59,11 @@ def test_parser() -> argparse.ArgumentParser:
                         help="write the denoised expression (layers['recon'], a dense cells x genes float32 matrix); "
                              f"auto: on unless it would exceed {DENOISED_AUTO_MAX_GIB:g} GiB (12 GB at 1M cells x 3,000 "
                              "genes), off: the fused latent alone (no gene/image latents, no layer)")
+    parser.add_argument("--denoiser", choices=["auto", *DENOISERS], default="auto",
+                        help="what layers['gist_denoised'] holds: reconstruction = the model's fused reconstruction "
+                             "(the original's); latent_knn = each cell's expression averaged over its 30 nearest cells "
+                             "in the fused latent (the model's reconstruction then stays in layers['recon']); "
+                             "auto = the checkpoint's recipe's choice (BENCHMARKS.md, denoising)")
     parser.add_argument("--no_cluster", action="store_true", help="only write the embedding; skip clustering and scores")
     parser.add_argument("--baseline", action="store_true",
                         help="also score expression-only clustering (PCA 30 of the same log-normalised cells, same "
@@ -91,7 +96,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         recipe = (record or {}).get("recipe", "paper")
         info |= {"checkpoint": str(checkpoint), "members": [str(p) for p in members], "recipe": recipe, "train": record}
         denoise = wants_denoised(args.denoised, denoised_bytes(adata))
-        result = infer(adata, models, device, info=h5ad_safe(info), denoise=denoise)
+        denoiser = get_recipe(recipe).denoiser if args.denoiser == "auto" else args.denoiser
+        result = infer(adata, models, device, info=h5ad_safe(info), denoise=denoise, denoiser=denoiser)
         metrics = None
         if not args.no_cluster:
             metrics = _cluster_and_score(args, spec, result, checkpoint, result_path, recipe)

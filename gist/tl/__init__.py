@@ -29,12 +29,12 @@ from anndata import AnnData
 from gist.device import resolve_device
 from gist.errors import GistInputError
 from gist.io.samples import split_samples
-from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, LIBRARY_KEY, MATCHED_KEY, UNS_KEY
+from gist.keys import CLUSTER_KEY, CONNECTIVITIES_KEY, DENOISED_LAYER, LIBRARY_KEY, MATCHED_KEY, ORIGINAL_DENOISED_LAYER, UNS_KEY
 from gist.tl._inputs import model_input, sample_graphs
 from gist.tl.clustering import REP_CHOICES, cluster_rep, default_rep
 from gist.tl.evaluate import match_clusters
 from gist.tl.inference import as_models, embed_samples, write_outputs
-from gist.tl.recipes import smooths
+from gist.tl.recipes import get_recipe, smooths
 from gist.tl.training import recipe_config, train_ensemble, versions
 
 __all__ = ["fit", "embed", "cluster", "score"]
@@ -119,37 +119,45 @@ def fit(
     record = {"recipe": recipe, "settings": settings, "versions": versions(), "final_loss": [c[-1] for c in curves],
               "checkpoint": str(save_path) if save_path else ""}
     if embed_cells:
-        _embed(adata, genes, models, device, library_key)
+        _embed(adata, genes, models, device, library_key, get_recipe(recipe).denoiser)
     adata.uns[UNS_KEY] = dict(adata.uns.get(UNS_KEY, {})) | record
     return models
 
 
-def embed(adata: AnnData, models, device: str = "auto", library_key: str = LIBRARY_KEY) -> AnnData:
+def embed(adata: AnnData, models, device: str = "auto", library_key: str = LIBRARY_KEY,
+          denoiser: str | None = None) -> AnnData:
     """Write the latents and the denoised expression of ``models`` (one model or an ensemble) into
     ``adata``: ``obsm['X_gist']``, ``obsm['X_gist_gene']``, ``obsm['X_gist_img']`` (with an image
     branch) and ``layers['gist_denoised']``. Returns ``adata``.
 
     The models read the genes marked in ``var['highly_variable']`` (all genes without marks); where
-    genes are unmarked, their columns of ``layers['gist_denoised']`` are NaN (not modelled)."""
-    return _embed(adata, model_input(adata), as_models(models), device, library_key)
+    genes are unmarked, their columns of ``layers['gist_denoised']`` are NaN (not modelled).
+    ``denoiser`` (:data:`gist.tl.recipes.DENOISERS`): what ``layers['gist_denoised']`` is; default:
+    the recipe's in ``uns['gist']['recipe']`` (the default recipe's when none is recorded; with
+    ``latent_knn`` the model's own reconstruction goes to ``layers['recon']``)."""
+    if denoiser is None:
+        denoiser = get_recipe(adata.uns.get(UNS_KEY, {}).get("recipe")).denoiser
+    return _embed(adata, model_input(adata), as_models(models), device, library_key, denoiser)
 
 
-def _embed(adata: AnnData, genes: AnnData, models: list, device: str, library_key: str) -> AnnData:
+def _embed(adata: AnnData, genes: AnnData, models: list, device: str, library_key: str,
+           denoiser: str = "reconstruction") -> AnnData:
     """:func:`embed` with the model's view of ``adata`` (:func:`gist.tl._inputs.model_input`) already made."""
     parts, order = _samples(genes, library_key)
-    arrays = embed_samples(parts, models, resolve_device(device))
+    arrays = embed_samples(parts, models, resolve_device(device), denoiser=denoiser)
     placed = {}
     for key, values in arrays.items():
         out = np.empty_like(values)
         out[order] = values
         placed[key] = out
-    if DENOISED_LAYER in placed and genes is not adata:
-        full = np.full(adata.shape, np.nan, dtype=np.float32)
-        full[:, adata.var_names.get_indexer(genes.var_names)] = placed[DENOISED_LAYER]
-        placed[DENOISED_LAYER] = full
+    for layer in (DENOISED_LAYER, ORIGINAL_DENOISED_LAYER):
+        if layer in placed and genes is not adata:
+            full = np.full(adata.shape, np.nan, dtype=np.float32)
+            full[:, adata.var_names.get_indexer(genes.var_names)] = placed[layer]
+            placed[layer] = full
     write_outputs(adata, placed)
     adata.uns[UNS_KEY] = dict(adata.uns.get(UNS_KEY, {})) | {"image_branch": bool(models[0].has_image),
-                                                               "ensemble_size": len(models)}
+                                                               "ensemble_size": len(models), "denoiser": denoiser}
     return adata
 
 

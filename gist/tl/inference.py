@@ -31,7 +31,9 @@ from gist.tl._inputs import SampleGraph, feature_dims, log_normalize, log_normal
 from gist.tl.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
 from gist.tl.checkpoints import load_checkpoint
 from gist.tl.clustering import cluster_rep
+from gist.tl.denoise import latent_neighbour_mean
 from gist.tl.model import TransImg
+from gist.tl.recipes import DENOISERS
 from gist.utils import atomic_path
 
 
@@ -95,7 +97,8 @@ def as_models(model: TransImg | Sequence[TransImg]) -> list[TransImg]:
 
 
 def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
-                  denoise: bool = True, members: bool = False) -> dict[str, np.ndarray]:
+                  denoise: bool = True, members: bool = False,
+                  denoiser: str = "reconstruction") -> dict[str, np.ndarray]:
     """Latents and denoised expression of every cell of ``adatas`` (rows in their order, samples
     one after the other), from one model or an ensemble.
 
@@ -104,11 +107,21 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     ``denoise=False``: the fused latent alone, no cells x genes reconstruction (see :func:`embed`).
     ``members=True`` adds :data:`~gist.keys.MEMBER_LATENTS_KEY`: every member's fused latent side
     by side (for clustering the ensemble by consensus), from the same forward passes.
+
+    ``denoiser`` (one of :data:`gist.tl.recipes.DENOISERS`) says what the denoised expression
+    (:data:`~gist.keys.DENOISED_LAYER`) is: ``reconstruction``, the fused reconstruction (the
+    original's); ``latent_knn``, each cell's input expression averaged over its nearest cells in the
+    fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`, over all samples), with the
+    reconstruction kept under :data:`~gist.keys.ORIGINAL_DENOISED_LAYER`.
     """
+    if denoiser not in DENOISERS:
+        raise GistInputError(f"unknown denoiser {denoiser!r} (choose from {', '.join(DENOISERS)})")
     models = [m.to(device) for m in as_models(model)]
     latents: dict[str, list[list[np.ndarray]]] = {}
-    denoised = []
+    denoised, inputs = [], []
     for graph in sample_graphs(adatas):
+        if denoise and denoiser == "latent_knn":
+            inputs.append(graph.x if graph.is_sparse else graph.x.numpy())
         total = None
         for k, m in enumerate(models):
             out = embed_graph(m, graph, device, denoise=denoise)
@@ -123,7 +136,11 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
                 for key, per_model in latents.items()}
     if members:
         combined[MEMBER_LATENTS_KEY] = np.hstack([np.concatenate(parts) for parts in latents[LATENT_KEY]])
-    if denoise:
+    if denoise and denoiser == "latent_knn":
+        combined[ORIGINAL_DENOISED_LAYER] = np.concatenate(denoised)
+        expression = sp.vstack(inputs, format="csr") if sp.issparse(inputs[0]) else np.concatenate(inputs)
+        combined[DENOISED_LAYER] = latent_neighbour_mean(expression, combined[LATENT_KEY])
+    elif denoise:
         combined[DENOISED_LAYER] = np.concatenate(denoised)
     return combined
 
@@ -143,7 +160,8 @@ def _samples(data: AnnData | Sequence[AnnData]) -> tuple[list[AnnData], np.ndarr
 
 
 def infer(data: AnnData | Sequence[AnnData], model: TransImg | Sequence[TransImg], device: torch.device,
-          info: dict | None = None, denoise: bool = True, members: bool = False) -> AnnData:
+          info: dict | None = None, denoise: bool = True, members: bool = False,
+          denoiser: str = "reconstruction") -> AnnData:
     """Embed every sample with one model or an ensemble and gather them into one AnnData (the
     layout of test.py's ``gist.h5ad``).
 
@@ -164,10 +182,12 @@ def infer(data: AnnData | Sequence[AnnData], model: TransImg | Sequence[TransImg
         cells x genes layer is 12 GB at a million cells and 3,000 genes) and
         ``uns['gist']['denoised']`` is false. ``members=True`` also writes
         ``obsm['X_gist_members']``, every ensemble member's fused latent side by side.
+        ``denoiser``: what ``layers['gist_denoised']`` holds (:func:`embed_samples`; with
+        ``latent_knn``, ``layers['recon']`` keeps the model's reconstruction).
     """
     models = as_models(model)
     adatas, order = _samples(data)
-    arrays = embed_samples(adatas, models, device, denoise=denoise, members=members)
+    arrays = embed_samples(adatas, models, device, denoise=denoise, members=members, denoiser=denoiser)
     bounds = np.cumsum([0] + [a.n_obs for a in adatas])
     parts = []
     for i, adata in enumerate(adatas):
@@ -182,17 +202,20 @@ def infer(data: AnnData | Sequence[AnnData], model: TransImg | Sequence[TransImg
     if order is not None and not np.array_equal(order, np.arange(len(order))):
         merged = merged[np.argsort(order)].copy()  # back to the input's row order
     merged.uns[UNS_KEY] = dict(info or {}) | {"image_branch": bool(models[0].has_image), "ensemble_size": len(models),
-                                              "denoised": bool(denoise)}
+                                              "denoised": bool(denoise), "denoiser": denoiser if denoise else None}
     return merged
 
 
 def write_outputs(adata: AnnData, arrays: dict[str, np.ndarray], aliases: bool = False) -> None:
     """Store :func:`embed_samples`' arrays in ``adata`` (rows already in its order); with
-    ``aliases`` also under the original's names."""
+    ``aliases`` also under the original's names (``layers['recon']`` is the model's reconstruction:
+    the denoised layer itself unless the denoiser wrote it apart)."""
     for key, value in arrays.items():
-        if key == DENOISED_LAYER:
+        if key == ORIGINAL_DENOISED_LAYER:
+            adata.layers[ORIGINAL_DENOISED_LAYER] = value
+        elif key == DENOISED_LAYER:
             adata.layers[DENOISED_LAYER] = value
-            if aliases:
+            if aliases and ORIGINAL_DENOISED_LAYER not in arrays:
                 adata.layers[ORIGINAL_DENOISED_LAYER] = value
         else:
             adata.obsm[key] = value

@@ -23,6 +23,10 @@ TASKS = ("cell_types", "domains")
 #: the latent (BENCHMARKS.md, issue 21: a latent of 50 scored 0.270 on the six domain sets, 5 seeds,
 #: against 0.262 for its denoised components and 0.260 for the previous denoised default).
 DOMAIN_REPS = ("latent", "denoised")
+#: What ``layers['gist_denoised']`` holds (:func:`gist.tl.inference.embed_samples`): the fused
+#: reconstruction (the original's), or the expression averaged over each cell's nearest cells in
+#: the fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`).
+DENOISERS = ("reconstruction", "latent_knn")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Recipe:
         Domains (``mclust``) cluster the representation averaged over each cell's neighbours.
     domain_rep
         What domains cluster by default (one of :data:`DOMAIN_REPS`).
+    denoiser
+        What the denoised expression is (one of :data:`DENOISERS`).
     """
 
     name: str
@@ -52,6 +58,7 @@ class Recipe:
     epochs_by_dataset: dict[str, int] = field(default_factory=dict)
     smooth_domains: bool = False
     domain_rep: str = "latent"
+    denoiser: str = "reconstruction"
 
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (
