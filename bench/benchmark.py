@@ -924,7 +924,7 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
 #: Sets the denoising check leaves out: the same counts as another set (the STARmap cell-type labels).
 DENOISE_SKIPPED = ("starmap_BZ5_types", "starmap_BZ9_types")
 #: Neighbours of the latent-kNN denoiser scored beside each GIST reconstruction (``<method>_knn<k>``).
-DENOISE_KNN = (15, 30, 50)
+DENOISE_KNN = (30, 50, 100)
 
 
 def masked_copy(adata: AnnData, fraction: float, seed: int) -> tuple[AnnData, np.ndarray, HeldOut]:
@@ -947,7 +947,8 @@ def gist_predictions(masked_data: AnnData, masked: np.ndarray, dataset: BenchDat
                      settings: dict, device: str, gist_epochs: int | None, gist_ensemble: int | None,
                      paper_epochs: int) -> tuple[dict[str, np.ndarray], dict]:
     """Train ``method`` on the masked data; its reconstruction (``layers['recon']``) and the
-    latent-kNN means of :data:`DENOISE_KNN` (:func:`gist.tl.denoise.latent_neighbour_mean`), by name,
+    latent-kNN means of :data:`DENOISE_KNN` and the self-calibrated one
+    (:func:`gist.tl.denoise.latent_neighbour_mean`), by name,
     and what the record says about the run (image used, seconds)."""
     from gist.keys import ORIGINAL_DENOISED_LAYER
     from gist.tl.denoise import latent_neighbour_mean
@@ -966,6 +967,8 @@ def gist_predictions(masked_data: AnnData, masked: np.ndarray, dataset: BenchDat
     expression = log_normalize(masked)
     for k in DENOISE_KNN:
         predictions[f"{method}_knn{k}"] = latent_neighbour_mean(expression, result.obsm[LATENT_KEY], k)
+    # the count chosen from the masked input itself (gist.tl.denoise.calibrate_neighbors), as the default would
+    predictions[f"{method}_knn_auto"] = latent_neighbour_mean(expression, result.obsm[LATENT_KEY], "auto", seed=seed)
     return predictions, {"image": bool(result.uns["gist"]["image_branch"]), "seconds": round(seconds, 2)}
 
 
@@ -981,7 +984,8 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     ``method`` is a baseline of :data:`bench.denoise.DENOISE_BASELINES` (one record) or a GIST recipe
     (``gist``, ``gist_paper`` with ``paper_epochs``, ``gist+<candidate>``; the ``stats`` image features
     where there is an image, used as the recipe says): one record for its reconstruction and one per
-    latent-kNN denoiser of :data:`DENOISE_KNN` (``<method>_knn<k>``), from the same trained model.
+    latent-kNN denoiser of :data:`DENOISE_KNN` (``<method>_knn<k>``) and the self-calibrated one
+    (``<method>_knn_auto``), from the same trained model.
     """
     samples = load_samples(dataset)
     genes, settings = split_candidate(denoise_settings(method), samples.n_vars)

@@ -108,7 +108,26 @@ def test_inference_writes_the_chosen_denoiser(tmp_path):
     np.testing.assert_allclose(knn.layers["recon"], recon.layers["recon"], atol=1e-5)  # the model's own output stays
     # the expression the model read, averaged over each cell's 30 nearest cells of the fused latent (across samples)
     expression = np.vstack([log_normalize(a.X) for a in adatas])
-    np.testing.assert_allclose(knn.layers["gist_denoised"], latent_neighbour_mean(expression, knn.obsm["X_gist"]), atol=1e-5)
+    np.testing.assert_allclose(knn.layers["gist_denoised"], latent_neighbour_mean(expression, knn.obsm["X_gist"], "auto"), atol=1e-5)
     assert not np.allclose(knn.layers["gist_denoised"], knn.layers["recon"])
     with pytest.raises(GistInputError, match="unknown denoiser 'magic'"):
         infer(adatas, models, cpu, denoiser="magic")
+
+
+def test_calibration_picks_the_neighbour_count_that_matches_the_group_size():
+    """Groups of 20 cells share a profile: averaging over 20 latent neighbours removes the noise,
+    5 keeps much of it, 60 mixes groups; the hidden-entry RMSE must pick 20 (and 'auto' uses it)."""
+    from gist.tl.denoise import calibrate_neighbors
+
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(15), 20)
+    profiles = rng.gamma(2.0, 1.0, (15, 60))
+    counts = rng.poisson(profiles[group])
+    expression = np.log1p(counts).astype(np.float32)
+    latent = np.c_[group * 10.0, np.zeros(300)] + rng.normal(0, 0.1, (300, 2))
+    k, errors = calibrate_neighbors(expression, latent, candidates=(5, 20, 60))
+    assert k == 20 and set(errors) == {5, 20, 60} and errors[20] < min(errors[5], errors[60])
+    np.testing.assert_allclose(latent_neighbour_mean(expression, latent, "auto"),
+                               latent_neighbour_mean(expression, latent, 20))  # 20 is also a default candidate
+    with pytest.raises(GistInputError, match="'auto'"):
+        latent_neighbour_mean(expression, latent, "many")

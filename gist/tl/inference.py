@@ -111,7 +111,8 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     ``denoiser`` (one of :data:`gist.tl.recipes.DENOISERS`) says what the denoised expression
     (:data:`~gist.keys.DENOISED_LAYER`) is: ``reconstruction``, the fused reconstruction (the
     original's); ``latent_knn``, each cell's input expression averaged over its nearest cells in the
-    fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`, over all samples), with the
+    fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`, over all samples, the neighbour count
+    chosen by hidden-entry RMSE), with the
     reconstruction kept under :data:`~gist.keys.ORIGINAL_DENOISED_LAYER`.
     """
     if denoiser not in DENOISERS:
@@ -139,7 +140,7 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     if denoise and denoiser == "latent_knn":
         combined[ORIGINAL_DENOISED_LAYER] = np.concatenate(denoised)
         expression = sp.vstack(inputs, format="csr") if sp.issparse(inputs[0]) else np.concatenate(inputs)
-        combined[DENOISED_LAYER] = latent_neighbour_mean(expression, combined[LATENT_KEY])
+        combined[DENOISED_LAYER] = latent_neighbour_mean(expression, combined[LATENT_KEY], "auto")
     elif denoise:
         combined[DENOISED_LAYER] = np.concatenate(denoised)
     return combined
