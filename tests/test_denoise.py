@@ -127,7 +127,7 @@ def test_detection_auc_ranks_held_out_above_true_zeros(counts):
     assert score_denoiser(masked, held, oracle)["auc"] == pytest.approx(1.0)
 
 
-def test_magic_and_neighbour_mean_recover_a_held_out_block_structure():
+def test_baselines_recover_a_held_out_block_structure():
     """Two cell groups with different gene programmes: a denoiser that borrows from similar cells must
     rank held-out entries above true zeros (MAGIC by expression, the neighbour mean by a graph that
     links cells of the same group)."""
@@ -160,3 +160,15 @@ def test_split_half_markers_find_planted_markers_and_score_on_the_other_half():
     np.testing.assert_array_equal(rows, rows_again)
     assert marker_auroc(x, labels, markers, rows) > 0.95
     assert 0.35 < marker_auroc(rng.normal(0, 1, x.shape), labels, markers, rows) < 0.65  # noise: chance
+
+
+def test_scvi_prediction_is_on_the_log_normalised_scale():
+    """scVI's expected frequencies, scaled to 1e4 per cell and log1p'd: each row sums back to 1e4 (a
+    short training; the full one runs in the benchmark)."""
+    from bench.denoise import scvi_denoise
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, (40, 30)).astype(np.float32)
+    out = scvi_denoise(counts, np.repeat(["a", "b"], 20), seed=0, max_epochs=2)
+    assert out.shape == counts.shape and np.isfinite(out).all() and (out >= 0).all()
+    np.testing.assert_allclose(np.expm1(out.astype(np.float64)).sum(axis=1), 1e4, rtol=1e-3)
