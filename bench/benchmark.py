@@ -925,6 +925,8 @@ def rescore_clustering(dataset: BenchDataset, record: dict, path: Path) -> dict:
 DENOISE_SKIPPED = ("starmap_BZ5_types", "starmap_BZ9_types")
 #: Neighbours of the latent-kNN denoiser scored beside each GIST reconstruction (``<method>_knn<k>``).
 DENOISE_KNN = (30, 50, 100)
+#: Neighbours of the latent-diffusion denoiser scored beside them (``<method>_diff<k>``, 3 steps).
+DENOISE_DIFFUSION = (10, 15)
 
 
 def masked_copy(adata: AnnData, fraction: float, seed: int) -> tuple[AnnData, np.ndarray, HeldOut]:
@@ -945,13 +947,14 @@ def masked_copy(adata: AnnData, fraction: float, seed: int) -> tuple[AnnData, np
 
 def gist_predictions(masked_data: AnnData, masked: np.ndarray, dataset: BenchDataset, seed: int, method: str,
                      settings: dict, device: str, gist_epochs: int | None, gist_ensemble: int | None,
-                     paper_epochs: int) -> tuple[dict[str, np.ndarray], dict]:
+                     paper_epochs: int, keep_latent: Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Train ``method`` on the masked data; its reconstruction (``layers['recon']``) and the
     latent-kNN means of :data:`DENOISE_KNN` and the self-calibrated one
     (:func:`gist.tl.denoise.latent_neighbour_mean`), by name,
-    and what the record says about the run (image used, seconds)."""
+    and what the record says about the run (image used, seconds). ``keep_latent``: also save the fused
+    latent there (``.npz``), so that other latent denoisers can be scored on the same run later."""
     from gist.keys import ORIGINAL_DENOISED_LAYER
-    from gist.tl.denoise import latent_neighbour_mean
+    from gist.tl.denoise import latent_diffusion, latent_neighbour_mean
 
     adata = masked_data.copy()
     if has_image(adata):
@@ -969,12 +972,17 @@ def gist_predictions(masked_data: AnnData, masked: np.ndarray, dataset: BenchDat
         predictions[f"{method}_knn{k}"] = latent_neighbour_mean(expression, result.obsm[LATENT_KEY], k)
     # the count chosen from the masked input itself (gist.tl.denoise.calibrate_neighbors), as the default would
     predictions[f"{method}_knn_auto"] = latent_neighbour_mean(expression, result.obsm[LATENT_KEY], "auto", seed=seed)
+    for k in DENOISE_DIFFUSION:  # 3 diffusion steps over the symmetrised k-NN graph of the latent
+        predictions[f"{method}_diff{k}"] = latent_diffusion(expression, result.obsm[LATENT_KEY], k)
+    if keep_latent:
+        keep_latent.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(keep_latent, latent=result.obsm[LATENT_KEY])
     return predictions, {"image": bool(result.uns["gist"]["image_branch"]), "seconds": round(seconds, 2)}
 
 
 def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, device: str = "cpu",
                   gist_epochs: int | None = None, gist_ensemble: int | None = None, method: str = "gist",
-                  paper_epochs: int = 300) -> list[dict]:
+                  paper_epochs: int = 300, keep_rep: str | None = None) -> list[dict]:
     """Hold out ``fraction`` of each cell's non-zero counts (:func:`masked_copy`), denoise the rest
     with ``method`` and score the prediction at the held-out entries (:func:`bench.denoise.score_denoiser`),
     and how well it separates the labelled regions by their split-half markers (``marker_auroc``:
@@ -984,8 +992,9 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
     ``method`` is a baseline of :data:`bench.denoise.DENOISE_BASELINES` (one record) or a GIST recipe
     (``gist``, ``gist_paper`` with ``paper_epochs``, ``gist+<candidate>``; the ``stats`` image features
     where there is an image, used as the recipe says): one record for its reconstruction and one per
-    latent-kNN denoiser of :data:`DENOISE_KNN` (``<method>_knn<k>``) and the self-calibrated one
-    (``<method>_knn_auto``), from the same trained model.
+    latent-kNN denoiser of :data:`DENOISE_KNN` (``<method>_knn<k>``), the self-calibrated one
+    (``<method>_knn_auto``) and the latent diffusions of :data:`DENOISE_DIFFUSION` (``<method>_diff<k>``),
+    from the same trained model; with ``keep_rep`` its fused latent is saved there.
     """
     samples = load_samples(dataset)
     genes, settings = split_candidate(denoise_settings(method), samples.n_vars)
@@ -998,8 +1007,9 @@ def run_denoising(dataset: BenchDataset, seed: int, fraction: float = 0.1, devic
         prediction = baseline_prediction(method, masked, adata.obsp[CONNECTIVITIES_KEY], adata.obs[LIBRARY_KEY].to_numpy(), seed)
         predictions, info = {method: prediction}, {"image": False, "seconds": round(time.perf_counter() - start, 2)}
     else:
+        keep = Path(keep_rep) / f"{dataset.name}_{method}_s{seed}_masked_latent.npz" if keep_rep else None
         predictions, info = gist_predictions(masked_data, masked, dataset, seed, method, settings, device, gist_epochs,
-                                             gist_ensemble, paper_epochs)
+                                             gist_ensemble, paper_epochs, keep)
     common = {"dataset": dataset.name, "seed": seed, "epochs": recorded_epochs("denoise", method, paper_epochs, gist_epochs),
               "fraction": fraction, "held_out": int(len(held.rows)), "cells": int(adata.n_obs), "genes": int(adata.n_vars),
               "peak_mb": round(peak_rss_mb(), 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
@@ -1019,7 +1029,8 @@ def run_task(task: dict) -> dict:
         quick = {"gist_epochs": task.get("gist_epochs"), "gist_ensemble": task.get("gist_ensemble")}
         if task["kind"] == "denoise":
             return run_denoising(dataset, task["seed"], task.get("fraction", 0.1), task.get("device", "cpu"), **quick,
-                                 method=task.get("method") or "gist", paper_epochs=task["paper_epochs"])
+                                 method=task.get("method") or "gist", paper_epochs=task["paper_epochs"],
+                                 keep_rep=task.get("keep_rep"))
         return run_clustering(dataset, task["method"], task["seed"], task["paper_epochs"], task.get("weights"),
                               task.get("device", "cpu"), tuple(task.get("extractors", ("stats",))), **quick,
                               keep_rep=task.get("keep_rep"))

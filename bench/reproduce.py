@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Markdown file whose marked block receives the tables ('' to skip)")
     p.add_argument("--keep_reps", default=None, metavar="DIR",
                    help="also write each clustering run's representation, clusters and labels to DIR/<dataset>_<method>_s<seed>.npz "
-                        "(to study the clustering step again without retraining)")
+                        "(to study the clustering step again without retraining), and each GIST denoising run's fused "
+                        "latent of the masked data to DIR/<dataset>_<method>_s<seed>_masked_latent.npz")
     p.add_argument("--in_process", action="store_true",
                    help="run every task in this process instead of a fresh one each (saves ~8 s of imports per run, "
                         "for many cheap baseline runs; peak_mb is then this process's peak so far)")
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in [] if args.no_denoise else args.seeds:
         for dataset in [d for d in datasets if d.name not in DENOISE_SKIPPED]:
             for method in args.denoise_methods:
-                jobs.append(task_for("denoise", dataset, seed, args.paper_epochs, method, device=args.device, **quick))
+                jobs.append(task_for("denoise", dataset, seed, args.paper_epochs, method, device=args.device,
+                                     keep_rep=args.keep_reps, **quick))
     for i, task in enumerate(jobs, start=1):
         section = "denoising" if task["kind"] == "denoise" else "records"
         label = f"[{i}/{len(jobs)}] {task['kind']} {task['dataset']['name']} {task['method']} seed {task['seed']}"

@@ -232,7 +232,7 @@ def test_reproduce_on_a_user_file_writes_records_and_tables(tmp_path, demo_small
     payload = json.loads(out.read_text())
     assert len(payload["records"]) == 2
     denoise = {r["method"]: r for r in payload["denoising"]}
-    assert set(denoise) == {"raw", "neighbour_mean", "magic", "gist", "gist_knn30", "gist_knn50", "gist_knn100", "gist_knn_auto"}
+    assert set(denoise) == {"raw", "neighbour_mean", "magic", "gist", "gist_knn30", "gist_knn50", "gist_knn100", "gist_knn_auto", "gist_diff10", "gist_diff15"}
     assert len({r["held_out"] for r in denoise.values()}) == 1 and denoise["gist"]["held_out"] > 0
     assert all(0 <= r["auc"] <= 1 and r["rmse"] > 0 for r in denoise.values())
     text = markdown.read_text()
@@ -398,8 +398,8 @@ def test_denoising_check_scores_every_denoiser_on_the_same_mask():
     paper = by_method(run_denoising(demo, seed=0, method="gist_paper", paper_epochs=2))
     default = by_method(run_denoising(demo, seed=0, gist_epochs=2, gist_ensemble=1))
     smooth = by_method(run_denoising(demo, seed=0, method="neighbour_mean"))
-    assert set(default) == {"gist", "gist_knn_auto"} | {f"gist_knn{k}" for k in DENOISE_KNN}
-    assert set(paper) == {"gist_paper", "gist_paper_knn_auto"} | {f"gist_paper_knn{k}" for k in DENOISE_KNN}
+    assert set(default) == {"gist", "gist_knn_auto", "gist_diff10", "gist_diff15"} | {f"gist_knn{k}" for k in DENOISE_KNN}
+    assert set(paper) == {"gist_paper", "gist_paper_knn_auto", "gist_paper_diff10", "gist_paper_diff15"} | {f"gist_paper_knn{k}" for k in DENOISE_KNN}
     assert (paper["gist_paper"]["epochs"], default["gist"]["epochs"]) == (2, 2)
     assert paper["gist_paper"]["held_out"] == default["gist"]["held_out"] == smooth["neighbour_mean"]["held_out"] > 0
     assert paper["gist_paper"]["rmse"] != default["gist"]["rmse"] != default["gist_knn30"]["rmse"]

@@ -131,3 +131,23 @@ def test_calibration_picks_the_neighbour_count_that_matches_the_group_size():
                                latent_neighbour_mean(expression, latent, 20))  # 20 is also a default candidate
     with pytest.raises(GistInputError, match="'auto'"):
         latent_neighbour_mean(expression, latent, "many")
+
+
+def test_latent_diffusion_by_hand_and_on_groups():
+    from gist.tl.denoise import latent_diffusion
+
+    # three cells on a line, 2 neighbours each (itself and the nearest): 0-1, 1-0 (or 1-2), 2-1
+    latent = np.array([[0.0], [1.0], [2.1]], np.float32)
+    x = np.array([[3.0], [0.0], [6.0]], np.float32)
+    knn = latent_knn_graph(latent, 2).toarray()  # rows: 0 -> {0, 1}, 1 -> {1, 0}, 2 -> {2, 1}
+    sym = knn + knn.T
+    op = sym / sym.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(latent_diffusion(x, latent, n_neighbors=2, steps=2), op @ op @ x, rtol=1e-6)
+    # a diffusion never leaves a group of cells the latent keeps apart
+    group = np.repeat([0, 1], 50)
+    latent = np.c_[group * 100.0, np.arange(100) % 50]
+    values = np.where(group[:, None] == 0, 1.0, 5.0) + np.random.default_rng(0).normal(0, 1, (100, 3))
+    out = latent_diffusion(sp.csr_matrix(values), latent, n_neighbors=10, steps=3)
+    assert out[group == 0].max() < 3 < out[group == 1].min()
+    with pytest.raises(GistInputError, match="steps"):
+        latent_diffusion(values, latent, steps=0)
