@@ -110,6 +110,11 @@ def test_inference_writes_the_chosen_denoiser(tmp_path):
     expression = np.vstack([log_normalize(a.X) for a in adatas])
     np.testing.assert_allclose(knn.layers["gist_denoised"], latent_neighbour_mean(expression, knn.obsm["X_gist"], "auto"), atol=1e-5)
     assert not np.allclose(knn.layers["gist_denoised"], knn.layers["recon"])
+    diffused = infer(adatas, models, cpu, denoiser="latent_diffusion")
+    from gist.tl.denoise import latent_diffusion
+
+    np.testing.assert_allclose(diffused.layers["gist_denoised"], latent_diffusion(expression, diffused.obsm["X_gist"]),
+                               atol=1e-5)
     with pytest.raises(GistInputError, match="unknown denoiser 'magic'"):
         infer(adatas, models, cpu, denoiser="magic")
 

@@ -61,8 +61,10 @@ def test_parser() -> argparse.ArgumentParser:
                              "genes), off: the fused latent alone (no gene/image latents, no layer)")
     parser.add_argument("--denoiser", choices=["auto", *DENOISERS], default="auto",
                         help="what layers['gist_denoised'] holds: reconstruction = the model's fused reconstruction "
-                             "(the original's); latent_knn = each cell's expression averaged over its 30 nearest cells "
-                             "in the fused latent (the model's reconstruction then stays in layers['recon']); "
+                             "(the original's); latent_knn = each cell's expression averaged over its nearest cells in "
+                             "the fused latent (their count chosen by how well it predicts hidden entries); "
+                             "latent_diffusion = the expression diffused 3 steps over the fused latent's 15-NN graph "
+                             "(with either, the model's reconstruction stays in layers['recon']); "
                              "auto = the checkpoint's recipe's choice (BENCHMARKS.md, denoising)")
     parser.add_argument("--no_cluster", action="store_true", help="only write the embedding; skip clustering and scores")
     parser.add_argument("--baseline", action="store_true",

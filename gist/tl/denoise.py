@@ -13,7 +13,14 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
+from gist._docs import doc_params
 from gist.errors import GistInputError
+
+#: Parameter texts shared by the denoisers' docstrings.
+_PARAMS = {
+    "expression": "``(cells, genes)`` log-normalised expression (dense or sparse), rows in the latent's order.",
+    "latent": "``(cells, dims)`` fused latent of the same cells.",
+}
 
 #: Neighbours in the fused latent whose expression is averaged (the cell itself is one of them).
 DEFAULT_DENOISE_NEIGHBORS = 30
@@ -22,6 +29,15 @@ CANDIDATE_NEIGHBORS = (10, 20, 30, 50, 100)
 #: Share of the non-zero entries hidden to choose the neighbour count, and at most this many cells hold them.
 CALIBRATION_FRACTION = 0.1
 CALIBRATION_MAX_CELLS = 5000
+
+
+def _check_rows(expression, latent: np.ndarray) -> None:
+    if expression.shape[0] != np.shape(latent)[0]:
+        raise GistInputError(f"expression has {expression.shape[0]} rows but the latent {np.shape(latent)[0]}")
+
+
+def _dense(values) -> np.ndarray:
+    return np.asarray(values.toarray() if sp.issparse(values) else values, dtype=np.float32)
 
 
 def _neighbour_index(latent: np.ndarray, n_neighbors: int) -> np.ndarray:
@@ -104,6 +120,7 @@ def calibrate_neighbors(expression, latent: np.ndarray, candidates: tuple[int, .
     return min(errors, key=errors.get), errors
 
 
+@doc_params(**_PARAMS)
 def latent_neighbour_mean(expression, latent: np.ndarray, n_neighbors: int | str = DEFAULT_DENOISE_NEIGHBORS,
                           seed: int = 0) -> np.ndarray:
     """The denoised expression: ``expression`` averaged over each cell's ``n_neighbors`` nearest
@@ -112,9 +129,9 @@ def latent_neighbour_mean(expression, latent: np.ndarray, n_neighbors: int | str
     Parameters
     ----------
     expression
-        ``(cells, genes)`` log-normalised expression (dense or sparse), rows in the latent's order.
+        {expression}
     latent
-        ``(cells, dims)`` fused latent of the same cells.
+        {latent}
     n_neighbors
         Cells averaged per row, the cell included; ``'auto'``: the count of
         :data:`CANDIDATE_NEIGHBORS` that best predicts hidden entries (:func:`calibrate_neighbors`,
@@ -122,14 +139,12 @@ def latent_neighbour_mean(expression, latent: np.ndarray, n_neighbors: int | str
     seed
         Seed of the calibration (``n_neighbors='auto'`` only).
     """
-    if expression.shape[0] != np.shape(latent)[0]:
-        raise GistInputError(f"expression has {expression.shape[0]} rows but the latent {np.shape(latent)[0]}")
+    _check_rows(expression, latent)
     if n_neighbors == "auto":
         n_neighbors, _ = calibrate_neighbors(expression, latent, seed=seed)
     elif isinstance(n_neighbors, str):
         raise GistInputError(f"n_neighbors must be a count or 'auto', got {n_neighbors!r}")
-    smoothed = latent_knn_graph(latent, n_neighbors) @ expression
-    return np.asarray(smoothed.toarray() if sp.issparse(smoothed) else smoothed, dtype=np.float32)
+    return _dense(latent_knn_graph(latent, n_neighbors) @ expression)
 
 
 #: Neighbours and steps of :func:`latent_diffusion` (MAGIC diffuses 3 steps too).
@@ -137,6 +152,7 @@ DIFFUSION_NEIGHBORS = 15
 DIFFUSION_STEPS = 3
 
 
+@doc_params(**_PARAMS)
 def latent_diffusion(expression, latent: np.ndarray, n_neighbors: int = DIFFUSION_NEIGHBORS,
                      steps: int = DIFFUSION_STEPS) -> np.ndarray:
     """The denoised expression: ``expression`` diffused ``steps`` times over the symmetrised
@@ -146,16 +162,15 @@ def latent_diffusion(expression, latent: np.ndarray, n_neighbors: int = DIFFUSIO
     Parameters
     ----------
     expression
-        ``(cells, genes)`` log-normalised expression (dense or sparse), rows in the latent's order.
+        {expression}
     latent
-        ``(cells, dims)`` fused latent of the same cells.
+        {latent}
     n_neighbors
         Nearest cells per cell, the cell included, before symmetrising.
     steps
         Diffusion steps (>= 1).
     """
-    if expression.shape[0] != np.shape(latent)[0]:
-        raise GistInputError(f"expression has {expression.shape[0]} rows but the latent {np.shape(latent)[0]}")
+    _check_rows(expression, latent)
     if steps < 1:
         raise GistInputError(f"steps must be >= 1, got {steps}")
     knn = latent_knn_graph(latent, n_neighbors)
@@ -164,4 +179,19 @@ def latent_diffusion(expression, latent: np.ndarray, n_neighbors: int = DIFFUSIO
     values = expression
     for _ in range(int(steps)):
         values = op @ values
-    return np.asarray(values.toarray() if sp.issparse(values) else values, dtype=np.float32)
+    return _dense(values)
+
+
+#: The denoisers that read the fused latent, by the name a recipe gives them (:data:`gist.tl.recipes.DENOISERS`).
+LATENT_DENOISERS = {
+    "latent_knn": lambda expression, latent: latent_neighbour_mean(expression, latent, "auto"),
+    "latent_diffusion": latent_diffusion,
+}
+
+
+def denoise_from_latent(name: str, expression, latent: np.ndarray) -> np.ndarray:
+    """The denoised expression of :data:`LATENT_DENOISERS` ``name`` (``latent_knn``: the self-calibrated
+    latent-kNN mean; ``latent_diffusion``: 3 steps over the 15-NN graph), dense float32."""
+    if name not in LATENT_DENOISERS:
+        raise GistInputError(f"unknown latent denoiser {name!r} (choose from {', '.join(LATENT_DENOISERS)})")
+    return LATENT_DENOISERS[name](expression, latent)

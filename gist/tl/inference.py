@@ -31,7 +31,7 @@ from gist.tl._inputs import SampleGraph, feature_dims, log_normalize, log_normal
 from gist.tl.batches import DEFAULT_MAX_CELLS, stitch, tile_sample
 from gist.tl.checkpoints import load_checkpoint
 from gist.tl.clustering import cluster_rep
-from gist.tl.denoise import latent_neighbour_mean
+from gist.tl.denoise import denoise_from_latent
 from gist.tl.model import TransImg
 from gist.tl.recipes import DENOISERS
 from gist.utils import atomic_path
@@ -112,8 +112,9 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     (:data:`~gist.keys.DENOISED_LAYER`) is: ``reconstruction``, the fused reconstruction (the
     original's); ``latent_knn``, each cell's input expression averaged over its nearest cells in the
     fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`, over all samples, the neighbour count
-    chosen by hidden-entry RMSE), with the
-    reconstruction kept under :data:`~gist.keys.ORIGINAL_DENOISED_LAYER`.
+    chosen by hidden-entry RMSE); ``latent_diffusion``, the input expression diffused over the fused
+    latent's neighbour graph (:func:`gist.tl.denoise.latent_diffusion`). With either, the
+    reconstruction is kept under :data:`~gist.keys.ORIGINAL_DENOISED_LAYER`.
     """
     if denoiser not in DENOISERS:
         raise GistInputError(f"unknown denoiser {denoiser!r} (choose from {', '.join(DENOISERS)})")
@@ -121,7 +122,7 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
     latents: dict[str, list[list[np.ndarray]]] = {}
     denoised, inputs = [], []
     for graph in sample_graphs(adatas):
-        if denoise and denoiser == "latent_knn":
+        if denoise and denoiser != "reconstruction":
             inputs.append(graph.x if graph.is_sparse else graph.x.numpy())
         total = None
         for k, m in enumerate(models):
@@ -137,10 +138,10 @@ def embed_samples(adatas: list[AnnData], model: TransImg | Sequence[TransImg], d
                 for key, per_model in latents.items()}
     if members:
         combined[MEMBER_LATENTS_KEY] = np.hstack([np.concatenate(parts) for parts in latents[LATENT_KEY]])
-    if denoise and denoiser == "latent_knn":
+    if denoise and denoiser != "reconstruction":
         combined[ORIGINAL_DENOISED_LAYER] = np.concatenate(denoised)
         expression = sp.vstack(inputs, format="csr") if sp.issparse(inputs[0]) else np.concatenate(inputs)
-        combined[DENOISED_LAYER] = latent_neighbour_mean(expression, combined[LATENT_KEY], "auto")
+        combined[DENOISED_LAYER] = denoise_from_latent(denoiser, expression, combined[LATENT_KEY])
     elif denoise:
         combined[DENOISED_LAYER] = np.concatenate(denoised)
     return combined

@@ -24,9 +24,10 @@ TASKS = ("cell_types", "domains")
 #: against 0.262 for its denoised components and 0.260 for the previous denoised default).
 DOMAIN_REPS = ("latent", "denoised")
 #: What ``layers['gist_denoised']`` holds (:func:`gist.tl.inference.embed_samples`): the fused
-#: reconstruction (the original's), or the expression averaged over each cell's nearest cells in
-#: the fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`).
-DENOISERS = ("reconstruction", "latent_knn")
+#: reconstruction (the original's), the expression averaged over each cell's nearest cells in the
+#: fused latent (:func:`gist.tl.denoise.latent_neighbour_mean`), or diffused over them
+#: (:func:`gist.tl.denoise.latent_diffusion`).
+DENOISERS = ("reconstruction", "latent_knn", "latent_diffusion")
 
 
 @dataclass(frozen=True)
